@@ -1,0 +1,1 @@
+"""Quarry's front doors: settings, resource wiring, the CLI (and the HTTP API)."""

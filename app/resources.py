@@ -1,0 +1,132 @@
+"""Builds Quarry's parts from `Settings`, each on first use, and closes them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from functools import cached_property
+
+import redis
+
+from app.settings import Settings
+from embedding.cache import CachedEmbedder, RedisVectorCache
+from embedding.model_source import ModelSource, resolve_model
+from embedding.redis_server import EmbeddedRedis
+from embedding.st_embedder import SentenceTransformerEmbedder
+from ingest.chunking import Chunker, ChunkStrategy, WholeDocument
+from ingest.ledger import FailureLedger
+from ingest.pipeline import IngestObserver, IngestPipeline, PipelineConfig
+from retrieval.edge_store import EdgeStore
+from retrieval.models import CollectionRecipe
+from retrieval.protocol import VectorStore
+from retrieval.search import SearchService
+
+log = logging.getLogger(__name__)
+
+
+class Resources:
+    """Owns the model, the store and the cache for one process; nothing loads until needed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._embedded_redis: EmbeddedRedis | None = None
+
+    @cached_property
+    def model_source(self) -> ModelSource:
+        return resolve_model(self.settings.embedding_model, self.settings.embedding_revision)
+
+    @cached_property
+    def base_embedder(self) -> SentenceTransformerEmbedder:
+        return SentenceTransformerEmbedder(
+            self.model_source,
+            dimension=self.settings.embedding_dim,
+            max_length=self.settings.max_length,
+            device=self.settings.device,
+            batch_tokens=self.settings.batch_tokens,
+        )
+
+    def _redis_client(self) -> redis.Redis:
+        url = self.settings.redis_url
+        if not url:
+            with self._lock:
+                if self._embedded_redis is None:
+                    self._embedded_redis = EmbeddedRedis(self.settings.redis_dir)
+            url = self._embedded_redis.url()
+        return redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+
+    @cached_property
+    def cache(self) -> RedisVectorCache:
+        return RedisVectorCache(self._redis_client)
+
+    @cached_property
+    def embedder(self) -> CachedEmbedder:
+        return CachedEmbedder(self.base_embedder, self.cache)
+
+    @cached_property
+    def store(self) -> VectorStore:
+        if self.settings.qdrant_url:
+            from retrieval.qdrant_store import QdrantServerStore  # qdrant-client imports slowly
+
+            return QdrantServerStore.connect(self.settings.qdrant_url, self.settings.qdrant_api_key)
+        return EdgeStore(self.settings.qdrant_path)
+
+    def chunker(self) -> Chunker:
+        base = self.base_embedder
+        limit = base.max_tokens - base.special_tokens()
+        size = min(self.settings.chunk_tokens, limit)
+        return Chunker(base.tokenizer, size, min(self.settings.chunk_overlap, size // 2))
+
+    def recipe(self, instruction: str | None = None) -> CollectionRecipe:
+        """This configuration's recipe (the dimension may load the model)."""
+        return CollectionRecipe(
+            model=self.model_source.model_id,
+            dimension=self.base_embedder.dimension,
+            instruction=instruction or self.settings.query_instruction,
+        )
+
+    def check_recipe_early(self, collection: str, instruction: str | None = None) -> None:
+        """Fail before any work when the collection was built otherwise (no model load)."""
+        stored = self.store.recipe(collection)
+        if stored is None:
+            return
+        wanted_dim = self.settings.embedding_dim or stored.dimension
+        wanted = instruction or self.settings.query_instruction
+        stored.check(CollectionRecipe(self.model_source.model_id, wanted_dim, wanted), collection)
+
+    def pipeline(
+        self,
+        collection: str,
+        observer: IngestObserver | None = None,
+        *,
+        whole_documents: bool = False,
+        instruction: str | None = None,
+    ) -> IngestPipeline:
+        config = PipelineConfig(
+            collection=collection,
+            recipe=lambda: self.recipe(instruction),
+            parse_workers=self.settings.parse_workers,
+        )
+        chunker: Callable[[], ChunkStrategy] = WholeDocument if whole_documents else self.chunker
+        ledger = FailureLedger(self.settings.data_dir / "failures" / f"{collection}.json")
+        return IngestPipeline(self.store, lambda: self.embedder, chunker, config, observer, ledger)
+
+    def search_service(self, collection: str, instruction: str | None = None) -> SearchService:
+        """Search `collection` with its own instruction, after checking it matches our model."""
+        stored = self.store.recipe(collection)
+        if stored is not None:
+            self.check_recipe_early(collection, instruction)
+            stored.check(self.recipe(instruction), collection)
+        instruction = stored.instruction if stored else self.settings.query_instruction
+        return SearchService(self.embedder, self.store, instruction)
+
+    @property
+    def model_loaded(self) -> bool:
+        return "base_embedder" in self.__dict__ and self.base_embedder.loads > 0
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+        if self._embedded_redis is not None:
+            self._embedded_redis.stop()

@@ -1,0 +1,50 @@
+"""The one settings object, read from `QUARRY_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from embedding.instructions import DEFAULT_QUERY_INSTRUCTION
+
+
+class Settings(BaseSettings):
+    """Quarry configuration; with nothing set, everything runs embedded under `data_dir`."""
+
+    model_config = SettingsConfigDict(env_prefix="QUARRY_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    embedding_model: str = "Qwen/Qwen3-Embedding-4B"
+    embedding_revision: str | None = None
+    embedding_dim: int | None = Field(default=None, ge=1)
+    query_instruction: str = DEFAULT_QUERY_INSTRUCTION
+    device: Literal["auto", "cpu", "cuda", "mps"] | str = "auto"
+    max_length: int = Field(default=8192, ge=16, description="token cap per model input")
+    batch_tokens: int = Field(default=0, ge=0, description="tokens per model batch; 0 = auto")
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    redis_url: str | None = None
+    collection: str = Field(default="quarry", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    chunk_tokens: int = Field(default=512, ge=16)
+    chunk_overlap: int = Field(default=64, ge=0)
+    parse_workers: int = Field(default=2, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"QUARRY_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
+                f"QUARRY_CHUNK_TOKENS ({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"

@@ -1,0 +1,1 @@
+"""Embedding models, the query/document split, and the Redis vector cache."""

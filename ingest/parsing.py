@@ -1,0 +1,190 @@
+"""Turn one file into `Element`s with unstructured (fast strategy, offline)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ingest.encoding import detect_encoding
+from ingest.models import Element, ParseError
+from ingest.spacy_offline import use_packaged_spacy_model
+
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+log = logging.getLogger(__name__)
+
+TEXT_TYPES = {".txt", ".text", ".log", ".md", ".markdown", ".rst", ".html", ".htm", ".xml",
+              ".csv", ".tsv", ".json"}
+OFFICE_TYPES = {".pdf", ".docx", ".pptx", ".xlsx", ".xls", ".eml", ".msg", ".epub", ".odt", ".rtf"}
+LEGACY_TYPES = {".doc", ".ppt"}
+IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".heic"}
+SUPPORTED_TYPES = frozenset(TEXT_TYPES | OFFICE_TYPES | LEGACY_TYPES | IMAGE_TYPES)
+
+# What a format needs beyond Python packages: (executable, what to install).
+_SYSTEM_TOOLS = {
+    **{ext: ("soffice", "LibreOffice (soffice)") for ext in LEGACY_TYPES},
+    **{ext: ("tesseract", "Tesseract OCR (tesseract)") for ext in IMAGE_TYPES},
+}
+
+
+def supported_list() -> str:
+    return ", ".join(sorted(SUPPORTED_TYPES))
+
+
+def check_supported(name: str) -> str:
+    """The file's extension if Quarry can parse it here, else a ParseError saying why not."""
+    ext = Path(name).suffix.lower()
+    if ext not in SUPPORTED_TYPES:
+        raise ParseError(
+            "unsupported_type",
+            f"{name}: unsupported file type {ext or '(no extension)'!r}; supported: {supported_list()}",
+            status=415,
+        )
+    tool = _SYSTEM_TOOLS.get(ext)
+    if tool and shutil.which(tool[0]) is None:
+        raise ParseError(
+            "unsupported_here",
+            f"{name}: {ext} files are unsupported here: needs {tool[1]}, which is not installed",
+            status=415,
+        )
+    return ext
+
+
+def _to_elements(raw: list[Any]) -> list[Element]:
+    elements = []
+    for item in raw:
+        text = (getattr(item, "text", "") or "").strip()
+        if not text:
+            continue
+        meta = getattr(item, "metadata", None)
+        page = getattr(meta, "page_number", None)
+        languages = tuple(getattr(meta, "languages", None) or ())
+        elements.append(Element(text=text, type=type(item).__name__, page=page, languages=languages))
+    return elements
+
+
+def _partition(path: Path, **kwargs: Any) -> list[Any]:
+    from unstructured.partition.auto import partition
+
+    return list(partition(filename=str(path), **kwargs))
+
+
+def _pdf_guard(path: Path, name: str) -> None:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ParseError("encrypted", f"{name}: the PDF is password-protected")
+    except ParseError:
+        raise
+    except (PdfReadError, ValueError, OSError) as exc:
+        raise ParseError("unreadable", f"{name}: not a readable PDF ({exc})") from exc
+
+
+def _pdf_text_fallback(path: Path, name: str) -> list[Element]:
+    """pdfminer gives up on some damaged PDFs that pypdf still reads page by page."""
+    from pypdf import PdfReader
+    from unstructured.partition.text import partition_text
+
+    elements: list[Element] = []
+    for number, page in enumerate(PdfReader(str(path)).pages, start=1):
+        try:
+            text = page.extract_text() or ""
+        except Exception:  # a single broken page should not lose the rest
+            continue
+        if text.strip():
+            for element in _to_elements(partition_text(text=text)):
+                elements.append(Element(element.text, element.type, number, element.languages))
+    if not elements:
+        hint = "OCR with tesseract is needed" if shutil.which("tesseract") is None else "OCR found nothing"
+        raise ParseError(
+            "no_text", f"{name}: the PDF has no extractable text (scanned or image-only; {hint})"
+        )
+    log.info("%s: recovered text with pypdf after unstructured found none", name)
+    return elements
+
+
+def _flatten_json(value: Any, prefix: str = "") -> list[str]:
+    if isinstance(value, dict):
+        return [line for key, item in value.items() for line in _flatten_json(item, f"{prefix}{key}.")]
+    if isinstance(value, list):
+        return [line for i, item in enumerate(value) for line in _flatten_json(item, f"{prefix}{i}.")]
+    return [f"{prefix.rstrip('.')}: {value}" if prefix else str(value)]
+
+
+def _parse_json(path: Path, name: str, encoding: str) -> list[Element]:
+    from unstructured.partition.text import partition_text
+
+    try:
+        return _to_elements(_partition(path, encoding=encoding))
+    except Exception:  # not unstructured's element schema: index it as key/value text
+        pass
+    try:
+        data = json.loads(path.read_bytes().decode(encoding))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError("unreadable", f"{name}: invalid JSON ({exc})") from exc
+    return _to_elements(partition_text(text="\n".join(_flatten_json(data))))
+
+
+def parse_file(path: Path, name: str | None = None) -> list[Element]:
+    """Parse `path` into elements. `name` is how the file is called in errors.
+
+    Raises:
+        ParseError: unsupported or unavailable type, empty, encrypted, unreadable, or no text.
+    """
+    name = name or path.name
+    ext = check_supported(name)
+    data_size = path.stat().st_size
+    if data_size == 0:
+        raise ParseError("empty_file", f"{name}: the file is empty")
+    use_packaged_spacy_model()
+    kwargs: dict[str, Any] = {"strategy": "fast", "languages": ["auto"]}
+    if ext in TEXT_TYPES:
+        data = path.read_bytes()
+        if not data.strip():
+            raise ParseError("empty_file", f"{name}: the file holds only whitespace")
+        kwargs["encoding"] = detect_encoding(data)
+        if ext == ".json":
+            return _require_text(_parse_json(path, name, kwargs["encoding"]), name)
+    if ext in IMAGE_TYPES:
+        kwargs["strategy"] = "ocr_only"
+    if ext == ".pdf":
+        kwargs.pop("languages")  # per-element guesses on PDF fragments are mostly noise
+        _pdf_guard(path, name)
+    attempts: list[Callable[[], list[Any]]] = [lambda: _partition(path, **kwargs)]
+    if ext in {".eml", ".msg"}:
+        # an attachment unstructured cannot read (an image, say) must not lose the mail itself
+        attempts.append(lambda: _partition(path, process_attachments=False, **kwargs))
+    error: Exception | None = None
+    for attempt in attempts:
+        try:
+            elements = _to_elements(attempt())
+            break
+        except ParseError:
+            raise
+        except Exception as exc:
+            error = exc
+    else:
+        raise ParseError("unreadable", f"{name}: could not be parsed ({_describe(error)})")
+    if not elements and ext == ".pdf":
+        return _pdf_text_fallback(path, name)
+    return _require_text(elements, name)
+
+
+def _describe(error: Exception | None) -> str:
+    if error is None:
+        return "unknown error"
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _require_text(elements: list[Element], name: str) -> list[Element]:
+    if not elements:
+        raise ParseError("no_text", f"{name}: no text could be extracted")
+    return elements

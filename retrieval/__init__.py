@@ -1,0 +1,1 @@
+"""Vector storage (Qdrant: embedded engine or server) and the search service."""

@@ -1,0 +1,202 @@
+"""The embedded default: Qdrant's own engine in-process (qdrant-edge), one shard per collection."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from retrieval.errors import NotFoundError, StoreUnavailableError
+from retrieval.models import (
+    HEAD_FIELDS,
+    INDEXED_FIELDS,
+    ChunkRecord,
+    CollectionRecipe,
+    DocumentInfo,
+    SearchHit,
+    chunk_id,
+    payload_key,
+)
+from retrieval.protocol import Filters
+
+_RECIPE_FILE = "recipe.json"
+
+
+def _filter(filters: Filters | None, extra: list[Any] | None = None) -> qe.Filter | None:
+    must: list[Any] = list(extra or [])
+    for key, value in (filters or {}).items():
+        values = value if isinstance(value, list) else [value]
+        match: Any = qe.MatchAny(values) if len(values) > 1 else qe.MatchValue(values[0])
+        must.append(qe.FieldCondition(key=payload_key(key), match=match))
+    return qe.Filter(must=must) if must else None
+
+
+def _doc_condition(doc_id: str) -> qe.FieldCondition:
+    return qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id))
+
+
+class EdgeStore:
+    """Collections live in `root/<name>/` next to the recipe they were built with."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._lock = threading.RLock()
+
+    def _dir(self, collection: str) -> Path:
+        return self.root / collection
+
+    def _shard(self, collection: str) -> qe.EdgeShard:
+        with self._lock:
+            shard = self._shards.get(collection)
+            if shard is not None:
+                return shard
+            path = self._dir(collection) / "shard"
+            if not path.exists():
+                raise NotFoundError(f"collection {collection!r} does not exist")
+            try:
+                shard = qe.EdgeShard.load(str(path))
+            except Exception as exc:
+                raise StoreUnavailableError(
+                    f"cannot open collection {collection!r} at {path}: {exc}"
+                ) from exc
+            self._shards[collection] = shard
+            return shard
+
+    def recipe(self, collection: str) -> CollectionRecipe | None:
+        file = self._dir(collection) / _RECIPE_FILE
+        if not file.exists():
+            return None
+        return CollectionRecipe.from_dict(json.loads(file.read_text(encoding="utf-8")))
+
+    def ensure_collection(self, collection: str, recipe: CollectionRecipe) -> None:
+        with self._lock:
+            stored = self.recipe(collection)
+            if stored is not None:
+                stored.check(recipe, collection)
+                return
+            directory = self._dir(collection)
+            directory.mkdir(parents=True, exist_ok=True)
+            config = qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=recipe.dimension, distance=qe.Distance.Cosine),
+                hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
+                optimizers=qe.EdgeOptimizersConfig(indexing_threshold=10_000),
+            )
+            shard = qe.EdgeShard.create(str(directory / "shard"), config)
+            for name in INDEXED_FIELDS:
+                shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+            shard.flush()
+            self._shards[collection] = shard
+            # Written last: a collection without its recipe file is an unfinished one.
+            (directory / _RECIPE_FILE).write_text(json.dumps(recipe.to_dict()), encoding="utf-8")
+
+    def collections(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / _RECIPE_FILE).exists())
+
+    def drop_collection(self, collection: str) -> None:
+        with self._lock:
+            shard = self._shards.pop(collection, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self._dir(collection), ignore_errors=True)
+
+    def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
+        if not records:
+            return
+        points = [qe.Point(r.id, r.vector.astype(np.float32).tolist(), r.payload) for r in records]
+        with self._lock:
+            shard = self._shard(collection)
+            shard.update(qe.UpdateOperation.upsert_points(points))
+            shard.flush()
+
+    def document(self, collection: str, doc_id: str) -> DocumentInfo | None:
+        if self.recipe(collection) is None:
+            return None
+        shard = self._shard(collection)
+        heads = shard.retrieve([chunk_id(doc_id, 0)], with_payload=HEAD_FIELDS, with_vector=False)
+        if not heads:
+            return None
+        stored = shard.count(qe.CountRequest(exact=True, filter=qe.Filter(must=[_doc_condition(doc_id)])))
+        return DocumentInfo.from_head(heads[0].payload or {}, stored)
+
+    def documents(self, collection: str) -> list[DocumentInfo]:
+        shard = self._shard(collection)
+        facets = shard.facet(qe.FacetRequest(key="doc_id", limit=1_000_000, exact=True))
+        counts = {str(hit.value): hit.count for hit in facets.hits}
+        heads = shard.retrieve(
+            [chunk_id(doc, 0) for doc in counts], with_payload=HEAD_FIELDS, with_vector=False
+        )
+        infos = [DocumentInfo.from_head(h.payload or {}, counts.get(str((h.payload or {}).get("doc_id")), 0)) for h in heads]
+        return sorted(infos, key=lambda info: (info.source, info.doc_id))
+
+    def _delete(self, collection: str, flt: qe.Filter) -> int:
+        with self._lock:
+            shard = self._shard(collection)
+            doomed = shard.count(qe.CountRequest(exact=True, filter=flt))
+            if doomed:
+                shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+                shard.flush()
+            return int(doomed)
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        return self._delete(collection, qe.Filter(must=[_doc_condition(doc_id)]))
+
+    def delete_source_except(self, collection: str, source: str, keep_doc_id: str) -> int:
+        flt = qe.Filter(
+            must=[qe.FieldCondition(key="source", match=qe.MatchValue(source))],
+            must_not=[_doc_condition(keep_doc_id)],
+        )
+        return self._delete(collection, flt)
+
+    def count(self, collection: str, filters: Filters | None = None) -> int:
+        if self.recipe(collection) is None:
+            return 0
+        return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=_filter(filters))))
+
+    def search(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        limit: int,
+        filters: Filters | None = None,
+        score_threshold: float | None = None,
+    ) -> list[list[SearchHit]]:
+        shard = self._shard(collection)
+        flt = _filter(filters)
+        requests = [
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(vector.astype(np.float32).tolist()),
+                filter=flt,
+                with_payload=True,
+                score_threshold=score_threshold,
+            )
+            for vector in vectors
+        ]
+        if len(requests) == 1:
+            results = [shard.query(requests[0])]
+        else:
+            results = shard.query_batch(qe.QueryBatchRequest(requests))
+        return [
+            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in points]
+            for points in results
+        ]
+
+    def optimize(self, collection: str) -> None:
+        with self._lock:
+            self._shard(collection).optimize()
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._shards.values():
+                shard.close()
+            self._shards.clear()
+

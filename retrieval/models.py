@@ -1,0 +1,135 @@
+"""What the store holds and returns: recipes, chunk records, hits, document summaries."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from retrieval.errors import RecipeMismatchError
+
+# Payload keys that sit at the top level; any other filter key is user metadata.
+TOP_LEVEL_FIELDS = ("doc_id", "source")
+HEAD_FIELDS = ["doc_id", "source", "chunk_count", "ingested_at", "meta", "file_type", "size_bytes"]
+INDEXED_FIELDS = ("doc_id", "source")
+_CHUNK_NAMESPACE = uuid.UUID("6f1c1a52-8f0e-4bd4-9a52-7b7f0c0a9d11")
+
+
+def chunk_id(doc_id: str, index: int) -> str:
+    """Deterministic point id: the same document and index always land on the same point."""
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{doc_id}:{index}"))
+
+
+@dataclass(frozen=True)
+class CollectionRecipe:
+    """The embedding recipe a collection was built with."""
+
+    model: str
+    dimension: int
+    instruction: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CollectionRecipe:
+        return cls(str(data["model"]), int(data["dimension"]), str(data["instruction"]))
+
+    def check(self, wanted: CollectionRecipe, collection: str) -> None:
+        """Raise if `wanted` differs from this (the stored) recipe."""
+        diffs = {
+            name: (getattr(self, name), getattr(wanted, name))
+            for name in ("model", "dimension", "instruction")
+            if getattr(self, name) != getattr(wanted, name)
+        }
+        if diffs:
+            said = "; ".join(f"{k}: collection has {a!r}, requested {b!r}" for k, (a, b) in diffs.items())
+            raise RecipeMismatchError(
+                f"collection {collection!r} was built with another embedding recipe ({said}). "
+                "Use the same model, dimension and instruction, or another collection.",
+                detail={"collection": collection, "stored": self.to_dict(), "requested": asdict(wanted)},
+            )
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One point: its id, vector and payload."""
+
+    id: str
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    score: float
+    chunk_id: str
+    doc_id: str
+    source: str
+    page: int | None
+    text: str
+    chunk_index: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_payload(cls, point_id: object, score: float, payload: dict[str, Any]) -> SearchHit:
+        return cls(
+            score=float(score),
+            chunk_id=str(point_id),
+            doc_id=str(payload.get("doc_id", "")),
+            source=str(payload.get("source", "")),
+            page=payload.get("page"),
+            text=str(payload.get("text", "")),
+            chunk_index=int(payload.get("chunk_index", 0)),
+            metadata=dict(payload.get("meta") or {}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "doc_id": self.doc_id,
+            "chunk_id": self.chunk_id,
+            "source": self.source,
+            "page": self.page,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    doc_id: str
+    source: str
+    chunks: int
+    expected_chunks: int
+    ingested_at: str
+    metadata: dict[str, Any]
+    file_type: str = ""
+    size_bytes: int = 0
+
+    @classmethod
+    def from_head(cls, head: dict[str, Any], stored: int) -> DocumentInfo:
+        """Summarise a document from its first chunk's payload and its stored chunk count."""
+        return cls(
+            doc_id=str(head.get("doc_id", "")),
+            source=str(head.get("source", "")),
+            chunks=int(stored),
+            expected_chunks=int(head.get("chunk_count", stored)),
+            ingested_at=str(head.get("ingested_at", "")),
+            metadata=dict(head.get("meta") or {}),
+            file_type=str(head.get("file_type", "")),
+            size_bytes=int(head.get("size_bytes", 0)),
+        )
+
+    @property
+    def complete(self) -> bool:
+        return self.chunks == self.expected_chunks
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"complete": self.complete}
+
+
+def payload_key(filter_key: str) -> str:
+    """Where a filter key lives in the payload: top level or under user metadata."""
+    return filter_key if filter_key in TOP_LEVEL_FIELDS else f"meta.{filter_key}"

@@ -1,0 +1,197 @@
+"""A Qdrant server through qdrant-client (its local mode stands in for the server in tests)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from retrieval.errors import NotFoundError, StoreUnavailableError
+from retrieval.models import (
+    HEAD_FIELDS,
+    INDEXED_FIELDS,
+    ChunkRecord,
+    CollectionRecipe,
+    DocumentInfo,
+    SearchHit,
+    chunk_id,
+    payload_key,
+)
+from retrieval.protocol import Filters
+
+_RECIPE_KEY = "quarry_recipe"
+
+
+def _filter(filters: Filters | None, extra: list[Any] | None = None) -> models.Filter | None:
+    must: list[Any] = list(extra or [])
+    for key, value in (filters or {}).items():
+        values = value if isinstance(value, list) else [value]
+        match: Any = (
+            models.MatchAny(any=values) if len(values) > 1 else models.MatchValue(value=values[0])
+        )
+        must.append(models.FieldCondition(key=payload_key(key), match=match))
+    return models.Filter(must=must) if must else None
+
+
+def _doc_condition(doc_id: str) -> models.FieldCondition:
+    return models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))
+
+
+class QdrantServerStore:
+    """The recipe is kept in the collection's own metadata, so every client sees it."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self.client = client
+        self._lock = threading.RLock()
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None = None) -> QdrantServerStore:
+        return cls(QdrantClient(url=url, api_key=api_key, timeout=30))
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (NotFoundError, ValueError):
+            raise
+        except Exception as exc:
+            raise StoreUnavailableError(f"Qdrant {what} failed: {exc}") from exc
+
+    def recipe(self, collection: str) -> CollectionRecipe | None:
+        if not self._call("lookup", self.client.collection_exists, collection):
+            return None
+        info = self._call("lookup", self.client.get_collection, collection)
+        data = (info.config.metadata or {}).get(_RECIPE_KEY)
+        return CollectionRecipe.from_dict(data) if data else None
+
+    def _require(self, collection: str) -> None:
+        if not self._call("lookup", self.client.collection_exists, collection):
+            raise NotFoundError(f"collection {collection!r} does not exist")
+
+    def ensure_collection(self, collection: str, recipe: CollectionRecipe) -> None:
+        with self._lock:
+            stored = self.recipe(collection)
+            if stored is not None:
+                stored.check(recipe, collection)
+                return
+            self._call(
+                "create collection",
+                self.client.create_collection,
+                collection,
+                vectors_config=models.VectorParams(size=recipe.dimension, distance=models.Distance.COSINE),
+                metadata={_RECIPE_KEY: recipe.to_dict()},
+            )
+            for name in INDEXED_FIELDS:
+                self._call(
+                    "create index",
+                    self.client.create_payload_index,
+                    collection,
+                    field_name=name,
+                    field_schema=models.PayloadSchemaType.KEYWORD,
+                )
+
+    def collections(self) -> list[str]:
+        found = self._call("list", self.client.get_collections).collections
+        return sorted(c.name for c in found if self.recipe(c.name) is not None)
+
+    def drop_collection(self, collection: str) -> None:
+        self._call("drop", self.client.delete_collection, collection)
+
+    def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
+        if not records:
+            return
+        points = [
+            models.PointStruct(id=r.id, vector=r.vector.astype(np.float32).tolist(), payload=r.payload)
+            for r in records
+        ]
+        self._call("upsert", self.client.upsert, collection, points=points, wait=True)
+
+    def _count(self, collection: str, flt: models.Filter | None) -> int:
+        result = self._call("count", self.client.count, collection, count_filter=flt, exact=True)
+        return int(result.count)
+
+    def document(self, collection: str, doc_id: str) -> DocumentInfo | None:
+        if self.recipe(collection) is None:
+            return None
+        heads = self._call(
+            "retrieve", self.client.retrieve, collection, ids=[chunk_id(doc_id, 0)],
+            with_payload=HEAD_FIELDS, with_vectors=False,
+        )
+        if not heads:
+            return None
+        stored = self._count(collection, models.Filter(must=[_doc_condition(doc_id)]))
+        return DocumentInfo.from_head(heads[0].payload or {}, stored)
+
+    def documents(self, collection: str) -> list[DocumentInfo]:
+        self._require(collection)
+        heads_filter = models.Filter(
+            must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))]
+        )
+        infos: list[DocumentInfo] = []
+        offset = None
+        while True:
+            page, offset = self._call(
+                "scroll", self.client.scroll, collection, scroll_filter=heads_filter,
+                limit=256, offset=offset, with_payload=HEAD_FIELDS, with_vectors=False,
+            )
+            for head in page:
+                payload = head.payload or {}
+                flt = models.Filter(must=[_doc_condition(str(payload.get("doc_id")))])
+                infos.append(DocumentInfo.from_head(payload, self._count(collection, flt)))
+            if offset is None:
+                break
+        return sorted(infos, key=lambda info: (info.source, info.doc_id))
+
+    def _delete(self, collection: str, flt: models.Filter) -> int:
+        doomed = self._count(collection, flt)
+        if doomed:
+            selector = models.FilterSelector(filter=flt)
+            self._call("delete", self.client.delete, collection, points_selector=selector, wait=True)
+        return doomed
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        self._require(collection)
+        return self._delete(collection, models.Filter(must=[_doc_condition(doc_id)]))
+
+    def delete_source_except(self, collection: str, source: str, keep_doc_id: str) -> int:
+        flt = models.Filter(
+            must=[models.FieldCondition(key="source", match=models.MatchValue(value=source))],
+            must_not=[_doc_condition(keep_doc_id)],
+        )
+        return self._delete(collection, flt)
+
+    def count(self, collection: str, filters: Filters | None = None) -> int:
+        if self.recipe(collection) is None:
+            return 0
+        return self._count(collection, _filter(filters))
+
+    def search(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        limit: int,
+        filters: Filters | None = None,
+        score_threshold: float | None = None,
+    ) -> list[list[SearchHit]]:
+        self._require(collection)
+        flt = _filter(filters)
+        requests = [
+            models.QueryRequest(
+                query=vector.astype(np.float32).tolist(), limit=limit, filter=flt,
+                with_payload=True, score_threshold=score_threshold,
+            )
+            for vector in vectors
+        ]
+        responses = self._call("search", self.client.query_batch_points, collection, requests=requests)
+        return [
+            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in response.points]
+            for response in responses
+        ]
+
+    def optimize(self, collection: str) -> None:
+        """The server indexes in the background; nothing to do here."""
+
+    def close(self) -> None:
+        self.client.close()
