@@ -22,7 +22,9 @@ from embedding.errors import InvalidInputError, QuarryError
 from ingest.models import FileError
 from ingest.sources import FileSource, expand_paths
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quarry: index documents, search them.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Quarry: index documents, search them."
+)
 docs_app = typer.Typer(no_args_is_help=True, help="List or delete stored documents.")
 app.add_typer(docs_app, name="docs")
 console = Console(stderr=True)
@@ -74,7 +76,10 @@ def ingest(
         metadata = parse_pairs(meta, "--meta")
         name = collection or res.settings.collection
         files, missing = expand_paths(paths)
-        errors = [FileError(p, "not_found", f"{p}: no such file, folder or matching glob") for p in missing]
+        errors = [
+            FileError(p, "not_found", f"{p}: no such file, folder or matching glob")
+            for p in missing
+        ]
         res.check_recipe_early(name)
         sources = [FileSource(path, metadata=metadata) for path in files]
         show = not as_json and console.is_terminal
@@ -114,8 +119,12 @@ def search(
             raise InvalidInputError(f"collection {name!r} is empty: ingest documents first")
         service = res.search_service(name)
         result = service.search(
-            name, query, top_k=k, filters=parse_pairs(filters, "--filter"),
-            instruction=instruction, score_threshold=threshold,
+            name,
+            query,
+            top_k=k,
+            filters=parse_pairs(filters, "--filter"),
+            instruction=instruction,
+            score_threshold=threshold,
         )
         if as_json:
             _emit([hit.to_dict() for hit in result.hits])
@@ -143,8 +152,14 @@ def docs_list(collection: CollectionOpt = None, as_json: JsonOpt = False) -> Non
             table.add_column(column, overflow="fold")
         for doc in docs:
             chunks = str(doc.chunks) if doc.complete else f"{doc.chunks}/{doc.expected_chunks}"
-            table.add_row(doc.doc_id, doc.source, doc.file_type, chunks, doc.ingested_at,
-                          json.dumps(doc.metadata) if doc.metadata else "")
+            table.add_row(
+                doc.doc_id,
+                doc.source,
+                doc.file_type,
+                chunks,
+                doc.ingested_at,
+                json.dumps(doc.metadata) if doc.metadata else "",
+            )
         Console().print(table)
 
 
@@ -166,15 +181,17 @@ def stats(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
     with _resources() as res:
         names = res.store.collections()
         current = collection or res.settings.collection
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name in names:
             recipe = res.store.recipe(name)
-            rows.append({
-                "collection": name,
-                "chunks": res.store.count(name),
-                "documents": len(res.store.documents(name)),
-                "recipe": recipe.to_dict() if recipe else None,
-            })
+            rows.append(
+                {
+                    "collection": name,
+                    "chunks": res.store.count(name),
+                    "documents": len(res.store.documents(name)),
+                    "recipe": recipe.to_dict() if recipe else None,
+                }
+            )
         data = {
             "collection": current,
             "store": res.settings.qdrant_url or f"embedded ({res.settings.qdrant_path})",
@@ -190,18 +207,29 @@ def stats(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
         for column in ("collection", "documents", "chunks", "model", "dim"):
             table.add_column(column)
         for row in rows:
-            recipe = row["recipe"] or {}
-            table.add_row(row["collection"], str(row["documents"]), str(row["chunks"]),
-                          str(recipe.get("model", "")), str(recipe.get("dimension", "")))
+            described: dict[str, Any] = row["recipe"] or {}
+            table.add_row(
+                row["collection"],
+                str(row["documents"]),
+                str(row["chunks"]),
+                str(described.get("model", "")),
+                str(described.get("dimension", "")),
+            )
         Console().print(table)
 
 
 @app.command("eval")
 def eval_command(
-    dataset: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")],
+    dataset: Annotated[
+        Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    ],
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    whole_documents: Annotated[bool, typer.Option("--whole-documents", help="one chunk per document, truncated like MTEB")] = False,
-    instruction: Annotated[str | None, typer.Option(help="query instruction (Qwen3 models)")] = None,
+    whole_documents: Annotated[
+        bool, typer.Option("--whole-documents", help="one chunk per document, truncated like MTEB")
+    ] = False,
+    instruction: Annotated[
+        str | None, typer.Option(help="query instruction (Qwen3 models)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """nDCG@10 and Recall@100 on a BEIR dataset, through the normal pipeline and search."""
@@ -214,13 +242,17 @@ def eval_command(
         collection = f"eval-{dataset.name}-{mode}-{base.fingerprint()[:8]}"
         show = not as_json and console.is_terminal
         with RichIngestProgress(len(sources), console, enabled=show) as progress:
-            pipeline = res.pipeline(collection, progress, whole_documents=whole_documents, instruction=instruction)
+            pipeline = res.pipeline(
+                collection, progress, whole_documents=whole_documents, instruction=instruction
+            )
             res.check_recipe_early(collection, instruction)
             scores, report = evaluate(
                 pipeline, res.search_service(collection, instruction), sources, queries, qrels
             )
         if report.errors:
-            console.print(f"[yellow]{len(report.errors)} corpus documents failed to ingest[/yellow]")
+            console.print(
+                f"[yellow]{len(report.errors)} corpus documents failed to ingest[/yellow]"
+            )
         if as_json:
             _emit(scores)
         else:
@@ -231,7 +263,10 @@ def eval_command(
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("QUARRY_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("QUARRY_LOG_LEVEL", "WARNING"),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     app()
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def pack_batches(lengths: Sequence[int], token_budget: int, max_batch: int = 512) -> list[list[int]]:
+def pack_batches(
+    lengths: Sequence[int], token_budget: int, max_batch: int = 512
+) -> list[list[int]]:
     """Group input indices, longest first, so that `len(batch) * longest <= token_budget`.
 
     Every input lands in exactly one batch; an input longer than the budget gets a batch

@@ -163,8 +163,10 @@ class CachedEmbedder:
             try:
                 self.cache.put_many(
                     namespace,
-                    {keys[i]: np.ascontiguousarray(computed[row], dtype=np.float32).tobytes()
-                     for row, i in enumerate(miss_idx)},
+                    {
+                        keys[i]: np.ascontiguousarray(computed[row], dtype=np.float32).tobytes()
+                        for row, i in enumerate(miss_idx)
+                    },
                 )
             except redis.RedisError as exc:
                 log.warning("could not write to the embedding cache: %s", exc)

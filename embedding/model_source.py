@@ -103,7 +103,9 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSource:
     """
     local = Path(name).expanduser()
     if local.is_dir():
-        return ModelSource(str(local.resolve()), local.resolve(), revision or _fingerprint_dir(local))
+        return ModelSource(
+            str(local.resolve()), local.resolve(), revision or _fingerprint_dir(local)
+        )
     packaged = _packaged_path(name)
     if packaged is not None and packaged.is_dir():
         return ModelSource(name, packaged, revision or _fingerprint_dir(packaged))

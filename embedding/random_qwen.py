@@ -72,7 +72,7 @@ def build_random_qwen3(
     from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
     torch.manual_seed(seed)
-    config = Qwen3Config(**(shape or TINY), torch_dtype=dtype)
+    config = Qwen3Config(**(shape or TINY))
     model = Qwen3Model(config).to(getattr(torch, dtype)).eval()
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
@@ -95,8 +95,18 @@ def _write_sentence_transformers_files(target: Path, hidden: int) -> None:
     files: dict[str, Any] = {
         "modules.json": [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            },
         ],
         "sentence_bert_config.json": {"max_seq_length": 8192, "do_lower_case": False},
         "config_sentence_transformers.json": {

@@ -1,4 +1,4 @@
-"""sentence-transformers backend: Qwen3-Embedding exactly as its authors serve it, or any ST model."""
+"""sentence-transformers backend: Qwen3-Embedding as its authors serve it, or any ST model."""
 
 from __future__ import annotations
 
@@ -160,13 +160,13 @@ class SentenceTransformerEmbedder:
             else:
                 params = inspect.signature(SentenceTransformer.__init__).parameters
                 kwarg = "processor_kwargs" if "processor_kwargs" in params else "tokenizer_kwargs"
-                model = SentenceTransformer(
-                    path,
-                    device=device,
-                    model_kwargs=model_kwargs,
-                    local_files_only=True,
-                    **{kwarg: tokenizer_kwargs},
-                )
+                load_kwargs: dict[str, Any] = {
+                    "device": device,
+                    "model_kwargs": model_kwargs,
+                    "local_files_only": True,
+                    kwarg: tokenizer_kwargs,
+                }
+                model = SentenceTransformer(path, **load_kwargs)
         except ModelLoadError:
             raise
         except Exception as exc:
@@ -189,7 +189,7 @@ class SentenceTransformerEmbedder:
         try:
             from sentence_transformers.sentence_transformer import modules
         except ImportError:  # sentence-transformers < 6
-            from sentence_transformers import models as modules  # type: ignore[no-redef]
+            from sentence_transformers import models as modules  # type: ignore[attr-defined,no-redef]
 
         kwargs: dict[str, Any] = {"model_kwargs": model_kwargs, "max_seq_length": self.max_tokens}
         if "modality_config" in inspect.signature(modules.Transformer.__init__).parameters:
@@ -202,14 +202,19 @@ class SentenceTransformerEmbedder:
         transformer = modules.Transformer(path, **kwargs)
         transformer.tokenizer.padding_side = tok_kwargs.get("padding_side", "right")
         pooling = modules.Pooling(transformer.get_word_embedding_dimension(), "lasttoken")
-        return SentenceTransformer(modules=[transformer, pooling, modules.Normalize()], device=device)
+        return SentenceTransformer(
+            modules=[transformer, pooling, modules.Normalize()], device=device
+        )
 
     @property
     def dimension(self) -> int:
         if self._requested_dim is not None:
             return self._requested_dim
         model = self._load()
-        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        getter = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         return int(getter())
 
     @property

@@ -57,7 +57,9 @@ class Chunker:
 
     def windows(self, text: str) -> list[str]:
         """Overlapping windows of at most `max_tokens` tokens, cut at token boundaries."""
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        enc = self.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
         offsets = enc["offset_mapping"]
         if len(offsets) <= self.max_tokens:
             return [text]
@@ -76,7 +78,9 @@ class Chunker:
         """The last `overlap` tokens of `text`, carried into the next chunk."""
         if not self.overlap:
             return ""
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        enc = self.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
         offsets = enc["offset_mapping"]
         if len(offsets) <= self.overlap:
             return text
@@ -98,7 +102,10 @@ class Chunker:
                     tail = self._tail(_SEPARATOR.join(p.text for p in groups[-1]))
                     tail_tokens = self.count([tail])[0] if tail else 0
                     if tail and tail_tokens + piece.tokens + 1 <= self.max_tokens:
-                        current, used = [_Piece(tail, tail_tokens, groups[-1][-1].element)], tail_tokens + 1
+                        current, used = (
+                            [_Piece(tail, tail_tokens, groups[-1][-1].element)],
+                            tail_tokens + 1,
+                        )
             current.append(piece)
             used += piece.tokens + 1
         if current:
@@ -124,7 +131,9 @@ class Chunker:
             for part in self.windows(text):  # a safety net: never exceed the model's limit
                 pages = [p.element.page for p in group if p.element.page is not None]
                 types = tuple(dict.fromkeys(p.element.type for p in group))
-                languages = tuple(dict.fromkeys(lang for p in group for lang in p.element.languages))
+                languages = tuple(
+                    dict.fromkeys(lang for p in group for lang in p.element.languages)
+                )
                 chunks.append(
                     Chunk(
                         index=len(chunks),

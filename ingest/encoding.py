@@ -28,7 +28,12 @@ def detect_encoding(data: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    best = from_bytes(data[:200_000]).best()
+    matches = from_bytes(data[:200_000])
+    # Close single-byte code pages often all decode Western text; cp1252 is by far the
+    # likeliest of them, so it wins whenever it is a plausible reading at all.
+    if any(match.encoding == "cp1252" for match in matches):
+        return "cp1252"
+    best = matches.best()
     if best is not None and best.encoding:
         return str(best.encoding)
     try:

@@ -27,9 +27,15 @@ def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def load_beir(dataset: Path, split: str) -> tuple[list[TextSource], dict[str, str], dict[str, dict[str, int]]]:
+def load_beir(
+    dataset: Path, split: str
+) -> tuple[list[TextSource], dict[str, str], dict[str, dict[str, int]]]:
     """Corpus sources (`title + " " + text`), the split's queries, and its qrels."""
-    needed = [dataset / "corpus.jsonl", dataset / "queries.jsonl", dataset / "qrels" / f"{split}.tsv"]
+    needed = [
+        dataset / "corpus.jsonl",
+        dataset / "queries.jsonl",
+        dataset / "qrels" / f"{split}.tsv",
+    ]
     for path in needed:
         if not path.is_file():
             raise InvalidInputError(f"{path}: missing (a BEIR dataset folder needs it)")
@@ -58,7 +64,11 @@ def score_run(
     count = max(len(qrels), 1)
     ndcg = sum(per_query.get(q, {}).get("ndcg_cut_10", 0.0) for q in qrels) / count
     recall = sum(per_query.get(q, {}).get("recall_100", 0.0) for q in qrels) / count
-    return {"ndcg@10": round(100 * ndcg, 2), "recall@100": round(100 * recall, 2), "queries": len(qrels)}
+    return {
+        "ndcg@10": round(100 * ndcg, 2),
+        "recall@100": round(100 * recall, 2),
+        "queries": len(qrels),
+    }
 
 
 def evaluate(

@@ -53,6 +53,8 @@ class FailureLedger:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"version": _VERSION, "entries": self._entries}), encoding="utf-8")
+            tmp.write_text(
+                json.dumps({"version": _VERSION, "entries": self._entries}), encoding="utf-8"
+            )
             tmp.replace(self.path)
             self._dirty = False

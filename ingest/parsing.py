@@ -17,8 +17,20 @@ from ingest.spacy_offline import use_packaged_spacy_model
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 log = logging.getLogger(__name__)
 
-TEXT_TYPES = {".txt", ".text", ".log", ".md", ".markdown", ".rst", ".html", ".htm", ".xml",
-              ".csv", ".tsv", ".json"}
+TEXT_TYPES = {
+    ".txt",
+    ".text",
+    ".log",
+    ".md",
+    ".markdown",
+    ".rst",
+    ".html",
+    ".htm",
+    ".xml",
+    ".csv",
+    ".tsv",
+    ".json",
+}
 OFFICE_TYPES = {".pdf", ".docx", ".pptx", ".xlsx", ".xls", ".eml", ".msg", ".epub", ".odt", ".rtf"}
 LEGACY_TYPES = {".doc", ".ppt"}
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".heic"}
@@ -26,8 +38,8 @@ SUPPORTED_TYPES = frozenset(TEXT_TYPES | OFFICE_TYPES | LEGACY_TYPES | IMAGE_TYP
 
 # What a format needs beyond Python packages: (executable, what to install).
 _SYSTEM_TOOLS = {
-    **{ext: ("soffice", "LibreOffice (soffice)") for ext in LEGACY_TYPES},
-    **{ext: ("tesseract", "Tesseract OCR (tesseract)") for ext in IMAGE_TYPES},
+    **dict.fromkeys(LEGACY_TYPES, ("soffice", "LibreOffice (soffice)")),
+    **dict.fromkeys(IMAGE_TYPES, ("tesseract", "Tesseract OCR (tesseract)")),
 }
 
 
@@ -41,7 +53,8 @@ def check_supported(name: str) -> str:
     if ext not in SUPPORTED_TYPES:
         raise ParseError(
             "unsupported_type",
-            f"{name}: unsupported file type {ext or '(no extension)'!r}; supported: {supported_list()}",
+            f"{name}: unsupported file type {ext or '(no extension)'!r}; "
+            f"supported: {supported_list()}",
             status=415,
         )
     tool = _SYSTEM_TOOLS.get(ext)
@@ -63,7 +76,9 @@ def _to_elements(raw: list[Any]) -> list[Element]:
         meta = getattr(item, "metadata", None)
         page = getattr(meta, "page_number", None)
         languages = tuple(getattr(meta, "languages", None) or ())
-        elements.append(Element(text=text, type=type(item).__name__, page=page, languages=languages))
+        elements.append(
+            Element(text=text, type=type(item).__name__, page=page, languages=languages)
+        )
     return elements
 
 
@@ -102,7 +117,11 @@ def _pdf_text_fallback(path: Path, name: str) -> list[Element]:
             for element in _to_elements(partition_text(text=text)):
                 elements.append(Element(element.text, element.type, number, element.languages))
     if not elements:
-        hint = "OCR with tesseract is needed" if shutil.which("tesseract") is None else "OCR found nothing"
+        hint = (
+            "OCR with tesseract is needed"
+            if shutil.which("tesseract") is None
+            else "OCR found nothing"
+        )
         raise ParseError(
             "no_text", f"{name}: the PDF has no extractable text (scanned or image-only; {hint})"
         )
@@ -112,23 +131,31 @@ def _pdf_text_fallback(path: Path, name: str) -> list[Element]:
 
 def _flatten_json(value: Any, prefix: str = "") -> list[str]:
     if isinstance(value, dict):
-        return [line for key, item in value.items() for line in _flatten_json(item, f"{prefix}{key}.")]
+        return [
+            line for key, item in value.items() for line in _flatten_json(item, f"{prefix}{key}.")
+        ]
     if isinstance(value, list):
-        return [line for i, item in enumerate(value) for line in _flatten_json(item, f"{prefix}{i}.")]
+        return [
+            line for i, item in enumerate(value) for line in _flatten_json(item, f"{prefix}{i}.")
+        ]
     return [f"{prefix.rstrip('.')}: {value}" if prefix else str(value)]
 
 
 def _parse_json(path: Path, name: str, encoding: str) -> list[Element]:
+    """unstructured's own element JSON is read as elements; any other JSON as key: value text."""
     from unstructured.partition.text import partition_text
 
-    try:
-        return _to_elements(_partition(path, encoding=encoding))
-    except Exception:  # not unstructured's element schema: index it as key/value text
-        pass
     try:
         data = json.loads(path.read_bytes().decode(encoding))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ParseError("unreadable", f"{name}: invalid JSON ({exc})") from exc
+    is_elements = (
+        isinstance(data, list)
+        and bool(data)
+        and all(isinstance(item, dict) and "type" in item and "text" in item for item in data)
+    )
+    if is_elements:
+        return _to_elements(_partition(path, encoding=encoding))
     return _to_elements(partition_text(text="\n".join(_flatten_json(data))))
 
 

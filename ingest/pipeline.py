@@ -1,4 +1,4 @@
-"""The ingestion pipeline: parse (worker threads) -> embed (this thread) -> upsert (a writer thread).
+"""The ingestion pipeline: parse (worker threads) -> embed (caller) -> upsert (writer thread).
 
 Parsing runs ahead of the model in a thread pool and the writer drains a bounded queue,
 so the model is not left waiting on either. A document's chunks have deterministic ids
@@ -175,7 +175,9 @@ class IngestPipeline:
                 failed.append(exc)
 
     def _finish_document(self, doc: _Prepared, report: IngestReport) -> None:
-        replaced = self.store.delete_source_except(self.config.collection, doc.source.name, doc.doc_id)
+        replaced = self.store.delete_source_except(
+            self.config.collection, doc.source.name, doc.doc_id
+        )
         if replaced:
             log.info("%s: replaced %d chunks of its previous version", doc.source.name, replaced)
         report.ingested += 1
@@ -252,6 +254,8 @@ class IngestPipeline:
                     "ingested_at": now,
                     **doc.doc_fields,
                 }
-                records.append(ChunkRecord(chunk_id(doc.doc_id, chunk.index), vectors[row], payload))
+                records.append(
+                    ChunkRecord(chunk_id(doc.doc_id, chunk.index), vectors[row], payload)
+                )
                 row += 1
         return _Batch(records, docs)

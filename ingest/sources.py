@@ -48,7 +48,9 @@ class FileSource:
         try:
             return self.path.read_bytes()
         except OSError as exc:
-            raise ParseError("unreadable", f"{self.name}: cannot read the file ({exc.strerror})") from exc
+            raise ParseError(
+                "unreadable", f"{self.name}: cannot read the file ({exc.strerror})"
+            ) from exc
 
     def parse(self) -> list[Element]:
         return parse_file(self.path, self.name)
@@ -87,7 +89,7 @@ class TextSource:
 
 
 def expand_paths(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
-    """Files named by paths, folders (recursively) and globs; also the patterns that matched nothing.
+    """Files named by paths, folders (recursively) and globs, plus the patterns matching nothing.
 
     Hidden files inside folders are skipped; every other file is taken, so that one Quarry
     cannot read gets a clear per-file error rather than silence.

@@ -90,7 +90,9 @@ class EdgeStore:
             )
             shard = qe.EdgeShard.create(str(directory / "shard"), config)
             for name in INDEXED_FIELDS:
-                shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+                shard.update(
+                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
+                )
             shard.flush()
             self._shards[collection] = shard
             # Written last: a collection without its recipe file is an unfinished one.
@@ -124,7 +126,9 @@ class EdgeStore:
         heads = shard.retrieve([chunk_id(doc_id, 0)], with_payload=HEAD_FIELDS, with_vector=False)
         if not heads:
             return None
-        stored = shard.count(qe.CountRequest(exact=True, filter=qe.Filter(must=[_doc_condition(doc_id)])))
+        stored = shard.count(
+            qe.CountRequest(exact=True, filter=qe.Filter(must=[_doc_condition(doc_id)]))
+        )
         return DocumentInfo.from_head(heads[0].payload or {}, stored)
 
     def documents(self, collection: str) -> list[DocumentInfo]:
@@ -134,7 +138,12 @@ class EdgeStore:
         heads = shard.retrieve(
             [chunk_id(doc, 0) for doc in counts], with_payload=HEAD_FIELDS, with_vector=False
         )
-        infos = [DocumentInfo.from_head(h.payload or {}, counts.get(str((h.payload or {}).get("doc_id")), 0)) for h in heads]
+        infos = [
+            DocumentInfo.from_head(
+                h.payload or {}, counts.get(str((h.payload or {}).get("doc_id")), 0)
+            )
+            for h in heads
+        ]
         return sorted(infos, key=lambda info: (info.source, info.doc_id))
 
     def _delete(self, collection: str, flt: qe.Filter) -> int:
@@ -159,7 +168,9 @@ class EdgeStore:
     def count(self, collection: str, filters: Filters | None = None) -> int:
         if self.recipe(collection) is None:
             return 0
-        return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=_filter(filters))))
+        return int(
+            self._shard(collection).count(qe.CountRequest(exact=True, filter=_filter(filters)))
+        )
 
     def search(
         self,
@@ -199,4 +210,3 @@ class EdgeStore:
             for shard in self._shards.values():
                 shard.close()
             self._shards.clear()
-

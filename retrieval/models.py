@@ -45,11 +45,17 @@ class CollectionRecipe:
             if getattr(self, name) != getattr(wanted, name)
         }
         if diffs:
-            said = "; ".join(f"{k}: collection has {a!r}, requested {b!r}" for k, (a, b) in diffs.items())
+            said = "; ".join(
+                f"{k}: collection has {a!r}, requested {b!r}" for k, (a, b) in diffs.items()
+            )
             raise RecipeMismatchError(
                 f"collection {collection!r} was built with another embedding recipe ({said}). "
                 "Use the same model, dimension and instruction, or another collection.",
-                detail={"collection": collection, "stored": self.to_dict(), "requested": asdict(wanted)},
+                detail={
+                    "collection": collection,
+                    "stored": self.to_dict(),
+                    "requested": asdict(wanted),
+                },
             )
 
 

@@ -80,7 +80,9 @@ class QdrantServerStore:
                 "create collection",
                 self.client.create_collection,
                 collection,
-                vectors_config=models.VectorParams(size=recipe.dimension, distance=models.Distance.COSINE),
+                vectors_config=models.VectorParams(
+                    size=recipe.dimension, distance=models.Distance.COSINE
+                ),
                 metadata={_RECIPE_KEY: recipe.to_dict()},
             )
             for name in INDEXED_FIELDS:
@@ -103,7 +105,9 @@ class QdrantServerStore:
         if not records:
             return
         points = [
-            models.PointStruct(id=r.id, vector=r.vector.astype(np.float32).tolist(), payload=r.payload)
+            models.PointStruct(
+                id=r.id, vector=r.vector.astype(np.float32).tolist(), payload=r.payload
+            )
             for r in records
         ]
         self._call("upsert", self.client.upsert, collection, points=points, wait=True)
@@ -116,8 +120,12 @@ class QdrantServerStore:
         if self.recipe(collection) is None:
             return None
         heads = self._call(
-            "retrieve", self.client.retrieve, collection, ids=[chunk_id(doc_id, 0)],
-            with_payload=HEAD_FIELDS, with_vectors=False,
+            "retrieve",
+            self.client.retrieve,
+            collection,
+            ids=[chunk_id(doc_id, 0)],
+            with_payload=HEAD_FIELDS,
+            with_vectors=False,
         )
         if not heads:
             return None
@@ -133,8 +141,14 @@ class QdrantServerStore:
         offset = None
         while True:
             page, offset = self._call(
-                "scroll", self.client.scroll, collection, scroll_filter=heads_filter,
-                limit=256, offset=offset, with_payload=HEAD_FIELDS, with_vectors=False,
+                "scroll",
+                self.client.scroll,
+                collection,
+                scroll_filter=heads_filter,
+                limit=256,
+                offset=offset,
+                with_payload=HEAD_FIELDS,
+                with_vectors=False,
             )
             for head in page:
                 payload = head.payload or {}
@@ -148,7 +162,9 @@ class QdrantServerStore:
         doomed = self._count(collection, flt)
         if doomed:
             selector = models.FilterSelector(filter=flt)
-            self._call("delete", self.client.delete, collection, points_selector=selector, wait=True)
+            self._call(
+                "delete", self.client.delete, collection, points_selector=selector, wait=True
+            )
         return doomed
 
     def delete_document(self, collection: str, doc_id: str) -> int:
@@ -179,12 +195,17 @@ class QdrantServerStore:
         flt = _filter(filters)
         requests = [
             models.QueryRequest(
-                query=vector.astype(np.float32).tolist(), limit=limit, filter=flt,
-                with_payload=True, score_threshold=score_threshold,
+                query=vector.astype(np.float32).tolist(),
+                limit=limit,
+                filter=flt,
+                with_payload=True,
+                score_threshold=score_threshold,
             )
             for vector in vectors
         ]
-        responses = self._call("search", self.client.query_batch_points, collection, requests=requests)
+        responses = self._call(
+            "search", self.client.query_batch_points, collection, requests=requests
+        )
         return [
             [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in response.points]
             for response in responses

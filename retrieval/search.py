@@ -43,9 +43,13 @@ class SearchService:
             raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
         for position, query in enumerate(queries):
             if not query or not query.strip():
-                raise InvalidInputError(f"query #{position + 1} is empty", detail={"field": "query"})
+                raise InvalidInputError(
+                    f"query #{position + 1} is empty", detail={"field": "query"}
+                )
         started = time.perf_counter()
-        vectors = self.embedder.embed_queries(list(queries), instruction or self.default_instruction)
+        vectors = self.embedder.embed_queries(
+            list(queries), instruction or self.default_instruction
+        )
         embedded = time.perf_counter()
         hits = self.store.search(collection, vectors, top_k, filters, score_threshold)
         done = time.perf_counter()

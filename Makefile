@@ -1,0 +1,21 @@
+# Quarry: `make run` installs and starts Quarry; `make test` runs the checks CI runs.
+.PHONY: install run test lint bench
+
+install:
+	@./scripts/install.sh
+
+run: install
+	@.venv/bin/quarry stats
+	@echo
+	@echo "Quarry is ready. Try:  .venv/bin/quarry ingest PATH...   then   .venv/bin/quarry search 'a question'"
+
+lint: install
+	.venv/bin/ruff check app ingest embedding retrieval ui tests bench
+	.venv/bin/mypy
+
+test: lint
+	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
+
+bench: install
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/ingest.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/store.py

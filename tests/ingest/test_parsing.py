@@ -1,0 +1,99 @@
+"""Every supported format parses to the text it holds; bad files fail with a named reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ingest.models import ParseError
+from ingest.parsing import parse_file
+
+from .documents import SENTENCE, WRITERS, write_document
+
+
+def joined(path: Path) -> str:
+    return " ".join(" ".join(e.text.split()) for e in parse_file(path))
+
+
+@pytest.mark.parametrize("ext", sorted(WRITERS))
+def test_every_format_yields_its_text(tmp_path: Path, ext: str) -> None:
+    path = write_document(tmp_path, ext)
+    elements = parse_file(path)
+    assert "zebra finch" in joined(path), f"{ext}: text lost"
+    assert all(e.type for e in elements)
+
+
+def test_pdf_keeps_page_numbers(tmp_path: Path) -> None:
+    elements = parse_file(write_document(tmp_path, "pdf"))
+    pages = {e.page for e in elements}
+    assert pages == {1, 2}
+    assert any("zebra finch" in e.text and e.page == 1 for e in elements)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "cp1252", "latin-1"])
+def test_text_encodings_are_detected(tmp_path: Path, encoding: str) -> None:
+    text = "Café crème brûlée at the Großmarkt, naïve façade. " + SENTENCE
+    path = tmp_path / f"enc-{encoding}.txt"
+    path.write_bytes(text.encode(encoding))
+    assert "Café crème brûlée" in joined(path)
+
+
+def test_cp1252_html_without_charset(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_bytes(
+        "<html><body><p>Grüße aus Köln, “quoted” text.</p></body></html>".encode("cp1252")
+    )
+    assert "Grüße aus Köln" in joined(path)
+
+
+def test_generic_json_is_flattened(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text('{"station": {"name": "Quarrington", "birds": ["finch", "wren"]}}')
+    text = joined(path)
+    assert "station.name: Quarrington" in text and "wren" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "code"),
+    [
+        ("empty.txt", b"", "empty_file"),
+        ("blank.md", b"   \n\n  ", "empty_file"),
+        ("program.exe", b"MZ\x90\x00", "unsupported_type"),
+        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "unreadable"),
+        ("bad.json", b"{not json", "unreadable"),
+    ],
+)
+def test_bad_files_get_named_errors(tmp_path: Path, name: str, content: bytes, code: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ParseError) as info:
+        parse_file(path)
+    assert info.value.code == code
+    assert name in info.value.message
+
+
+def test_encrypted_pdf(tmp_path: Path) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    plain = write_document(tmp_path, "pdf")
+    writer = PdfWriter()
+    for page in PdfReader(str(plain)).pages:
+        writer.add_page(page)
+    writer.encrypt("secret")
+    locked = tmp_path / "locked.pdf"
+    with locked.open("wb") as handle:
+        writer.write(handle)
+    with pytest.raises(ParseError) as info:
+        parse_file(locked)
+    assert info.value.code == "encrypted" and "locked.pdf" in info.value.message
+
+
+@pytest.mark.skipif(shutil.which("soffice") is not None, reason="LibreOffice is installed here")
+def test_legacy_office_needs_libreoffice(tmp_path: Path) -> None:
+    path = tmp_path / "old.doc"
+    path.write_bytes(b"\xd0\xcf\x11\xe0" + b"\x00" * 100)
+    with pytest.raises(ParseError) as info:
+        parse_file(path)
+    assert info.value.code == "unsupported_here" and "LibreOffice" in info.value.message

@@ -1,0 +1,131 @@
+"""One contract, every VectorStore: the embedded engine, qdrant-client, and a real server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.edge_store import EdgeStore
+from retrieval.errors import RecipeMismatchError
+from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id
+from retrieval.protocol import VectorStore
+
+RECIPE = CollectionRecipe(model="m", dimension=8, instruction="find it")
+BACKENDS = ["edge", "qdrant-local"] + (["qdrant-server"] if os.environ.get("QDRANT_URL") else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    from qdrant_client import QdrantClient
+
+    from retrieval.qdrant_store import QdrantServerStore
+
+    backend: VectorStore
+    if request.param == "edge":
+        backend = EdgeStore(tmp_path / "edge")
+    elif request.param == "qdrant-local":
+        backend = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")))
+    else:
+        backend = QdrantServerStore.connect(os.environ["QDRANT_URL"])
+    yield backend
+    backend.close()
+
+
+@pytest.fixture()
+def name() -> str:
+    return f"c{uuid.uuid4().hex[:10]}"
+
+
+def vec(*values: float) -> np.ndarray:
+    out = np.zeros(8, dtype=np.float32)
+    out[: len(values)] = values
+    return out / np.linalg.norm(out)
+
+
+def records(doc_id: str, source: str, vectors: list[np.ndarray], **meta: str) -> list[ChunkRecord]:
+    return [
+        ChunkRecord(
+            chunk_id(doc_id, i),
+            v,
+            {
+                "doc_id": doc_id,
+                "source": source,
+                "chunk_index": i,
+                "chunk_count": len(vectors),
+                "text": f"{source} #{i}",
+                "page": i + 1,
+                "meta": dict(meta),
+                "ingested_at": "t",
+            },
+        )
+        for i, v in enumerate(vectors)
+    ]
+
+
+def test_recipe_is_recorded_and_enforced(store: VectorStore, name: str) -> None:
+    assert store.recipe(name) is None
+    store.ensure_collection(name, RECIPE)
+    store.ensure_collection(name, RECIPE)  # idempotent
+    assert store.recipe(name) == RECIPE
+    assert name in store.collections()
+    for other in (
+        CollectionRecipe("other-model", 8, "find it"),
+        CollectionRecipe("m", 16, "find it"),
+        CollectionRecipe("m", 8, "another instruction"),
+    ):
+        with pytest.raises(RecipeMismatchError) as info:
+            store.ensure_collection(name, other)
+        assert name in info.value.message
+
+
+def test_search_ranks_filters_and_thresholds(store: VectorStore, name: str) -> None:
+    store.ensure_collection(name, RECIPE)
+    store.upsert(name, records("a", "a.txt", [vec(1, 0), vec(0.9, 0.1)], team="red"))
+    store.upsert(name, records("b", "b.txt", [vec(0, 1), vec(0.2, 1)], team="blue"))
+    query = np.stack([vec(1, 0), vec(0, 1)])
+    best = store.search(name, query, limit=2)
+    assert [h.doc_id for h in best[0]] == ["a", "a"]
+    assert [h.doc_id for h in best[1]] == ["b", "b"]
+    assert best[0][0].score >= best[0][1].score
+    assert best[0][0].chunk_id == chunk_id("a", 0) and best[0][0].page == 1
+    only_b = store.search(name, query[:1], limit=4, filters={"source": "b.txt"})[0]
+    assert {h.doc_id for h in only_b} == {"b"}
+    by_meta = store.search(name, query[:1], limit=4, filters={"team": "blue"})[0]
+    assert {h.doc_id for h in by_meta} == {"b"} and by_meta[0].metadata == {"team": "blue"}
+    by_doc = store.search(name, query[:1], limit=4, filters={"doc_id": "a"})[0]
+    assert len(by_doc) == 2
+    close = store.search(name, query[:1], limit=4, score_threshold=0.9)[0]
+    assert close and all(h.score >= 0.9 for h in close) and {h.doc_id for h in close} == {"a"}
+
+
+def test_documents_and_deletes(store: VectorStore, name: str) -> None:
+    store.ensure_collection(name, RECIPE)
+    store.upsert(name, records("a", "a.txt", [vec(1), vec(1, 1), vec(0, 1)]))
+    store.upsert(name, records("b", "b.txt", [vec(1)]))
+    info = store.document(name, "a")
+    assert info is not None and info.chunks == 3 and info.complete and info.source == "a.txt"
+    assert store.document(name, "missing") is None
+    assert [d.doc_id for d in store.documents(name)] == ["a", "b"]
+    assert store.count(name) == 4
+    assert store.delete_document(name, "a") == 3
+    assert store.count(name) == 1 and store.document(name, "a") is None
+
+
+def test_partial_document_is_not_complete(store: VectorStore, name: str) -> None:
+    store.ensure_collection(name, RECIPE)
+    store.upsert(name, records("a", "a.txt", [vec(1), vec(0, 1), vec(1, 1)])[:2])
+    info = store.document(name, "a")
+    assert info is not None and not info.complete and info.expected_chunks == 3
+
+
+def test_new_version_of_a_source_replaces_the_old(store: VectorStore, name: str) -> None:
+    store.ensure_collection(name, RECIPE)
+    store.upsert(name, records("old", "same.txt", [vec(1), vec(0, 1)]))
+    store.upsert(name, records("new", "same.txt", [vec(1, 1)]))
+    assert store.delete_source_except(name, "same.txt", "new") == 2
+    assert [d.doc_id for d in store.documents(name)] == ["new"]

@@ -1,0 +1,46 @@
+"""Every real document in ../shared/docs yields chunks or a clear per-file error."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.resources import Resources
+from ingest.sources import FileSource, expand_paths
+
+from .conftest import SHARED
+
+pytestmark = pytest.mark.corpus
+
+KNOWN_CODES = {
+    "empty_file",
+    "encrypted",
+    "no_text",
+    "unreadable",
+    "unsupported_type",
+    "unsupported_here",
+}
+
+
+@pytest.mark.skipif(
+    not (SHARED / "docs").is_dir(), reason="../shared/docs is absent on this machine"
+)
+def test_shared_documents(resources: Resources) -> None:
+    files, _ = expand_paths([str(SHARED / "docs")])
+    report = resources.pipeline("corpus").run([FileSource(f) for f in files])
+    assert report.files == len(files) and report.ingested + len(report.errors) == len(files)
+    for error in report.errors:
+        assert error.code in KNOWN_CODES, error
+        assert error.file in error.message and len(error.message) > len(error.file) + 10
+    stored = {d.source: d for d in resources.store.documents("corpus")}
+    failed = {e.file for e in report.errors}
+    for path in files:
+        assert str(path) in failed or stored[str(path)].chunks > 0
+    # Damaged but readable files must not be written off.
+    assert str(SHARED / "docs" / "failure-after-repair.pdf") in stored
+    assert str(SHARED / "docs" / "fake-text-utf-16-be.txt") in stored
+    hits = (
+        resources.search_service("corpus")
+        .search("corpus", "ReAct reasoning and acting", top_k=3)
+        .hits
+    )
+    assert hits[0].source.endswith("react_paper.pdf")
