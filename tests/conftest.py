@@ -90,3 +90,14 @@ def resources(settings: object) -> Iterator[object]:
     res = Resources(settings)  # type: ignore[arg-type]
     yield res
     res.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA; this machine has no GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
