@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+# This file is named like the `ingest` package; keep its folder from shadowing it.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.resources import Resources  # noqa: E402
