@@ -21,10 +21,10 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.resources import Resources  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from ingest.evaluation import load_beir  # noqa: E402
-from ingest.sources import FileSource, Source, expand_paths  # noqa: E402
+from app.resources import Resources
+from app.settings import Settings
+from ingest.evaluation import load_beir
+from ingest.sources import FileSource, Source, expand_paths
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact"
 
@@ -72,14 +72,18 @@ def main() -> None:
 
     pipeline_rate = report.chunks / pipeline_s
     encode_rate = len(texts) / encode_s
-    print(f"input: {args.path} ({len(sources)} documents -> {report.chunks} chunks), model {args.model}")
-    print(f"pipeline (parse+chunk+embed+cache+upsert): {pipeline_rate:,.1f} chunks/s ({pipeline_s:.1f} s)")
-    print(f"raw SentenceTransformer.encode, batch 32:  {encode_rate:,.1f} texts/s ({encode_s:.1f} s)")
-    print(f"ratio pipeline / raw encode: {pipeline_rate / encode_rate:.3f}")
-    print(
+    share = 100 * second_s / pipeline_s
+    lines = [
+        f"input: {args.path} ({len(sources)} documents -> {report.chunks} chunks)",
+        f"model: {args.model}",
+        f"pipeline (parse+chunk+embed+cache+upsert): {pipeline_rate:,.1f} chunks/s "
+        f"({pipeline_s:.1f} s)",
+        f"raw SentenceTransformer.encode, batch 32: {encode_rate:,.1f} texts/s ({encode_s:.1f} s)",
+        f"ratio pipeline / raw encode: {pipeline_rate / encode_rate:.3f}",
         f"second, unchanged ingest: {second_s:.2f} s ({second.unchanged} unchanged, "
-        f"{100 * second_s / pipeline_s:.1f}% of the first run, model loaded: {second.model_loaded})"
-    )
+        f"{share:.1f}% of the first run, model loaded: {second.model_loaded})",
+    ]
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

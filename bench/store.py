@@ -50,10 +50,20 @@ def main() -> None:
             for offset, vector in enumerate(vectors):
                 i = start + offset
                 doc = f"doc-{i % docs}"
-                records.append(ChunkRecord(chunk_id(doc, i), vector, {
-                    "doc_id": doc, "source": f"source-{i % 50}.pdf", "chunk_index": i,
-                    "chunk_count": 100, "text": f"chunk {i}", "meta": {"team": f"t{i % 10}"},
-                }))
+                records.append(
+                    ChunkRecord(
+                        chunk_id(doc, i),
+                        vector,
+                        {
+                            "doc_id": doc,
+                            "source": f"source-{i % 50}.pdf",
+                            "chunk_index": i,
+                            "chunk_count": 100,
+                            "text": f"chunk {i}",
+                            "meta": {"team": f"t{i % 10}"},
+                        },
+                    )
+                )
             store.upsert("bench", records)
         upsert_s = time.perf_counter() - started
         started = time.perf_counter()
@@ -79,7 +89,8 @@ def main() -> None:
         store.close()
 
     print(f"embedded store (qdrant-edge), {args.points:,} chunks x {args.dim}-d, clustered")
-    print(f"upsert: {args.points / upsert_s:,.0f} points/s ({upsert_s:.1f} s, batches of {args.batch})")
+    rate = args.points / upsert_s
+    print(f"upsert: {rate:,.0f} points/s ({upsert_s:.1f} s, batches of {args.batch})")
     print(f"HNSW optimize: {index_s:.1f} s")
     for label, timings in results.items():
         print(
