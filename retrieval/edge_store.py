@@ -28,8 +28,8 @@ from retrieval.protocol import Filters
 _RECIPE_FILE = "recipe.json"
 
 
-def _filter(filters: Filters | None, extra: list[Any] | None = None) -> qe.Filter | None:
-    must: list[Any] = list(extra or [])
+def _filter(filters: Filters | None) -> qe.Filter | None:
+    must: list[Any] = []
     for key, value in (filters or {}).items():
         values = value if isinstance(value, list) else [value]
         match: Any = qe.MatchAny(values) if len(values) > 1 else qe.MatchValue(values[0])
@@ -47,6 +47,7 @@ class EdgeStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._shards: dict[str, qe.EdgeShard] = {}
+        self._recipes: dict[str, CollectionRecipe] = {}
         self._lock = threading.RLock()
 
     def _dir(self, collection: str) -> Path:
@@ -70,10 +71,15 @@ class EdgeStore:
             return shard
 
     def recipe(self, collection: str) -> CollectionRecipe | None:
+        known = self._recipes.get(collection)
+        if known is not None:
+            return known
         file = self._dir(collection) / _RECIPE_FILE
         if not file.exists():
             return None
-        return CollectionRecipe.from_dict(json.loads(file.read_text(encoding="utf-8")))
+        recipe = CollectionRecipe.from_dict(json.loads(file.read_text(encoding="utf-8")))
+        self._recipes[collection] = recipe
+        return recipe
 
     def ensure_collection(self, collection: str, recipe: CollectionRecipe) -> None:
         with self._lock:
@@ -97,6 +103,7 @@ class EdgeStore:
             self._shards[collection] = shard
             # Written last: a collection without its recipe file is an unfinished one.
             (directory / _RECIPE_FILE).write_text(json.dumps(recipe.to_dict()), encoding="utf-8")
+            self._recipes[collection] = recipe
 
     def collections(self) -> list[str]:
         if not self.root.exists():
@@ -105,6 +112,7 @@ class EdgeStore:
 
     def drop_collection(self, collection: str) -> None:
         with self._lock:
+            self._recipes.pop(collection, None)
             shard = self._shards.pop(collection, None)
             if shard is not None:
                 shard.close()

@@ -25,8 +25,8 @@ from retrieval.protocol import Filters
 _RECIPE_KEY = "quarry_recipe"
 
 
-def _filter(filters: Filters | None, extra: list[Any] | None = None) -> models.Filter | None:
-    must: list[Any] = list(extra or [])
+def _filter(filters: Filters | None) -> models.Filter | None:
+    must: list[Any] = []
     for key, value in (filters or {}).items():
         values = value if isinstance(value, list) else [value]
         match: Any = (

@@ -59,5 +59,21 @@ class SearchService:
         }
         return [SearchResult(hits=row, timings_ms=dict(timings)) for row in hits]
 
-    def search(self, collection: str, query: str, **kwargs: object) -> SearchResult:
-        return self.search_many(collection, [query], **kwargs)[0]  # type: ignore[arg-type]
+    def search(
+        self,
+        collection: str,
+        query: str,
+        *,
+        top_k: int = 10,
+        filters: Filters | None = None,
+        instruction: str | None = None,
+        score_threshold: float | None = None,
+    ) -> SearchResult:
+        return self.search_many(
+            collection,
+            [query],
+            top_k=top_k,
+            filters=filters,
+            instruction=instruction,
+            score_threshold=score_threshold,
+        )[0]
