@@ -262,6 +262,31 @@ def eval_command(
             )
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface (QUARRY_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (QUARRY_PORT)")] = None,
+) -> None:
+    """Run the HTTP API (uvicorn), on the embedded defaults when nothing is configured."""
+    import uvicorn
+
+    from app.main import create_app
+
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] invalid settings: {exc}")
+        raise typer.Exit(2) from exc
+    level = os.environ.get("QUARRY_LOG_LEVEL", "info").lower()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=level,
+        timeout_graceful_shutdown=10,
+    )
+
+
 def main() -> None:
     logging.basicConfig(
         level=os.environ.get("QUARRY_LOG_LEVEL", "WARNING"),

@@ -56,6 +56,9 @@ class RichIngestProgress:
         if error is not None:
             self._progress.console.print(f"[red]✗[/red] {error.message} [dim]({error.code})[/dim]")
 
+    def file_stage(self, name: str, stage: str, count: int) -> None:
+        pass
+
     def chunks_queued(self, count: int) -> None:
         with self._lock:
             self._queued += count

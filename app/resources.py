@@ -47,7 +47,12 @@ class Resources:
             batch_tokens=self.settings.batch_tokens,
         )
 
-    def _redis_client(self) -> redis.Redis:
+    @cached_property
+    def redis_client(self) -> redis.Redis:
+        """One pooled client for everything but the cache (which reconnects on its own)."""
+        return self._new_redis_client()
+
+    def _new_redis_client(self) -> redis.Redis:
         url = self.settings.redis_url
         if not url:
             with self._lock:
@@ -58,7 +63,7 @@ class Resources:
 
     @cached_property
     def cache(self) -> RedisVectorCache:
-        return RedisVectorCache(self._redis_client)
+        return RedisVectorCache(self._new_redis_client)
 
     @cached_property
     def embedder(self) -> CachedEmbedder:
@@ -113,13 +118,18 @@ class Resources:
         return IngestPipeline(self.store, lambda: self.embedder, chunker, config, observer, ledger)
 
     def search_service(self, collection: str, instruction: str | None = None) -> SearchService:
-        """Search `collection` with its own instruction, after checking it matches our model."""
+        """Search `collection` after checking that it was built with our model.
+
+        Its default query instruction is the one it was built with; naming `instruction`
+        also requires that one (evaluation collections are defined by theirs).
+        """
         stored = self.store.recipe(collection)
         if stored is not None:
-            self.check_recipe_early(collection, instruction)
-            stored.check(self.recipe(instruction), collection)
-        instruction = stored.instruction if stored else self.settings.query_instruction
-        return SearchService(self.embedder, self.store, instruction)
+            wanted = instruction or stored.instruction
+            self.check_recipe_early(collection, wanted)
+            stored.check(self.recipe(wanted), collection)
+        default = stored.instruction if stored else self.settings.query_instruction
+        return SearchService(self.embedder, self.store, default)
 
     @property
     def model_loaded(self) -> bool:

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=512, ge=16)
     chunk_overlap: int = Field(default=64, ge=0)
     parse_workers: int = Field(default=2, ge=1, le=32)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_keys: str = Field(default="", description="comma-separated bearer keys; empty = open")
+    max_file_mb: float = Field(default=100, gt=0, description="largest accepted uploaded file")
+    max_upload_mb: float = Field(default=1024, gt=0, description="largest accepted upload request")
+    batch_max_items: int = Field(default=64, ge=1, description="texts per merged model batch")
+    batch_wait_ms: float = Field(default=2.0, ge=0, description="wait for more requests")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
@@ -48,3 +55,11 @@ class Settings(BaseSettings):
     @property
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,16 @@ def ensure_trailing_eos(tokenizer: Any) -> None:
         raise ModelLoadError("could not make the Qwen tokenizer append <|endoftext|>")
 
 
+@dataclass
+class ModelStats:
+    """Work done by the model since start: what /metrics reports."""
+
+    batches: int = 0
+    texts: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
 class SentenceTransformerEmbedder:
     """Loads lazily on first use; thread-safe; batches sorted by length and packed to tokens."""
 
@@ -83,6 +95,7 @@ class SentenceTransformerEmbedder:
         self._model: Any = None
         self._tokenizer: Any = None
         self.loads = 0
+        self.stats = ModelStats()
         if dimension is not None and source.uses_last_token and not 32 <= dimension <= 1 << 16:
             raise ModelLoadError(f"QUARRY_EMBEDDING_DIM={dimension} is outside 32..65536")
 
@@ -232,6 +245,16 @@ class SentenceTransformerEmbedder:
             instruction = None
         return self._encode([format_query(instruction, text) for text in texts])
 
+    def token_counts(self, texts: Sequence[str], instruction: str | None = None) -> list[int]:
+        """Tokens the model reads for each text (as queries when `instruction` is given)."""
+        if instruction is not None and self.source.uses_last_token:
+            texts = [format_query(instruction, text) for text in texts]
+        with self._lock:
+            encoded = self.tokenizer(
+                list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens
+            )["input_ids"]
+        return [len(ids) for ids in encoded]
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
         dim = self.dimension
@@ -239,11 +262,13 @@ class SentenceTransformerEmbedder:
         if not texts:
             return out
         with self._lock:
+            started = time.perf_counter()
             encoded = self.tokenizer(
                 texts, add_special_tokens=True, truncation=True, max_length=self.max_tokens
             )["input_ids"]
             lengths = [len(ids) for ids in encoded]
-            for batch in pack_batches(lengths, self.token_budget):
+            batches = pack_batches(lengths, self.token_budget)
+            for batch in batches:
                 vectors = model.encode(
                     [texts[i] for i in batch],
                     batch_size=len(batch),
@@ -252,6 +277,10 @@ class SentenceTransformerEmbedder:
                     show_progress_bar=False,
                 )
                 out[batch] = np.asarray(vectors, dtype=np.float32)[:, :dim]
+            self.stats.batches += len(batches)
+            self.stats.texts += len(texts)
+            self.stats.tokens += sum(lengths)
+            self.stats.seconds += time.perf_counter() - started
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.maximum(norms, 1e-12)
         return out

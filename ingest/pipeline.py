@@ -35,6 +35,10 @@ class IngestObserver(Protocol):
 
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None: ...
 
+    def file_stage(self, name: str, stage: str, count: int) -> None:
+        """`name` got through `stage` (parsed, chunked, embedded, stored) with `count` items."""
+        ...
+
     def chunks_queued(self, count: int) -> None: ...
 
     def chunks_embedded(self, count: int) -> None: ...
@@ -44,6 +48,9 @@ class IngestObserver(Protocol):
 
 class SilentObserver:
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
+        pass
+
+    def file_stage(self, name: str, stage: str, count: int) -> None:
         pass
 
     def chunks_queued(self, count: int) -> None:
@@ -126,7 +133,9 @@ class IngestPipeline:
                 prepared.unchanged = True
                 return prepared
             elements = source.parse()
+            self.observer.file_stage(source.name, "parsed", len(elements))
             prepared.chunks = self._get_chunker().chunk(elements)
+            self.observer.file_stage(source.name, "chunked", len(prepared.chunks))
             if not prepared.chunks:
                 raise ParseError("no_text", f"{source.name}: no text could be extracted")
             prepared.doc_fields = source.describe()
@@ -170,6 +179,7 @@ class IngestPipeline:
                 self.store.upsert(self.config.collection, batch.records)
                 self.observer.chunks_stored(len(batch.records))
                 for doc in batch.docs:  # a batch always holds whole documents
+                    self.observer.file_stage(doc.source.name, "stored", len(doc.chunks))
                     self._finish_document(doc, report)
             except BaseException as exc:  # surfaced by run(); later batches are dropped
                 failed.append(exc)
@@ -236,6 +246,8 @@ class IngestPipeline:
         recipe = self.config.recipe()
         self.store.ensure_collection(self.config.collection, recipe)
         self.observer.chunks_embedded(len(texts))
+        for doc in docs:
+            self.observer.file_stage(doc.source.name, "embedded", len(doc.chunks))
         now = datetime.now(UTC).isoformat(timespec="seconds")
         records: list[ChunkRecord] = []
         row = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,17 @@ class EdgeStore:
             for h in heads
         ]
         return sorted(infos, key=lambda info: (info.source, info.doc_id))
+
+    def chunks(self, collection: str, doc_id: str) -> list[SearchHit]:
+        info = self.document(collection, doc_id)
+        if info is None:
+            return []
+        ids: list[int | uuid.UUID | str] = [
+            chunk_id(doc_id, i) for i in range(max(info.expected_chunks, info.chunks))
+        ]
+        points = self._shard(collection).retrieve(ids, with_payload=True, with_vector=False)
+        hits = [SearchHit.from_payload(p.id, 0.0, p.payload or {}) for p in points]
+        return sorted(hits, key=lambda hit: hit.chunk_index)
 
     def _delete(self, collection: str, flt: qe.Filter) -> int:
         with self._lock:

@@ -31,6 +31,10 @@ class VectorStore(Protocol):
 
     def documents(self, collection: str) -> list[DocumentInfo]: ...
 
+    def chunks(self, collection: str, doc_id: str) -> list[SearchHit]:
+        """A document's stored chunks in order (score 0: nothing was searched)."""
+        ...
+
     def delete_document(self, collection: str, doc_id: str) -> int: ...
 
     def delete_source_except(self, collection: str, source: str, keep_doc_id: str) -> int:

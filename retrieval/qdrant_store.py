@@ -158,6 +158,17 @@ class QdrantServerStore:
                 break
         return sorted(infos, key=lambda info: (info.source, info.doc_id))
 
+    def chunks(self, collection: str, doc_id: str) -> list[SearchHit]:
+        info = self.document(collection, doc_id)
+        if info is None:
+            return []
+        ids = [chunk_id(doc_id, i) for i in range(max(info.expected_chunks, info.chunks))]
+        points = self._call(
+            "retrieve", self.client.retrieve, collection, ids=ids, with_payload=True
+        )
+        hits = [SearchHit.from_payload(p.id, 0.0, p.payload or {}) for p in points]
+        return sorted(hits, key=lambda hit: hit.chunk_index)
+
     def _delete(self, collection: str, flt: models.Filter) -> int:
         doomed = self._count(collection, flt)
         if doomed:

@@ -18,6 +18,7 @@ MAX_TOP_K = 1000
 class SearchResult:
     hits: list[SearchHit]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    instruction: str = ""
 
 
 class SearchService:
@@ -47,17 +48,18 @@ class SearchService:
                     f"query #{position + 1} is empty", detail={"field": "query"}
                 )
         started = time.perf_counter()
-        vectors = self.embedder.embed_queries(
-            list(queries), instruction or self.default_instruction
-        )
+        instruction = instruction or self.default_instruction
+        vectors = self.embedder.embed_queries(list(queries), instruction)
         embedded = time.perf_counter()
         hits = self.store.search(collection, vectors, top_k, filters, score_threshold)
         done = time.perf_counter()
+        # Stages run once for the whole batch: each query waited for all of it.
         timings = {
-            "embed_ms": (embedded - started) * 1000 / max(len(queries), 1),
-            "search_ms": (done - embedded) * 1000 / max(len(queries), 1),
+            "embed_ms": (embedded - started) * 1000,
+            "search_ms": (done - embedded) * 1000,
+            "batch_size": float(len(queries)),
         }
-        return [SearchResult(hits=row, timings_ms=dict(timings)) for row in hits]
+        return [SearchResult(row, dict(timings), instruction) for row in hits]
 
     def search(
         self,

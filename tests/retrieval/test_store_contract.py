@@ -111,6 +111,9 @@ def test_documents_and_deletes(store: VectorStore, name: str) -> None:
     assert info is not None and info.chunks == 3 and info.complete and info.source == "a.txt"
     assert store.document(name, "missing") is None
     assert [d.doc_id for d in store.documents(name)] == ["a", "b"]
+    chunks = store.chunks(name, "a")
+    assert [c.chunk_index for c in chunks] == [0, 1, 2] and {c.doc_id for c in chunks} == {"a"}
+    assert store.chunks(name, "missing") == []
     assert store.count(name) == 4
     assert store.delete_document(name, "a") == 3
     assert store.count(name) == 1 and store.document(name, "a") is None

@@ -1,0 +1,135 @@
+"""Dynamic micro-batching: concurrent requests share one model call, off the event loop.
+
+Requests queue up with a key (what must be equal to share a call: collection,
+instruction, top-k...). One loop takes what is queued, waits a small bounded time for
+more when the batch is small, and runs each key's merged items on a dedicated thread.
+While that runs, new requests gather, so batches grow with load by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Request(Generic[K, T, R]):
+    key: K
+    items: Sequence[T]
+    future: asyncio.Future[list[R]]
+
+
+class MicroBatcher(Generic[K, T, R]):
+    """Merges concurrent `submit` calls into calls of `run(key, items) -> results`.
+
+    `max_items=1` turns merging off (each request runs alone, on the same thread).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[K, list[T]], list[R]],
+        *,
+        max_items: int = 64,
+        max_wait_s: float = 0.002,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._run = run
+        self.max_items = max_items
+        self.max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._pending: list[_Request[K, T, R]] = []
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
+
+    def start(self) -> None:
+        self._arrived = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for request in self._pending:
+            if not request.future.done():
+                request.future.set_exception(RuntimeError("the server is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def depth(self) -> int:
+        return sum(len(r.items) for r in self._pending)
+
+    async def submit(self, key: K, items: Sequence[T]) -> list[R]:
+        if self._arrived is None:
+            raise RuntimeError(f"batcher {self.name!r} is not started")
+        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(key, items, future))
+        self._arrived.set()
+        return await future
+
+    async def _loop(self) -> None:
+        assert self._arrived is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            if not self._pending:
+                continue
+            deadline = loop.time() + self.max_wait_s
+            while self.depth < self.max_items and (left := deadline - loop.time()) > 0:
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), left)
+            taken = self._take()
+            if self._pending:
+                self._arrived.set()  # the rest goes in the next round, without waiting
+            groups: dict[K, list[_Request[K, T, R]]] = {}
+            for request in taken:
+                groups.setdefault(request.key, []).append(request)
+            for key, requests in groups.items():
+                await self._execute(loop, key, requests)
+
+    def _take(self) -> list[_Request[K, T, R]]:
+        taken: list[_Request[K, T, R]] = []
+        count = 0
+        while self._pending:
+            if taken and count + len(self._pending[0].items) > self.max_items:
+                break
+            request = self._pending.pop(0)
+            taken.append(request)
+            count += len(request.items)
+        return taken
+
+    async def _execute(
+        self, loop: asyncio.AbstractEventLoop, key: K, requests: list[_Request[K, T, R]]
+    ) -> None:
+        live = [r for r in requests if not r.future.done()]  # drop cancelled callers
+        if not live:
+            return
+        items = [item for r in live for item in r.items]
+        try:
+            results: list[Any] = await loop.run_in_executor(self._executor, self._run, key, items)
+        except Exception as exc:
+            for request in live:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(live), len(items))
+        start = 0
+        for request in live:
+            end = start + len(request.items)
+            if not request.future.done():
+                request.future.set_result(results[start:end])
+            start = end

@@ -1,0 +1,144 @@
+"""Prometheus metrics: request latency per route, model and cache work, queues and jobs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embedding.cache import CacheStats
+from embedding.st_embedder import ModelStats
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass
+class LiveSources:
+    """Where the scrape-time figures come from (read when /metrics is scraped)."""
+
+    model_stats: Callable[[], ModelStats | None]
+    cache_stats: Callable[[], CacheStats]
+    queue_depth: Callable[[], int]
+    jobs_finished: Callable[[], dict[str, int]]
+    batch_depth: Callable[[], dict[str, int]]
+
+
+class _LiveCollector(Collector):
+    def __init__(self, sources: LiveSources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.sources.model_stats() or ModelStats()
+        for name, value, doc in (
+            ("quarry_embedding_batches", stats.batches, "model forward batches"),
+            ("quarry_embedding_texts", stats.texts, "texts embedded by the model"),
+            ("quarry_embedding_tokens", stats.tokens, "tokens embedded by the model"),
+            ("quarry_embedding_seconds", stats.seconds, "seconds spent in the model"),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        cache = self.sources.cache_stats()
+        for name, value, doc in (
+            ("quarry_cache_hits", cache.hits, "embedding cache hits"),
+            ("quarry_cache_misses", cache.misses, "embedding cache misses"),
+            ("quarry_cache_errors", cache.errors, "embedding cache failures (Redis down)"),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily(
+            "quarry_ingest_queue_depth",
+            "ingestion jobs queued or running",
+            value=self.sources.queue_depth(),
+        )
+        waiting = GaugeMetricFamily(
+            "quarry_batch_queue_depth", "items waiting for a model batch", labels=["batcher"]
+        )
+        for batcher, depth in self.sources.batch_depth().items():
+            waiting.add_metric([batcher], depth)
+        yield waiting
+        jobs = CounterMetricFamily(
+            "quarry_jobs_finished", "ingestion jobs finished, by final state", labels=["state"]
+        )
+        for state, count in sorted(self.sources.jobs_finished().items()):
+            jobs.add_metric([state], count)
+        yield jobs
+
+
+class Metrics:
+    """One registry per app, so several apps (tests) never share or clash."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "quarry_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "quarry_microbatch_size",
+            "texts per merged model call",
+            ["batcher"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "quarry_microbatch_requests",
+            "requests merged into one model call",
+            ["batcher"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.job_seconds = Histogram(
+            "quarry_job_duration_seconds",
+            "ingestion job duration by final state",
+            ["state"],
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+            registry=self.registry,
+        )
+
+    def watch(self, sources: LiveSources) -> None:
+        self.registry.register(_LiveCollector(sources))
+
+    def batch_observer(self, batcher: str) -> Callable[[int, int], None]:
+        def observe(requests: int, items: int) -> None:
+            self.batch_requests.labels(batcher).observe(requests)
+            self.batch_size.labels(batcher).observe(items)
+
+        return observe
+
+
+class RequestTimer:
+    """Pure ASGI middleware timing every HTTP request under its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            # The route template ("/v1/documents/{doc_id}"): bounded label values.
+            route: Any = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], path, str(status)).observe(
+                time.perf_counter() - started
+            )

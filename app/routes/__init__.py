@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; each route validates, calls one service, returns."""

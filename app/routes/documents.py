@@ -1,0 +1,148 @@
+"""Upload documents (as ingestion jobs), list, read and delete them."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import State
+from app.schemas import COLLECTION_PATTERN, Accepted, Deleted, DocumentOut, DocumentPage, Hit
+from embedding.errors import InvalidInputError
+from ingest.uploads import stage_upload
+from retrieval.errors import NotFoundError
+from retrieval.models import DocumentInfo
+
+router = APIRouter(prefix="/v1", tags=["documents"])
+
+CollectionQuery = Annotated[str | None, Query(pattern=COLLECTION_PATTERN)]
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any]:
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"metadata: not valid JSON ({exc.msg} at position {exc.pos})",
+            detail={"field": "metadata"},
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            'metadata: must be a JSON object, e.g. {"team": "legal"}',
+            detail={"field": "metadata"},
+        )
+    return value
+
+
+def _document(info: DocumentInfo) -> DocumentOut:
+    return DocumentOut(**info.to_dict())
+
+
+@router.post("/documents", status_code=202, response_model=Accepted)
+async def upload_documents(
+    state: State,
+    files: Annotated[list[UploadFile], File(description="one or many documents")],
+    metadata: Annotated[str | None, Form(description="JSON object stored with each file")] = None,
+    collection: Annotated[str | None, Form(pattern=COLLECTION_PATTERN)] = None,
+) -> Accepted:
+    """Stage the files to disk and queue an ingestion job; bad files are reported one by one."""
+    meta = parse_metadata(metadata)
+    name = collection or state.settings.collection
+    await run_in_threadpool(state.resources.check_recipe_early, name)
+    job, rejected = await run_in_threadpool(
+        stage_upload,
+        state.settings.jobs_dir,
+        name,
+        meta,
+        int(state.settings.max_file_mb * 1e6),
+        [(f.filename, f.file) for f in files],
+    )
+    state.jobs.submit(job)
+    return Accepted(
+        job_id=job.id,
+        collection=name,
+        accepted=[f.name for f in job.files if f.staged],
+        rejected=[r.to_dict() for r in rejected],
+        status_url=f"/v1/jobs/{job.id}",
+        events_url=f"/v1/jobs/{job.id}/events",
+    )
+
+
+def _list(state: State, collection: str) -> list[DocumentInfo]:
+    store = state.resources.store
+    return store.documents(collection) if store.recipe(collection) else []
+
+
+@router.get("/documents", response_model=DocumentPage)
+async def list_documents(
+    state: State,
+    collection: CollectionQuery = None,
+    source: Annotated[str | None, Query(description="part of the file name")] = None,
+    meta: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> DocumentPage:
+    """Documents of a collection, filtered by file name and metadata, a page at a time."""
+    name = collection or state.settings.collection
+    wanted: dict[str, str] = {}
+    for pair in meta or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"meta: {pair!r} is not key=value", detail={"field": "meta"})
+        wanted[key] = value
+    docs = await run_in_threadpool(_list, state, name)
+    if source:
+        docs = [d for d in docs if source.lower() in d.source.lower()]
+    if wanted:
+        docs = [
+            d for d in docs if all(_meta_matches(d.metadata.get(k), v) for k, v in wanted.items())
+        ]
+    page = docs[offset : offset + limit]
+    return DocumentPage(
+        collection=name,
+        total=len(docs),
+        offset=offset,
+        limit=limit,
+        documents=[_document(d) for d in page],
+    )
+
+
+def _meta_matches(value: Any, wanted: str) -> bool:
+    if isinstance(value, list):
+        return any(str(item) == wanted for item in value)
+    return value is not None and str(value) == wanted
+
+
+@router.get("/documents/{doc_id}", response_model=DocumentOut, response_model_exclude_none=True)
+async def get_document(
+    state: State,
+    doc_id: str,
+    collection: CollectionQuery = None,
+    include_chunks: bool = False,
+) -> DocumentOut:
+    """One document's metadata and chunk count, and its chunks with `include_chunks=true`."""
+    name = collection or state.settings.collection
+    store = state.resources.store
+    info = await run_in_threadpool(lambda: store.document(name, doc_id))
+    if info is None:
+        raise NotFoundError(f"no document {doc_id!r} in collection {name!r}")
+    out = _document(info)
+    if include_chunks:
+        chunks = await run_in_threadpool(store.chunks, name, doc_id)
+        out.chunk_list = [Hit(**vars(c)) for c in chunks]
+    return out
+
+
+@router.delete("/documents/{doc_id}", response_model=Deleted)
+async def delete_document(state: State, doc_id: str, collection: CollectionQuery = None) -> Deleted:
+    """Delete a document and every one of its chunks."""
+    name = collection or state.settings.collection
+    store = state.resources.store
+    if await run_in_threadpool(lambda: store.document(name, doc_id)) is None:
+        raise NotFoundError(f"no document {doc_id!r} in collection {name!r}")
+    removed = await run_in_threadpool(store.delete_document, name, doc_id)
+    return Deleted(doc_id=doc_id, deleted_chunks=removed)

@@ -1,0 +1,86 @@
+"""OpenAI-compatible embeddings and model list (plus `input_type` and `instruction`)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import State
+from app.schemas import (
+    EmbeddingItem,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from embedding.errors import InvalidInputError, QuarryError
+
+router = APIRouter(prefix="/v1", tags=["embeddings"])
+
+
+class ModelNotFoundError(QuarryError):
+    code = "model_not_found"
+    status = 404
+
+
+def _served_names(state: State) -> set[str]:
+    configured = state.settings.embedding_model
+    source = state.resources.model_source.model_id
+    return {configured, source, Path(configured).name, Path(source).name}
+
+
+def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(state: State) -> ModelList:
+    """The one embedding model this server runs."""
+    loaded = state.resources.model_loaded
+    return ModelList(
+        data=[
+            ModelCard(
+                id=state.settings.embedding_model,
+                dimension=state.resources.base_embedder.dimension if loaded else None,
+            )
+        ]
+    )
+
+
+@router.post("/embeddings", response_model=EmbeddingsResponse, response_model_exclude_none=True)
+async def create_embeddings(state: State, body: EmbeddingsRequest) -> EmbeddingsResponse:
+    """Embed texts as documents (default) or as instructed queries."""
+    if body.model not in await run_in_threadpool(_served_names, state):
+        raise ModelNotFoundError(
+            f"model {body.model!r} is not served here; this server runs "
+            f"{state.settings.embedding_model!r} (see GET /v1/models)",
+            detail={"field": "model"},
+        )
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    instruction = body.instruction if body.input_type == "query" else None
+    rows = await state.embed_batcher.submit((body.input_type, instruction), texts)
+    full = int(rows[0][0].shape[0])
+    size = body.dimensions or full
+    if size > full:
+        raise InvalidInputError(
+            f"dimensions: {size} is more than the model's {full}", detail={"field": "dimensions"}
+        )
+    data: list[EmbeddingItem] = []
+    for index, (vector, _) in enumerate(rows):
+        cut = vector[:size]
+        if size < full:  # Matryoshka: a prefix, normalised again
+            cut = cut / max(float(np.linalg.norm(cut)), 1e-12)
+        data.append(EmbeddingItem(index=index, embedding=_encode(cut, body.encoding_format)))
+    tokens = sum(count for _, count in rows)
+    return EmbeddingsResponse(
+        data=data,
+        model=body.model,
+        usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+    )

@@ -1,0 +1,72 @@
+"""Ingestion job progress, as JSON or as a server-sent event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from app.deps import State
+from ingest.jobs import Job
+from retrieval.errors import NotFoundError
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+def _job(state: State, job_id: str) -> Job:
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id!r}", detail={"job_id": job_id})
+    return job
+
+
+@router.get("/jobs")
+async def list_jobs(
+    state: State, limit: Annotated[int, Query(ge=1, le=200)] = 20
+) -> dict[str, Any]:
+    """The most recent jobs, newest first."""
+    return {"jobs": [job.to_public() for job in state.jobs.recent(limit)]}
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(state: State, job_id: str) -> dict[str, Any]:
+    """State, per-stage counts, chunks/s, ETA, and each file's progress and error."""
+    return _job(state, job_id).to_public()
+
+
+def _event(kind: str, data: dict[str, Any], event_id: int) -> str:
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
+async def job_events(state: State, job_id: str, request: Request) -> StreamingResponse:
+    """The job as server-sent events: `progress` on every change, then one `end`."""
+    _job(state, job_id)
+
+    async def stream() -> AsyncIterator[str]:
+        seen = -1
+        idle = 0.0
+        while True:
+            job = state.jobs.get(job_id)
+            if job is None:
+                return
+            if job.version != seen or idle >= 15:
+                seen, idle = job.version, 0.0
+                yield _event("progress", job.to_public(), job.version)
+            if job.finished:
+                yield _event("end", job.to_public(), job.version)
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.25)
+            idle += 0.25
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

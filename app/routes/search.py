@@ -1,0 +1,38 @@
+"""Query-instructed semantic search, merged into shared model batches."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter
+
+from app.deps import State
+from app.schemas import Hit, SearchRequest, SearchResponse
+
+router = APIRouter(prefix="/v1", tags=["search"])
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search(state: State, body: SearchRequest) -> SearchResponse:
+    """Top-k chunks for a query, with each stage's timing."""
+    started = time.perf_counter()
+    collection = body.collection or state.settings.collection
+    key = (
+        collection,
+        body.instruction,
+        body.top_k,
+        json.dumps(body.filters, sort_keys=True),
+        body.score_threshold,
+    )
+    [result] = await state.search_batcher.submit(key, [body.query])
+    timings = dict(result.timings_ms)
+    timings["total_ms"] = (time.perf_counter() - started) * 1000
+    timings["queue_ms"] = max(timings["total_ms"] - timings["embed_ms"] - timings["search_ms"], 0)
+    return SearchResponse(
+        query=body.query,
+        collection=collection,
+        instruction=result.instruction,
+        hits=[Hit(**vars(hit)) for hit in result.hits],
+        timings_ms={k: round(v, 3) for k, v in timings.items()},
+    )

@@ -1,0 +1,154 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from retrieval.search import MAX_TOP_K
+
+COLLECTION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+FilterValue = str | int | float | bool | list[str | int | float | bool]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=8192, description="what to look for")
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    filters: dict[str, FilterValue] = Field(
+        default_factory=dict,
+        description="exact-match filters: doc_id, source, or any metadata key (a list = any of)",
+    )
+    instruction: str | None = Field(
+        default=None, max_length=1024, description="task instruction (default: the collection's)"
+    )
+    score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    collection: str | None = Field(default=None, pattern=COLLECTION_PATTERN)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the query is empty")
+        return value
+
+
+class Hit(BaseModel):
+    score: float
+    doc_id: str
+    chunk_id: str
+    chunk_index: int
+    source: str
+    page: int | None
+    text: str
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    collection: str
+    instruction: str
+    hits: list[Hit]
+    timings_ms: dict[str, float]
+
+
+class Accepted(BaseModel):
+    job_id: str
+    collection: str
+    accepted: list[str]
+    rejected: list[dict[str, str]]
+    status_url: str
+    events_url: str
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    source: str
+    file_type: str
+    size_bytes: int
+    chunks: int
+    expected_chunks: int
+    complete: bool
+    ingested_at: str
+    metadata: dict[str, Any]
+    chunk_list: list[Hit] | None = Field(default=None, description="with ?include_chunks=true")
+
+
+class DocumentPage(BaseModel):
+    collection: str
+    total: int
+    offset: int
+    limit: int
+    documents: list[DocumentOut]
+
+
+class Deleted(BaseModel):
+    doc_id: str
+    deleted_chunks: int
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings request, plus `input_type` and `instruction`."""
+
+    input: str | list[str] = Field(description="one text or a list of texts")
+    model: str
+    dimensions: int | None = Field(default=None, ge=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+    input_type: Literal["query", "document"] = Field(
+        default="document", description="queries get the instruction; documents never do"
+    )
+    instruction: str | None = Field(default=None, max_length=1024)
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("input is an empty list")
+        if len(texts) > 2048:
+            raise ValueError(f"at most 2048 inputs per request, got {len(texts)}")
+        for position, text in enumerate(texts):
+            if not text.strip():
+                raise ValueError(f"input #{position} is empty")
+        return value
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "quarry"
+    dimension: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class CollectionOut(BaseModel):
+    name: str
+    documents: int
+    chunks: int
+    recipe: dict[str, Any] | None

@@ -1,0 +1,199 @@
+"""Everything the API process owns, opened by the lifespan and closed with it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.batcher import MicroBatcher
+from app.metrics import LiveSources, Metrics
+from app.resources import Resources
+from app.settings import Settings
+from embedding.cache import CacheStats
+from embedding.errors import QuarryError
+from embedding.st_embedder import ModelStats
+from ingest.job_runner import JobRunner
+from ingest.jobs import FileJobStore, Job, JobStore, RedisJobStore
+from retrieval.errors import NotFoundError
+from retrieval.search import SearchResult
+
+log = logging.getLogger(__name__)
+
+SearchKey = tuple[str, str | None, int, str, float | None]
+EmbedKey = tuple[str, str | None]  # (role, instruction)
+
+
+@dataclass
+class Readiness:
+    status: str  # ready, degraded, not_ready
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def http_status(self) -> int:
+        return 503 if self.status == "not_ready" else 200
+
+
+class QuarryState:
+    """The resources, the job runner and the micro-batchers of one API process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.resources = Resources(settings)
+        self.metrics = Metrics()
+        self._jobs: JobRunner | None = None
+        wait = settings.batch_wait_ms / 1000
+        self.search_batcher: MicroBatcher[SearchKey, str, SearchResult] = MicroBatcher(
+            "search",
+            self._search_batch,
+            max_items=settings.batch_max_items,
+            max_wait_s=wait,
+            on_batch=self.metrics.batch_observer("search"),
+        )
+        self.embed_batcher: MicroBatcher[EmbedKey, str, tuple[np.ndarray, int]] = MicroBatcher(
+            "embeddings",
+            self._embed_batch,
+            max_items=settings.batch_max_items,
+            max_wait_s=wait,
+            on_batch=self.metrics.batch_observer("embeddings"),
+        )
+        self.model_error: QuarryError | None = None
+        self._warm = threading.Event()
+        self.metrics.watch(
+            LiveSources(
+                model_stats=self._model_stats,
+                cache_stats=self._cache_stats,
+                queue_depth=lambda: self._jobs.depth if self._jobs else 0,
+                jobs_finished=lambda: dict(self._jobs.finished) if self._jobs else {},
+                batch_depth=lambda: {
+                    "search": self.search_batcher.depth,
+                    "embeddings": self.embed_batcher.depth,
+                },
+            )
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def _job_store(self) -> JobStore:
+        """Redis when it answers (jobs then live beside the cache), else the data dir."""
+        try:
+            self.resources.redis_client.ping()
+        except Exception as exc:
+            log.warning("Redis unavailable (%s); job state kept under %s", exc, self.jobs_root)
+            return FileJobStore(self.jobs_root)
+        return RedisJobStore(lambda: self.resources.redis_client)
+
+    @property
+    def jobs_root(self) -> Path:
+        return self.settings.jobs_dir
+
+    @property
+    def jobs(self) -> JobRunner:
+        if self._jobs is None:
+            raise RuntimeError("the app is not started")
+        return self._jobs
+
+    def start(self) -> None:
+        self.search_batcher.start()
+        self.embed_batcher.start()
+        threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+        self._jobs = JobRunner(
+            self.jobs_root, self._job_store(), self._pipeline, on_finish=self._job_finished
+        )
+        self._jobs.start()
+
+    def _warm_up(self) -> None:
+        """Load the model now, so that the first request does not pay for it."""
+        try:
+            self.resources.base_embedder.embed_queries(["warm-up"], None)
+            self.model_error = None
+        except QuarryError as exc:
+            self.model_error = exc
+            log.error("model not loaded: %s", exc.message)
+        finally:
+            self._warm.set()
+
+    async def stop(self) -> None:
+        await self.search_batcher.stop()
+        await self.embed_batcher.stop()
+        if self._jobs is not None:
+            self._jobs.stop()
+        self.resources.close()
+
+    # -- jobs ----------------------------------------------------------------------------
+    def _pipeline(self, collection: str, observer: Any) -> Any:
+        self.resources.check_recipe_early(collection)
+        return self.resources.pipeline(collection, observer)
+
+    def _job_finished(self, job: Job) -> None:
+        if job.started_at and job.finished_at:
+            self.metrics.job_seconds.labels(job.state).observe(job.finished_at - job.started_at)
+
+    # -- model work (run on the batchers' threads) ------------------------------------
+    def _model_stats(self) -> ModelStats | None:
+        return self.resources.base_embedder.stats if self.resources.model_loaded else None
+
+    def _cache_stats(self) -> CacheStats:
+        """Counts so far; never builds the embedder (a scrape must not load a model)."""
+        built = "embedder" in self.resources.__dict__
+        return self.resources.embedder.stats if built else CacheStats()
+
+    def _search_batch(self, key: SearchKey, queries: list[str]) -> list[SearchResult]:
+        collection, instruction, top_k, filters_json, threshold = key
+        if self.resources.store.recipe(collection) is None:
+            raise NotFoundError(
+                f"collection {collection!r} does not exist yet: upload documents first",
+                detail={"collection": collection},
+            )
+        service = self.resources.search_service(collection)
+        return service.search_many(
+            collection,
+            queries,
+            top_k=top_k,
+            filters=json.loads(filters_json),
+            instruction=instruction,
+            score_threshold=threshold,
+        )
+
+    def _embed_batch(self, key: EmbedKey, texts: list[str]) -> list[tuple[np.ndarray, int]]:
+        role, instruction = key
+        embedder = self.resources.embedder
+        if role == "query":
+            vectors = embedder.embed_queries(texts, instruction or self.settings.query_instruction)
+            counted = instruction or self.settings.query_instruction
+        else:
+            vectors = embedder.embed_documents(texts)
+            counted = None
+        tokens = self.resources.base_embedder.token_counts(texts, counted)
+        return list(zip(vectors, tokens, strict=True))
+
+    # -- health --------------------------------------------------------------------------
+    def readiness(self) -> Readiness:
+        checks: dict[str, dict[str, Any]] = {}
+        if self.model_error is not None:
+            checks["model"] = {"ok": False, "reason": self.model_error.message}
+        elif not self.resources.model_loaded:
+            checks["model"] = {"ok": False, "reason": "the model is still loading"}
+        else:
+            checks["model"] = {"ok": True, "model": self.resources.model_source.model_id}
+        try:
+            collections = self.resources.store.collections()
+            checks["store"] = {"ok": True, "collections": len(collections)}
+        except QuarryError as exc:
+            checks["store"] = {"ok": False, "reason": exc.message}
+        except Exception as exc:
+            checks["store"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"}
+        if self.resources.cache.ping():
+            checks["cache"] = {"ok": True}
+        else:
+            checks["cache"] = {
+                "ok": False,
+                "reason": "Redis is unreachable: searches work, embeddings are not cached",
+            }
+        if not (checks["model"]["ok"] and checks["store"]["ok"]):
+            return Readiness("not_ready", checks)
+        return Readiness("ready" if checks["cache"]["ok"] else "degraded", checks)

@@ -1,0 +1,168 @@
+"""Uploaded files: checked, then staged to disk under a job before the upload is accepted.
+
+Uploaded names are labels, never paths: a file is written as `files/<n><ext>` inside its
+job's folder, and a manifest written last (atomically) marks the upload as complete, so an
+accepted upload survives the process dying before it is processed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from embedding.errors import QuarryError
+from ingest.jobs import FileProgress, Job, write_atomically
+from ingest.models import ParseError
+from ingest.parsing import check_supported
+
+MANIFEST = "manifest.json"
+_CHUNK = 1 << 20
+
+
+class UploadRejected(QuarryError):
+    """No file of an upload could be accepted; `detail` lists each one and why."""
+
+    code = "upload_rejected"
+    status = 422
+
+
+@dataclass(frozen=True)
+class Rejection:
+    file: str
+    code: str
+    message: str
+    status: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "code": self.code, "message": self.message}
+
+
+def clean_filename(raw: str | None) -> str:
+    """The uploaded name if it is a plain file name; a 422 naming it otherwise."""
+    name = unicodedata.normalize("NFC", raw or "").strip()
+    shown = repr(raw or "")
+    if not name:
+        raise ParseError("invalid_filename", "an uploaded file has no name")
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise ParseError("invalid_filename", f"{shown}: the file name has control characters")
+    if "/" in name or "\\" in name or name in {".", ".."} or ":" in name[:3]:
+        raise ParseError(
+            "invalid_filename", f"{shown}: a file name must not contain a path (/, \\, ..)"
+        )
+    if len(name.encode("utf-8")) > 255:
+        raise ParseError("invalid_filename", f"{shown}: the file name is over 255 bytes")
+    return name
+
+
+@dataclass
+class Staging:
+    """Stages one upload's files under `root/<job id>/files/` and writes its manifest."""
+
+    root: Path
+    collection: str
+    metadata: dict[str, Any]
+    max_file_bytes: int
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    files: list[FileProgress] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.job_id
+
+    def add(self, raw_name: str | None, stream: BinaryIO) -> None:
+        """Check and stage one file; a bad one is recorded as rejected, never raised."""
+        shown = raw_name or "(unnamed)"
+        try:
+            name = clean_filename(raw_name)
+            shown = name
+            if any(f.name == name for f in self.files):
+                raise ParseError("duplicate_name", f"{name}: this upload already has that name")
+            ext = check_supported(name)
+            self._stage(name, ext, stream)
+        except ParseError as exc:
+            self.rejected.append(Rejection(shown, exc.code, exc.message, exc.status))
+
+    def _stage(self, name: str, ext: str, stream: BinaryIO) -> None:
+        target_dir = self.folder / "files"
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / f"{len(self.files) + len(self.rejected):05d}{ext}"
+        size = 0
+        with target.open("wb") as out:
+            while block := stream.read(_CHUNK):
+                size += len(block)
+                if size > self.max_file_bytes:
+                    out.close()
+                    target.unlink()
+                    limit_mb = self.max_file_bytes / 1e6
+                    raise ParseError(
+                        "file_too_large",
+                        f"{name}: larger than the {limit_mb:g} MB limit per file",
+                        status=413,
+                    )
+                out.write(block)
+        if size == 0:
+            target.unlink()
+            raise ParseError("empty_file", f"{name}: the file is empty")
+        if ext == ".pdf" and b"%PDF-" not in target.read_bytes()[:1024]:
+            target.unlink()
+            raise ParseError("unreadable", f"{name}: not a PDF (no %PDF- header)")
+        self.files.append(FileProgress(name=name, size_bytes=size, staged=target.name))
+
+    def commit(self) -> Job:
+        """Write the manifest (the upload is accepted from here on) and return its job."""
+        if not self.files:
+            self.discard()
+            statuses = {r.status for r in self.rejected}
+            codes = {r.code for r in self.rejected}
+            error = UploadRejected(
+                "; ".join(r.message for r in self.rejected) or "the upload holds no files",
+                detail={"rejected": [r.to_dict() for r in self.rejected]},
+            )
+            error.status = statuses.pop() if len(statuses) == 1 else 422
+            error.code = codes.pop() if len(codes) == 1 else "upload_rejected"
+            raise error
+        rejected = [
+            FileProgress(name=r.file, status="failed", error={"code": r.code, "message": r.message})
+            for r in self.rejected
+        ]
+        job = Job(self.job_id, self.collection, self.files + rejected, self.metadata)
+        write_atomically(self.folder / MANIFEST, json.dumps(job.to_dict()))
+        return job
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def load_manifest(folder: Path) -> Job | None:
+    try:
+        return Job.from_dict(json.loads((folder / MANIFEST).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def stage_upload(
+    root: Path,
+    collection: str,
+    metadata: dict[str, Any],
+    max_file_bytes: int,
+    files: list[tuple[str | None, BinaryIO]],
+) -> tuple[Job, list[Rejection]]:
+    """Stage every acceptable file of an upload and commit it as a job.
+
+    Raises:
+        UploadRejected: when no file could be accepted (status and code of the failures).
+    """
+    staging = Staging(root, collection, metadata, max_file_bytes)
+    try:
+        for name, stream in files:
+            staging.add(name, stream)
+        return staging.commit(), staging.rejected
+    except BaseException:
+        staging.discard()
+        raise
