@@ -289,7 +289,7 @@ def serve(
 
 def main() -> None:
     logging.basicConfig(
-        level=os.environ.get("QUARRY_LOG_LEVEL", "WARNING"),
+        level=os.environ.get("QUARRY_LOG_LEVEL", "WARNING").upper(),
         format="%(levelname)s %(name)s: %(message)s",
     )
     app()

@@ -32,7 +32,9 @@ def test_upload_job_search_documents_round_trip(api: TestClient, tmp_path: Path)
     pdf = write_document(tmp_path, "pdf", OWLS, stem="owls")
     response = api.post(
         "/v1/documents",
-        files=files(("owls.pdf", pdf.read_bytes()), ("coffee.md", f"# Coffee\n\n{COFFEE}".encode())),
+        files=files(
+            ("owls.pdf", pdf.read_bytes()), ("coffee.md", f"# Coffee\n\n{COFFEE}".encode())
+        ),
         data={"metadata": json.dumps({"shelf": "b2", "tags": ["nature"]})},
     )
     assert response.status_code == 202, response.text
@@ -42,9 +44,11 @@ def test_upload_job_search_documents_round_trip(api: TestClient, tmp_path: Path)
     assert job["state"] == "done", job
     for entry in job["files"]:
         assert entry["status"] == "ingested" and entry["error"] is None
-        assert entry["parsed"] >= 1 and entry["chunked"] == entry["embedded"] == entry["stored"] >= 1
+        assert entry["parsed"] >= 1
+        assert entry["chunked"] == entry["embedded"] == entry["stored"] >= 1
     progress = job["progress"]
-    assert progress["stored"] == sum(f["stored"] for f in job["files"]) and progress["fraction"] == 1
+    assert progress["stored"] == sum(f["stored"] for f in job["files"])
+    assert progress["fraction"] == 1
     assert progress["chunks_per_s"] > 0 and progress["eta_s"] == 0
 
     hits = api.post("/v1/search", json={"query": "nocturnal birds of prey", "top_k": 2}).json()
@@ -65,7 +69,8 @@ def test_upload_job_search_documents_round_trip(api: TestClient, tmp_path: Path)
     assert api.get("/v1/documents", params={"limit": 1, "offset": 1}).json()["documents"][0]
     doc_id = page["documents"][0]["doc_id"]
     detail = api.get(f"/v1/documents/{doc_id}", params={"include_chunks": True}).json()
-    assert detail["chunks"] == len(detail["chunk_list"]) and OWLS[:20] in detail["chunk_list"][0]["text"]
+    assert detail["chunks"] == len(detail["chunk_list"])
+    assert OWLS[:20] in detail["chunk_list"][0]["text"]
     assert "chunk_list" not in api.get(f"/v1/documents/{doc_id}").json()
 
     # The same upload again: nothing re-embedded, the files show as unchanged.
@@ -84,7 +89,8 @@ def test_job_events_stream_progress_then_end(api: TestClient) -> None:
     job_id = api.post("/v1/documents", files=files(("owls.txt", OWLS.encode()))).json()["job_id"]
     with api.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
-        events = [line.removeprefix("event: ") for line in stream.iter_lines() if line.startswith("event:")]
+        lines = list(stream.iter_lines())
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event:")]
     assert events[-1] == "end" and "progress" in events
     _error(api.get("/v1/jobs/nope/events"), 404, "not_found")
 
@@ -104,7 +110,7 @@ def test_bad_uploads_are_refused_one_by_one(settings: Settings, tmp_path: Path) 
         ]
         for (name, data), status, code in cases:
             error = _error(api.post("/v1/documents", files=files((name, data))), status, code)
-            assert name.split("\\")[-1].split("/")[-1] in error["message"] or name in error["message"]
+            assert name in error["message"]
         unsupported = _error(api.post("/v1/documents", files=files(("x.exe", b"1"))), 415)
         assert ".pdf" in unsupported["message"] and ".docx" in unsupported["message"]
         assert not list((settings.data_dir / "jobs").glob("*/files/*"))  # nothing staged
@@ -153,7 +159,8 @@ def test_search_errors(api: TestClient, settings: Settings) -> None:
     error = _error(api.post("/v1/search", json={"query": "x", "top_k": 5000}), 422)
     assert "top_k" in error["message"]
     _error(api.post("/v1/search", json={}), 422, "invalid_input")
-    _error(api.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"}), 422)
+    as_json = {"content-type": "application/json"}
+    _error(api.post("/v1/search", content=b"{not json", headers=as_json), 422)
     _error(api.post("/v1/search", json={"query": "x", "collection": "nothing-here"}), 404)
     _error(api.post("/v1/search", json={"query": "x", "collection": "../bad"}), 422)
     _error(api.get("/v1/nowhere"), 404, "not_found")
@@ -161,8 +168,9 @@ def test_search_errors(api: TestClient, settings: Settings) -> None:
     store = EdgeStore(settings.qdrant_path)
     store.ensure_collection("other", CollectionRecipe("some/other-model", 8, "x"))
     store.close()
-    _error(api.post("/v1/search", json={"query": "x", "collection": "other"}), 409, "recipe_mismatch")
-    upload = api.post("/v1/documents", files=files(("a.txt", b"text")), data={"collection": "other"})
+    other = {"query": "x", "collection": "other"}
+    _error(api.post("/v1/search", json=other), 409, "recipe_mismatch")
+    upload = api.post("/v1/documents", files=files(("a.txt", b"x")), data={"collection": "other"})
     _error(upload, 409, "recipe_mismatch")
 
 
@@ -173,7 +181,8 @@ def test_api_keys(settings: Settings) -> None:
         _error(api.get("/v1/documents"), 401, "unauthorized")
         _error(api.get("/v1/documents", headers={"Authorization": "Bearer nope"}), 401)
         _error(api.post("/v1/search", json={"query": "x"}), 401)
-        assert api.get("/v1/documents", headers={"Authorization": "Bearer key-two"}).status_code == 200
+        good = {"Authorization": "Bearer key-two"}
+        assert api.get("/v1/documents", headers=good).status_code == 200
         for open_path in ("/healthz", "/readyz", "/metrics"):
             assert api.get(open_path).status_code == 200
     finally:
@@ -183,12 +192,14 @@ def test_api_keys(settings: Settings) -> None:
 def test_metrics_are_scrapeable(api: TestClient) -> None:
     api.post("/v1/documents", files=files(("owls.txt", OWLS.encode())))
     api.post("/v1/search", json={"query": "owls", "collection": "nothing"})
-    api.post("/v1/embeddings", json={"input": ["a", "b"], "model": api.get("/v1/models").json()["data"][0]["id"]})
+    model = api.get("/v1/models").json()["data"][0]["id"]
+    api.post("/v1/embeddings", json={"input": ["a", "b"], "model": model})
     text = api.get("/metrics").text
     from prometheus_client.parser import text_string_to_metric_families
 
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    routes = {s.labels.get("route") for s in families["quarry_http_request_duration_seconds"].samples}
+    latency = families["quarry_http_request_duration_seconds"]
+    routes = {s.labels.get("route") for s in latency.samples}
     assert {"/v1/search", "/v1/documents", "/v1/embeddings"} <= routes
     texts = [s.value for s in families["quarry_embedding_texts"].samples]
     assert texts and texts[0] >= 2
@@ -239,7 +250,8 @@ def test_embeddings_are_openai_shaped(settings: Settings, tiny_qwen: Path) -> No
         packed = api.post("/v1/embeddings", json=body | {"encoding_format": "base64"}).json()
         decoded = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
         assert np.allclose(decoded, first, atol=1e-6)
-        short = api.post("/v1/embeddings", json=body | {"dimensions": 8}).json()["data"][0]["embedding"]
+        cut = api.post("/v1/embeddings", json=body | {"dimensions": 8}).json()
+        short = cut["data"][0]["embedding"]
         assert len(short) == 8 and abs(np.linalg.norm(short) - 1) < 1e-4
         assert np.allclose(np.array(short) * np.linalg.norm(first[:8]), first[:8], atol=1e-5)
         as_query = api.post(

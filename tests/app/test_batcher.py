@@ -1,0 +1,69 @@
+"""Micro-batching merges concurrent requests and keeps each caller's results apart."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from app.batcher import MicroBatcher
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[int]]] = []
+        self.threads: set[str] = set()
+
+    def run(self, key: str, items: list[int]) -> list[int]:
+        self.calls.append((key, list(items)))
+        self.threads.add(threading.current_thread().name)
+        if any(item < 0 for item in items):
+            raise ValueError("negative")
+        return [item * 10 for item in items]
+
+
+async def _fire(batcher: MicroBatcher[str, int, int], requests: list[tuple[str, list[int]]]):  # type: ignore[no-untyped-def]
+    batcher.start()
+    try:
+        return await asyncio.gather(
+            *(batcher.submit(key, items) for key, items in requests), return_exceptions=True
+        )
+    finally:
+        await batcher.stop()
+
+
+def test_concurrent_requests_share_calls_per_key() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher("t", recorder.run, max_items=64, max_wait_s=0.01)
+    requests = [("a" if i % 2 else "b", [i, i + 100]) for i in range(20)]
+    results = asyncio.run(_fire(batcher, requests))
+    assert results == [[i * 10, (i + 100) * 10] for i in range(20)]
+    assert len(recorder.calls) == 2 and {key for key, _ in recorder.calls} == {"a", "b"}
+    assert recorder.threads == {"batch-t_0"}  # never on the event loop's thread
+
+
+def test_batch_size_is_bounded_and_off_means_one_request_per_call() -> None:
+    recorder = Recorder()
+    results = asyncio.run(
+        _fire(MicroBatcher("t", recorder.run, max_items=5), [("k", [i]) for i in range(12)])
+    )
+    assert [r[0] for r in results] == [i * 10 for i in range(12)]  # type: ignore[index]
+    assert max(len(items) for _, items in recorder.calls) <= 5 and len(recorder.calls) >= 3
+    off = Recorder()
+    asyncio.run(_fire(MicroBatcher("t", off.run, max_items=1), [("k", [i]) for i in range(6)]))
+    assert len(off.calls) == 6
+
+
+def test_a_failing_batch_fails_only_its_own_callers() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher("t", recorder.run, max_items=64, max_wait_s=0.01)
+    results = asyncio.run(_fire(batcher, [("bad", [-1]), ("good", [2]), ("bad", [3])]))
+    assert isinstance(results[0], ValueError) and isinstance(results[2], ValueError)
+    assert results[1] == [20]
+
+
+def test_submit_before_start_is_an_error() -> None:
+    batcher = MicroBatcher("t", Recorder().run)
+    with pytest.raises(RuntimeError, match="not started"):
+        asyncio.run(batcher.submit("k", [1]))

@@ -1,0 +1,244 @@
+"""`quarry serve` as its own process, driven over loopback: the openai client, uploads,
+search, and a SIGKILL in the middle of an ingestion job."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from app.resources import Resources
+from app.settings import Settings
+from ingest.sources import FileSource
+from retrieval.edge_store import EdgeStore
+
+WORDS = [
+    "river",
+    "mountain",
+    "glacier",
+    "copper",
+    "violin",
+    "harbor",
+    "lantern",
+    "meadow",
+    "falcon",
+    "quartz",
+    "orchard",
+    "thunder",
+    "compass",
+    "saffron",
+    "tundra",
+    "beacon",
+    "marble",
+    "willow",
+    "ember",
+    "canyon",
+    "prairie",
+    "cobalt",
+    "lagoon",
+    "summit",
+    "velvet",
+    "nectar",
+    "basalt",
+    "juniper",
+    "cedar",
+    "monsoon",
+]
+
+
+class Server:
+    """One `quarry serve` process on a free port, with its environment and log."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120
+        while True:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture()
+def server_env(tmp_path: Path, minilm_path: str, redis_process: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUARRY_")}
+    env |= {
+        "QUARRY_DATA_DIR": str(tmp_path / "data"),
+        "QUARRY_EMBEDDING_MODEL": minilm_path,
+        "QUARRY_REDIS_URL": redis_process.url,
+        "QUARRY_COLLECTION": "served",
+        "QUARRY_LOG_LEVEL": "warning",
+        "HF_HUB_OFFLINE": "1",
+    }
+    return env
+
+
+@pytest.fixture()
+def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    running = Server(server_env, tmp_path / "server.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+def _wait_job(url: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
+        if job["state"] in ("done", "failed", "partial"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def test_openai_client_upload_job_search_over_loopback(server: Server, minilm_path: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+    assert model == minilm_path
+    texts = ["Owls hunt at night.", "Espresso needs finely ground coffee."]
+    result = client.embeddings.create(model=model, input=texts)  # the client asks for base64
+    assert [item.index for item in result.data] == [0, 1] and result.usage.prompt_tokens > 4
+    as_float = client.embeddings.create(model=model, input=texts, encoding_format="float")
+    assert len(as_float.data[0].embedding) == 384
+    assert np.allclose(result.data[1].embedding, as_float.data[1].embedding, atol=1e-6)
+    one = client.embeddings.create(model=model, input=texts[0], dimensions=64)
+    assert len(one.data[0].embedding) == 64
+
+    upload = httpx.post(
+        f"{server.url}/v1/documents",
+        files=[
+            ("files", ("owls.txt", b"Owls hunt mice at night with silent flight.")),
+            ("files", ("coffee.txt", b"Espresso is brewed from finely ground coffee beans.")),
+        ],
+        data={"metadata": '{"shelf": "b2"}'},
+        timeout=30,
+    )
+    assert upload.status_code == 202, upload.text
+    job = _wait_job(server.url, upload.json()["job_id"])
+    assert job["state"] == "done" and job["progress"]["stored"] == 2
+    hits = httpx.post(
+        f"{server.url}/v1/search", json={"query": "coffee brewing", "top_k": 1}, timeout=30
+    ).json()["hits"]
+    assert hits[0]["source"] == "coffee.txt" and hits[0]["metadata"] == {"shelf": "b2"}
+    assert "quarry_http_request_duration_seconds" in httpx.get(f"{server.url}/metrics").text
+
+
+def _corpus(folder: Path, count: int) -> list[Path]:
+    rng = random.Random(7)
+    folder.mkdir()
+    paths = []
+    for index in range(count):
+        paragraphs = [
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(60, 140))).capitalize() + "."
+            for _ in range(rng.randint(8, 14))
+        ]
+        path = folder / f"doc-{index:03d}.txt"
+        path.write_text("\n\n".join(paragraphs), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def _stored_chunks(data_dir: Path, collection: str) -> list[tuple[str, str, str]]:
+    store = EdgeStore(data_dir / "qdrant")
+    try:
+        return sorted(
+            (hit.chunk_id, hit.source, hit.text)
+            for doc in store.documents(collection)
+            for hit in store.chunks(collection, doc.doc_id)
+        )
+    finally:
+        store.close()
+
+
+def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
+    server_env: dict[str, str], tmp_path: Path, minilm_path: str, redis_process: Any
+) -> None:
+    paths = _corpus(tmp_path / "corpus", 40)
+    server = Server(server_env, tmp_path / "server.log")
+    server.start()
+    try:
+        upload = httpx.post(
+            f"{server.url}/v1/documents",
+            files=[("files", (p.name, p.read_bytes())) for p in paths],
+            timeout=60,
+        )
+        job_id = upload.json()["job_id"]
+        deadline = time.monotonic() + 120
+        while True:  # kill once some, but not all, chunks are stored
+            job = httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
+            if job["progress"]["stored"] > 0:
+                break
+            assert job["state"] in ("queued", "running") and time.monotonic() < deadline
+            time.sleep(0.05)
+        server.kill()
+        assert job["state"] == "running", "the job ended before it could be interrupted"
+        server.start()
+        finished = _wait_job(server.url, job_id)
+    finally:
+        server.stop()
+    assert finished["state"] == "done" and finished["attempts"] == 2, finished
+    assert {f["status"] for f in finished["files"]} <= {"ingested", "unchanged"}
+    assert not (tmp_path / "data" / "jobs" / job_id / "files").exists()
+
+    clean_dir = tmp_path / "clean"
+    settings = Settings(
+        _env_file=None, data_dir=clean_dir, embedding_model=minilm_path, redis_url=redis_process.url
+    )
+    resources = Resources(settings)
+    try:
+        report = resources.pipeline("served").run([FileSource(p, display=p.name) for p in paths])
+    finally:
+        resources.close()
+    assert report.ingested == len(paths) and not report.errors
+    served = _stored_chunks(tmp_path / "data", "served")
+    clean = _stored_chunks(clean_dir, "served")
+    assert len(served) == len(clean) == report.chunks
+    assert served == clean

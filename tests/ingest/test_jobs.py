@@ -1,0 +1,89 @@
+"""Job state stores (one contract, file and Redis) and upload staging."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from embedding.errors import QuarryError
+from ingest.jobs import FileJobStore, FileProgress, Job, JobStore, RedisJobStore
+from ingest.uploads import clean_filename, load_manifest, stage_upload
+
+
+@pytest.fixture(params=["file", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "file":
+        yield FileJobStore(tmp_path / "jobs")
+        return
+    server = request.getfixturevalue("redis_process")
+    client = redis.Redis(port=server.port, db=7)
+    client.flushdb()
+    yield RedisJobStore(lambda: client)
+    client.flushdb()
+
+
+def _job(job_id: str, created: float) -> Job:
+    files = [FileProgress("a.txt", 10, "00000.txt"), FileProgress("b.pdf", 20, "00001.pdf")]
+    return Job(job_id, "docs", files, {"team": "x"}, created_at=created)
+
+
+def test_jobs_round_trip_and_list_newest_first(store: JobStore) -> None:
+    assert store.get("missing") is None and store.recent(5) == []
+    first, second = _job("j1", 100.0), _job("j2", 200.0)
+    store.save(first)
+    store.save(second)
+    first.state = "running"
+    first.files[0].stored = 7
+    store.save(first)
+    loaded = store.get("j1")
+    assert loaded is not None and loaded.state == "running" and loaded.files[0].stored == 7
+    assert loaded.metadata == {"team": "x"} and loaded.files[1].name == "b.pdf"
+    assert [job.id for job in store.recent(5)] == ["j2", "j1"]
+    assert [job.id for job in store.recent(1)] == ["j2"]
+
+
+def test_progress_state_and_eta() -> None:
+    job = _job("j", 0.0)
+    job.state, job.started_at = "running", 1000.0
+    job.files[0].status = "ingested"
+    job.files[1].chunked, job.files[1].embedded = 10, 10
+    progress = job.progress(now=1010.0)
+    assert 0 < progress["fraction"] < 1 and progress["eta_s"] and progress["eta_s"] > 0
+    job.files[1].status, job.files[1].error = "failed", {"code": "x", "message": "y"}
+    job.settle()
+    assert job.state == "partial" and job.progress()["eta_s"] == 0
+    job.files[0].status = "failed"
+    job.settle()
+    assert job.state == "failed"
+
+
+@pytest.mark.parametrize(
+    "name", ["", "..", "../x.txt", "a/b.txt", "a\\b.txt", "bad\x00.txt", "x" * 300 + ".txt"]
+)
+def test_path_like_or_odd_names_are_refused(name: str) -> None:
+    with pytest.raises(QuarryError) as caught:
+        clean_filename(name)
+    assert caught.value.code == "invalid_filename"
+
+
+def test_staging_writes_files_under_job_ids_never_under_given_names(tmp_path: Path) -> None:
+    job, rejected = stage_upload(
+        tmp_path,
+        "docs",
+        {},
+        1000,
+        [("notes.txt", io.BytesIO(b"hello")), ("../../x.txt", io.BytesIO(b"evil"))],
+    )
+    staged = sorted(p.name for p in (tmp_path / job.id / "files").iterdir())
+    assert staged == ["00000.txt"] and not (tmp_path.parent / "x.txt").exists()
+    assert [r.code for r in rejected] == ["invalid_filename"]
+    manifest = load_manifest(tmp_path / job.id)
+    assert manifest is not None and [f.name for f in manifest.files] == ["notes.txt", "../../x.txt"]
+    with pytest.raises(QuarryError) as caught:
+        stage_upload(tmp_path, "docs", {}, 3, [("big.txt", io.BytesIO(b"toolong"))])
+    assert caught.value.status == 413 and caught.value.code == "file_too_large"
+    assert len(list(tmp_path.iterdir())) == 1  # the refused upload left nothing behind
