@@ -5,9 +5,8 @@ install:
 	@./scripts/install.sh
 
 run: install
-	@.venv/bin/quarry stats
-	@echo
-	@echo "Quarry is ready. Try:  .venv/bin/quarry ingest PATH...   then   .venv/bin/quarry search 'a question'"
+	@echo "Quarry API on http://$${QUARRY_HOST:-127.0.0.1}:$${QUARRY_PORT:-8000} (docs at /docs); Ctrl-C stops it."
+	@.venv/bin/quarry serve
 
 lint: install
 	.venv/bin/ruff check app ingest embedding retrieval ui tests bench
@@ -19,3 +18,4 @@ test: lint
 bench: install
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/ingest.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/store.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/search.py

@@ -269,3 +269,17 @@ def test_embeddings_are_openai_shaped(settings: Settings, tiny_qwen: Path) -> No
         _error(api.post("/v1/embeddings", json={"input": ["ok", " "], "model": model["id"]}), 422)
     finally:
         api.__exit__(None, None, None)
+
+
+def test_unreachable_store_is_not_ready_and_503(settings: Settings) -> None:
+    settings.qdrant_url = "http://127.0.0.1:9"  # nothing listens on the discard port
+    api = start_client(settings)
+    try:
+        ready = api.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+        assert ready.json()["checks"]["store"]["ok"] is False
+        _error(api.post("/v1/search", json={"query": "x"}), 503, "store_unavailable")
+        _error(api.post("/v1/documents", files=files(("a.txt", b"x"))), 503, "store_unavailable")
+        assert api.get("/healthz").json() == {"status": "ok"}
+    finally:
+        api.__exit__(None, None, None)

@@ -1,0 +1,338 @@
+"""The API under load: `quarry serve` with MiniLM on 100k stored chunks, over loopback.
+
+    python bench/search.py [--points 100000] [--seconds 30] [--closed-seconds 15]
+
+(a) open loop at a fixed rate (default 100 requests/s for 30 s): p50 / p99 latency,
+    measured from each request's scheduled start (no coordinated omission), for
+    repeated queries (embedding cache hits) and for fresh ones (the model runs);
+(b) closed loop, 32 clients: the highest QPS for repeated and for fresh queries;
+(c) the same closed loop on /v1/embeddings (one fresh text per request), with
+    micro-batching on and then off (QUARRY_BATCH_MAX_ITEMS=1, server restarted).
+
+The 100k chunks get clustered random vectors written straight into the store (embedding
+100k texts on 2 CPU cores would take most of an hour and does not change search cost).
+The load generator is a minimal keep-alive HTTP/1.1 client on asyncio, so that the
+client's own overhead stays small beside the server's on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+from app.settings import Settings  # noqa: E402
+from embedding.model_source import resolve_model  # noqa: E402
+from retrieval.edge_store import EdgeStore  # noqa: E402
+from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id  # noqa: E402
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+COLLECTION = "bench"
+WORDS = (
+    "river mountain glacier copper violin harbor lantern meadow falcon quartz orchard thunder "
+    "compass saffron tundra beacon marble willow ember canyon prairie cobalt lagoon summit "
+    "velvet nectar basalt juniper cedar monsoon protein enzyme receptor theorem bridge engine"
+).split()
+
+
+def populate(data_dir: Path, points: int, dim: int) -> None:
+    source = resolve_model(MODEL)
+    recipe = CollectionRecipe(source.model_id, dim, Settings(_env_file=None).query_instruction)
+    rng = np.random.default_rng(42)
+    centres = rng.normal(size=(200, dim)).astype(np.float32)
+    words = np.array(WORDS)
+    store = EdgeStore(data_dir / "qdrant")
+    store.ensure_collection(COLLECTION, recipe)
+    for start in range(0, points, 2000):
+        n = min(2000, points - start)
+        vectors = centres[rng.integers(0, 200, n)] + rng.normal(scale=0.35, size=(n, dim))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        records = []
+        for offset in range(n):
+            i = start + offset
+            doc = f"doc-{i // 50:05d}"
+            text = " ".join(words[rng.integers(0, len(words), 60)])
+            payload = {
+                "doc_id": doc,
+                "source": f"{doc}.pdf",
+                "chunk_index": i % 50,
+                "chunk_count": 50,
+                "text": text,
+                "page": 1 + (i % 50) // 5,
+                "meta": {"team": f"t{i % 10}"},
+            }
+            records.append(ChunkRecord(chunk_id(doc, i % 50), vectors[offset], payload))
+        store.upsert(COLLECTION, records)
+    store.optimize(COLLECTION)
+    store.close()
+
+
+class Server:
+    def __init__(self, data_dir: Path, extra_env: dict[str, str]) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QUARRY_")}
+        env |= {
+            "QUARRY_DATA_DIR": str(data_dir),
+            "QUARRY_EMBEDDING_MODEL": MODEL,
+            "QUARRY_COLLECTION": COLLECTION,
+            "QUARRY_LOG_LEVEL": "warning",
+            "HF_HUB_OFFLINE": "1",
+            **extra_env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)], env=env
+        )
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz") as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit("the server did not become ready")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; requests on it run one at a time."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        try:
+            return await self._post(path, body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server closed an idle keep-alive connection: reconnect and resend once.
+            self.writer = None
+            return await self._post(path, body)
+
+    async def _post(self, path: str, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(
+            int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length")
+        )
+        await self.reader.readexactly(length)
+        return status
+
+
+class Pool:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[Connection] = []
+
+    async def post(self, path: str, body: bytes) -> int:
+        conn = self.idle.pop() if self.idle else Connection(self.port)
+        try:
+            return await conn.post(path, body)
+        finally:
+            self.idle.append(conn)
+
+
+def search_body(query: str) -> bytes:
+    return json.dumps({"query": query, "top_k": 10}).encode()
+
+
+def fresh_queries() -> Callable[[], str]:
+    counter = itertools.count()
+    rng = random.Random()
+    return lambda: f"{' '.join(rng.choices(WORDS, k=8))} {next(counter)}"
+
+
+def repeated_queries(pool_size: int = 20) -> tuple[list[str], Callable[[], str]]:
+    queries = [f"how does the {w} relate to the {v}" for w, v in zip(WORDS, WORDS[1:])][:pool_size]
+    cycle = itertools.cycle(queries)
+    return queries, lambda: next(cycle)
+
+
+async def open_loop(port: int, make: Callable[[], str], rate: float, seconds: float) -> dict:
+    pool = Pool(port)
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+
+    async def one(at: float, body: bytes) -> None:
+        nonlocal errors
+        await asyncio.sleep(max(at - loop.time(), 0))
+        status = await pool.post("/v1/search", body)
+        latencies.append(loop.time() - at)
+        errors += status != 200
+
+    tasks = [
+        asyncio.create_task(one(start + i / rate, search_body(make())))
+        for i in range(int(rate * seconds))
+    ]
+    await asyncio.gather(*tasks)
+    ms = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+async def closed_loop(
+    port: int, path: str, make_body: Callable[[], bytes], clients: int, seconds: float
+) -> dict:
+    done = 0
+    errors = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def client() -> None:
+        nonlocal done, errors
+        conn = Connection(port)
+        while loop.time() < end:
+            status = await conn.post(path, make_body())
+            done += 1
+            errors += status != 200
+
+    started = loop.time()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = loop.time() - started
+    return {"requests": done, "errors": errors, "qps": round(done / elapsed, 1)}
+
+
+def embed_body_maker(run: str) -> Callable[[], bytes]:
+    """One never-seen text per request (`run` keeps runs apart: no cache hits)."""
+    make = fresh_queries()
+    return lambda: json.dumps(
+        {"model": MODEL, "input": [f"{run} {make()} {make()}"], "encoding_format": "base64"}
+    ).encode()
+
+
+async def warm(port: int, queries: list[str]) -> None:
+    pool = Pool(port)
+    for query in queries:
+        assert await pool.post("/v1/search", search_body(query)) == 200
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--closed-seconds", type=float, default=15.0)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        started = time.perf_counter()
+        populate(data_dir, args.points, 384)
+        print(f"stored {args.points:,} chunks in {time.perf_counter() - started:.0f} s", flush=True)
+
+        server = Server(data_dir, {})
+        try:
+            queries, repeated = repeated_queries()
+            asyncio.run(warm(server.port, queries))
+            fresh = fresh_queries()
+            for label, make in (("repeated", repeated), ("fresh", fresh)):
+                key = f"open_loop_{label}"
+                results[key] = asyncio.run(open_loop(server.port, make, args.rate, args.seconds))
+                print(key, results[key], flush=True)
+            for label, make in (("repeated", repeated), ("fresh", fresh)):
+                key = f"closed_loop_{label}"
+                results[key] = asyncio.run(
+                    closed_loop(
+                        server.port,
+                        "/v1/search",
+                        lambda make=make: search_body(make()),
+                        args.clients,
+                        args.closed_seconds,
+                    )
+                )
+                print(key, results[key], flush=True)
+            key = "embeddings_batching_on"
+            results[key] = asyncio.run(
+                closed_loop(
+                    server.port,
+                    "/v1/embeddings",
+                    embed_body_maker("on"),
+                    args.clients,
+                    args.closed_seconds,
+                )
+            )
+            print(key, results[key], flush=True)
+        finally:
+            server.stop()
+        server = Server(data_dir, {"QUARRY_BATCH_MAX_ITEMS": "1"})
+        try:
+            key = "embeddings_batching_off"
+            results[key] = asyncio.run(
+                closed_loop(
+                    server.port,
+                    "/v1/embeddings",
+                    embed_body_maker("off"),
+                    args.clients,
+                    args.closed_seconds,
+                )
+            )
+            print(key, results[key], flush=True)
+        finally:
+            server.stop()
+
+    on = results["embeddings_batching_on"]["qps"]
+    off = results["embeddings_batching_off"]["qps"]
+    print()
+    print(f"API over loopback, MiniLM (CPU), {args.points:,} stored chunks, top_k=10")
+    for label in ("repeated", "fresh"):
+        row = results[f"open_loop_{label}"]
+        print(
+            f"open loop {args.rate:.0f} req/s x {args.seconds:.0f} s, {label:<8} queries: "
+            f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
+            f"({row['requests']} requests, {row['errors']} errors)"
+        )
+    for label in ("repeated", "fresh"):
+        row = results[f"closed_loop_{label}"]
+        print(
+            f"closed loop {args.clients} clients, {label:<8} queries: {row['qps']:8.1f} QPS "
+            f"({row['errors']} errors)"
+        )
+    print(
+        f"/v1/embeddings, {args.clients} clients: batching on {on:.1f} req/s, off {off:.1f} "
+        f"req/s, ratio {on / max(off, 1e-9):.2f}x"
+    )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
