@@ -20,6 +20,8 @@ from embedding.errors import QuarryError
 from embedding.st_embedder import ModelStats
 from ingest.job_runner import JobRunner
 from ingest.jobs import FileJobStore, Job, JobStore, RedisJobStore
+from ingest.originals import Originals
+from ingest.uploads import stage_upload
 from retrieval.errors import NotFoundError
 from retrieval.search import SearchResult
 
@@ -39,6 +41,11 @@ class Readiness:
         return 503 if self.status == "not_ready" else 200
 
 
+class OriginalMissingError(QuarryError):
+    code = "original_missing"
+    status = 409
+
+
 class QuarryState:
     """The resources, the job runner and the micro-batchers of one API process."""
 
@@ -47,6 +54,7 @@ class QuarryState:
         self.resources = Resources(settings)
         self.metrics = Metrics()
         self._jobs: JobRunner | None = None
+        self.originals = Originals(settings.originals_dir)
         wait = settings.batch_wait_ms / 1000
         self.search_batcher: MicroBatcher[SearchKey, str, SearchResult] = MicroBatcher(
             "search",
@@ -102,7 +110,11 @@ class QuarryState:
         self.embed_batcher.start()
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         self._jobs = JobRunner(
-            self.jobs_root, self._job_store(), self._pipeline, on_finish=self._job_finished
+            self.jobs_root,
+            self._job_store(),
+            self._pipeline,
+            on_finish=self._job_finished,
+            originals=self.originals,
         )
         self._jobs.start()
 
@@ -132,6 +144,40 @@ class QuarryState:
     def _job_finished(self, job: Job) -> None:
         if job.started_at and job.finished_at:
             self.metrics.job_seconds.labels(job.state).observe(job.finished_at - job.started_at)
+
+    def reingest(self, collection: str, doc_id: str) -> Job:
+        """Parse, chunk and embed a stored document again from its kept original."""
+        store = self.resources.store
+        info = store.document(collection, doc_id)
+        if info is None:
+            raise NotFoundError(f"no document {doc_id!r} in collection {collection!r}")
+        original = self.originals.find(doc_id)
+        if original is None:
+            raise OriginalMissingError(
+                f"{info.source}: its original file is not kept here (it was not uploaded "
+                "through the API); upload it again instead",
+                detail={"doc_id": doc_id},
+            )
+        self.resources.check_recipe_early(collection)
+        with original.open("rb") as stream:
+            job, _ = stage_upload(
+                self.jobs_root,
+                collection,
+                info.metadata,
+                original.stat().st_size + 1,
+                [(info.source, stream)],
+            )
+        store.delete_document(collection, doc_id)
+        self.jobs.submit(job)
+        return job
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        store = self.resources.store
+        if store.document(collection, doc_id) is None:
+            raise NotFoundError(f"no document {doc_id!r} in collection {collection!r}")
+        removed = store.delete_document(collection, doc_id)
+        self.originals.remove(doc_id)
+        return removed
 
     # -- model work (run on the batchers' threads) ------------------------------------
     def _model_stats(self) -> ModelStats | None:

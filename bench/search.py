@@ -44,11 +44,10 @@ from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id  # noqa: E4
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 COLLECTION = "bench"
-WORDS = (
-    "river mountain glacier copper violin harbor lantern meadow falcon quartz orchard thunder "
-    "compass saffron tundra beacon marble willow ember canyon prairie cobalt lagoon summit "
-    "velvet nectar basalt juniper cedar monsoon protein enzyme receptor theorem bridge engine"
-).split()
+_VOCABULARY = """river mountain glacier copper violin harbor lantern meadow falcon quartz orchard
+thunder compass saffron tundra beacon marble willow ember canyon prairie cobalt lagoon summit
+velvet nectar basalt juniper cedar monsoon protein enzyme receptor theorem bridge engine"""
+WORDS = _VOCABULARY.split()
 
 
 def populate(data_dir: Path, points: int, dim: int) -> None:
@@ -146,7 +145,9 @@ class Connection:
         lines = raw.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         length = next(
-            int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length")
+            int(line.split(":", 1)[1])
+            for line in lines
+            if line.lower().startswith("content-length")
         )
         await self.reader.readexactly(length)
         return status
@@ -176,7 +177,8 @@ def fresh_queries() -> Callable[[], str]:
 
 
 def repeated_queries(pool_size: int = 20) -> tuple[list[str], Callable[[], str]]:
-    queries = [f"how does the {w} relate to the {v}" for w, v in zip(WORDS, WORDS[1:])][:pool_size]
+    pairs = list(itertools.pairwise(WORDS))[:pool_size]
+    queries = [f"how does the {w} relate to the {v}" for w, v in pairs]
     cycle = itertools.cycle(queries)
     return queries, lambda: next(cycle)
 

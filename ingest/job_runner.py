@@ -20,6 +20,7 @@ from pathlib import Path
 from embedding.errors import QuarryError
 from ingest.jobs import Job, JobStore
 from ingest.models import FileError
+from ingest.originals import Originals
 from ingest.pipeline import IngestObserver, IngestPipeline
 from ingest.sources import FileSource
 from ingest.uploads import load_manifest
@@ -88,8 +89,10 @@ class JobRunner:
         store: JobStore,
         pipelines: PipelineFactory,
         on_finish: Callable[[Job], None] | None = None,
+        originals: Originals | None = None,
     ) -> None:
         self.root = root
+        self.originals = originals
         self.store = store
         self._pipelines = pipelines
         self._on_finish = on_finish
@@ -246,6 +249,10 @@ class JobRunner:
         job.settle()
         job.version += 1
         self._save(job)
+        if self.originals is not None:
+            for entry in job.files:
+                if entry.status in ("ingested", "unchanged") and entry.staged:
+                    self.originals.keep(folder / entry.staged)
         shutil.rmtree(folder, ignore_errors=True)
         self.finished[job.state] += 1
         if self._on_finish is not None:

@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import State
 from app.schemas import COLLECTION_PATTERN, Accepted, Deleted, DocumentOut, DocumentPage, Hit
 from embedding.errors import InvalidInputError
-from ingest.uploads import stage_upload
+from ingest.jobs import Job
+from ingest.uploads import Rejection, stage_upload
 from retrieval.errors import NotFoundError
 from retrieval.models import DocumentInfo
 
@@ -62,9 +63,13 @@ async def upload_documents(
         [(f.filename, f.file) for f in files],
     )
     state.jobs.submit(job)
+    return _accepted(job, name, rejected)
+
+
+def _accepted(job: Job, collection: str, rejected: list[Rejection]) -> Accepted:
     return Accepted(
         job_id=job.id,
-        collection=name,
+        collection=collection,
         accepted=[f.name for f in job.files if f.staged],
         rejected=[r.to_dict() for r in rejected],
         status_url=f"/v1/jobs/{job.id}",
@@ -141,8 +146,15 @@ async def get_document(
 async def delete_document(state: State, doc_id: str, collection: CollectionQuery = None) -> Deleted:
     """Delete a document and every one of its chunks."""
     name = collection or state.settings.collection
-    store = state.resources.store
-    if await run_in_threadpool(lambda: store.document(name, doc_id)) is None:
-        raise NotFoundError(f"no document {doc_id!r} in collection {name!r}")
-    removed = await run_in_threadpool(store.delete_document, name, doc_id)
+    removed = await run_in_threadpool(state.delete_document, name, doc_id)
     return Deleted(doc_id=doc_id, deleted_chunks=removed)
+
+
+@router.post("/documents/{doc_id}/reingest", status_code=202, response_model=Accepted)
+async def reingest_document(
+    state: State, doc_id: str, collection: CollectionQuery = None
+) -> Accepted:
+    """Parse, chunk and embed a document again from its kept original (a new job)."""
+    name = collection or state.settings.collection
+    job = await run_in_threadpool(state.reingest, name, doc_id)
+    return _accepted(job, name, [])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from fastapi import APIRouter
 
 from app.deps import State
 from app.schemas import Hit, SearchRequest, SearchResponse
+from embedding.instructions import PRESETS
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -36,3 +38,13 @@ async def search(state: State, body: SearchRequest) -> SearchResponse:
         hits=[Hit(**vars(hit)) for hit in result.hits],
         timings_ms={k: round(v, 3) for k, v in timings.items()},
     )
+
+
+@router.get("/instructions")
+async def instructions(state: State) -> dict[str, Any]:
+    """Query instruction presets (Qwen3 models follow them; others ignore them)."""
+    return {
+        "default": state.settings.query_instruction,
+        "presets": dict(PRESETS),
+        "model_takes_instructions": state.resources.model_source.uses_last_token,
+    }

@@ -77,12 +77,22 @@ def test_upload_job_search_documents_round_trip(api: TestClient, tmp_path: Path)
     again = api.post("/v1/documents", files=files(("owls.pdf", pdf.read_bytes())))
     assert wait_for_job(api, again.json()["job_id"])["files"][0]["status"] == "unchanged"
 
+    # Re-ingest from the kept original: a new job, the same chunks afterwards.
+    redo = api.post(f"/v1/documents/{doc_id}/reingest")
+    assert redo.status_code == 202, redo.text
+    assert wait_for_job(api, redo.json()["job_id"])["files"][0]["status"] == "ingested"
+    assert api.get(f"/v1/documents/{doc_id}").json()["chunks"] == detail["chunks"]
+    presets = api.get("/v1/instructions").json()
+    assert "question_answering" in presets["presets"] and presets["default"]
+
     deleted = api.delete(f"/v1/documents/{doc_id}")
     assert deleted.status_code == 200 and deleted.json()["deleted_chunks"] == detail["chunks"]
     _error(api.get(f"/v1/documents/{doc_id}"), 404, "not_found")
     _error(api.delete(f"/v1/documents/{doc_id}"), 404, "not_found")
+    _error(api.post(f"/v1/documents/{doc_id}/reingest"), 404, "not_found")
     recent = api.get("/v1/jobs").json()["jobs"]
-    assert [j["job_id"] for j in recent[:2]] == [again.json()["job_id"], accepted["job_id"]]
+    expected = [redo.json()["job_id"], again.json()["job_id"], accepted["job_id"]]
+    assert [j["job_id"] for j in recent[:3]] == expected
 
 
 def test_job_events_stream_progress_then_end(api: TestClient) -> None:
