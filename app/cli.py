@@ -287,6 +287,34 @@ def serve(
     )
 
 
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(envvar="QUARRY_UI_HOST", help="interface")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="QUARRY_UI_PORT", help="port")] = 8501,
+) -> None:
+    """Run the web UI (Streamlit); it talks to the API at QUARRY_API_URL."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ui")
+    if spec is None or not spec.submodule_search_locations:
+        console.print("[red]error:[/red] the ui package is not installed")
+        raise typer.Exit(2)
+    script = Path(next(iter(spec.submodule_search_locations))) / "app.py"
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--server.maxUploadSize", "1024",
+        "--browser.gatherUsageStats", "false",
+        "--client.showErrorDetails", "none",
+        "--client.toolbarMode", "minimal",
+        "--theme.base", "light",
+        "--theme.primaryColor", "#2563eb",
+    ]  # fmt: skip
+    os.execv(sys.executable, command)
+
+
 def main() -> None:
     logging.basicConfig(
         level=os.environ.get("QUARRY_LOG_LEVEL", "WARNING").upper(),

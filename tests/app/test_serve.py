@@ -3,12 +3,7 @@ search, and a SIGKILL in the middle of an ingestion job."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +17,8 @@ from app.resources import Resources
 from app.settings import Settings
 from ingest.sources import FileSource
 from retrieval.edge_store import EdgeStore
+
+from ..servers import Process, quarry_env
 
 WORDS = [
     "river",
@@ -57,71 +54,14 @@ WORDS = [
 ]
 
 
-class Server:
-    """One `quarry serve` process on a free port, with its environment and log."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.env = env
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture()
 def server_env(tmp_path: Path, minilm_path: str, redis_process: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUARRY_")}
-    env |= {
-        "QUARRY_DATA_DIR": str(tmp_path / "data"),
-        "QUARRY_EMBEDDING_MODEL": minilm_path,
-        "QUARRY_REDIS_URL": redis_process.url,
-        "QUARRY_COLLECTION": "served",
-        "QUARRY_LOG_LEVEL": "warning",
-        "HF_HUB_OFFLINE": "1",
-    }
-    return env
+    return quarry_env(tmp_path / "data", minilm_path, redis_process.url, QUARRY_COLLECTION="served")
 
 
 @pytest.fixture()
-def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
-    running = Server(server_env, tmp_path / "server.log")
+def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Process]:
+    running = Process("serve", server_env, tmp_path / "server.log")
     running.start()
     yield running
     running.stop()
@@ -137,7 +77,7 @@ def _wait_job(url: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
         time.sleep(0.2)
 
 
-def test_openai_client_upload_job_search_over_loopback(server: Server, minilm_path: str) -> None:
+def test_openai_client_upload_job_search_over_loopback(server: Process, minilm_path: str) -> None:
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
@@ -202,7 +142,7 @@ def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
     server_env: dict[str, str], tmp_path: Path, minilm_path: str, redis_process: Any
 ) -> None:
     paths = _corpus(tmp_path / "corpus", 40)
-    server = Server(server_env, tmp_path / "server.log")
+    server = Process("serve", server_env, tmp_path / "server.log")
     server.start()
     try:
         upload = httpx.post(

@@ -1,0 +1,136 @@
+"""A small HTTP client for Quarry's API; every failure becomes an `ApiError` with a message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ui.config import UiSettings
+
+
+class ApiError(Exception):
+    """What the API (or the network) said went wrong, readable as is."""
+
+    def __init__(self, code: str, message: str, status: int = 0, detail: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.detail = detail
+
+
+class ApiClient:
+    def __init__(self, settings: UiSettings) -> None:
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self.base_url = settings.api_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=settings.api_timeout_s
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ApiError(
+                "timeout", f"the Quarry API at {self.base_url} did not answer in time"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                "unreachable", f"cannot reach the Quarry API at {self.base_url} ({exc})"
+            ) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success:
+            return body
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            raise ApiError(
+                str(error.get("code", "error")),
+                str(error.get("message", response.reason_phrase)),
+                response.status_code,
+                error.get("detail"),
+            )
+        raise ApiError(
+            "http_error",
+            f"HTTP {response.status_code} {response.reason_phrase}",
+            response.status_code,
+        )
+
+    # -- documents and jobs ------------------------------------------------------------
+    def upload(
+        self, files: Sequence[tuple[str, bytes]], metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        data = {"metadata": json.dumps(metadata)} if metadata else {}
+        parts = [("files", (name, content, "application/octet-stream")) for name, content in files]
+        result: dict[str, Any] = self._call("POST", "/v1/documents", files=parts, data=data)
+        return result
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
+        return result
+
+    def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/jobs", params={"limit": limit})["jobs"])
+
+    def documents(self, source: str | None = None, limit: int = 1000) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if source:
+            params["source"] = source
+        result: dict[str, Any] = self._call("GET", "/v1/documents", params=params)
+        return result
+
+    def document(self, doc_id: str, include_chunks: bool = False) -> dict[str, Any]:
+        params = {"include_chunks": "true"} if include_chunks else {}
+        result: dict[str, Any] = self._call("GET", f"/v1/documents/{doc_id}", params=params)
+        return result
+
+    def delete(self, doc_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/documents/{doc_id}")
+        return result
+
+    def reingest(self, doc_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/documents/{doc_id}/reingest")
+        return result
+
+    # -- search ------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        top_k: int = 10,
+        filters: dict[str, Any] | None = None,
+        instruction: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"query": query, "top_k": top_k, "filters": filters or {}}
+        if instruction:
+            body["instruction"] = instruction
+        result: dict[str, Any] = self._call("POST", "/v1/search", json=body)
+        return result
+
+    def instructions(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/instructions")
+        return result
+
+    # -- status ------------------------------------------------------------------------
+    def readiness(self) -> dict[str, Any]:
+        """The readiness report, also when it says 503 (that is an answer, not an error)."""
+        try:
+            response = self._http.get("/readyz")
+            result: dict[str, Any] = response.json()
+            return result
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ApiError(
+                "unreachable", f"cannot reach the Quarry API at {self.base_url} ({exc})"
+            ) from exc
+
+    def collections(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/collections")
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/stats")
+        return result

@@ -1,0 +1,78 @@
+"""Status: readiness of model, store and cache; collections; cache hit rate; recent jobs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.common import api, call, page_header, when
+
+BADGE = {"ready": ":green[ready]", "degraded": ":orange[degraded]", "not_ready": ":red[not ready]"}
+
+page_header("Status", "Is everything up, and what does Quarry hold?")
+readiness = call(lambda: api().readiness(), "read the service status")
+if readiness is not None:
+    st.markdown(f"**Service:** {BADGE.get(readiness['status'], readiness['status'])}")
+    columns = st.columns(3)
+    for column, name in zip(columns, ("model", "store", "cache"), strict=True):
+        check = readiness["checks"].get(name, {})
+        with column.container(border=True):
+            mark = ":material/check_circle:" if check.get("ok") else ":material/error:"
+            st.markdown(f"{mark} **{name.capitalize()}**")
+            detail = (
+                check.get("reason")
+                or check.get("model")
+                or (
+                    f"{check['collections']} collections" if "collections" in check else "reachable"
+                )
+            )
+            st.caption(str(detail))
+
+stats = call(lambda: api().stats(), "read the statistics")
+if stats is not None:
+    cache, model, jobs = stats["cache"], stats["model"] or {}, stats["jobs"]
+    a, b, c, d = st.columns(4)
+    rate = cache["hit_rate"]
+    a.metric("Cache hit rate", f"{rate:.0%}" if rate is not None else "n/a")
+    b.metric("Texts embedded", f"{model.get('texts', 0):,}")
+    c.metric("Jobs running or queued", jobs["queued_or_running"])
+    d.metric("Jobs finished", sum(jobs["finished"].values()))
+
+collections = call(lambda: api().collections(), "list the collections")
+if collections is not None:
+    st.subheader("Collections")
+    rows = [
+        {
+            "collection": c["name"] + (" (default)" if c["name"] == collections["default"] else ""),
+            "documents": c["documents"],
+            "chunks": c["chunks"],
+            "model": (c["recipe"] or {}).get("model", ""),
+            "dimension": (c["recipe"] or {}).get("dimension", ""),
+        }
+        for c in collections["collections"]
+    ]
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch")
+    else:
+        st.info("No collections yet.")
+
+recent = call(lambda: api().jobs(10), "list recent jobs")
+if recent is not None:
+    st.subheader("Recent jobs")
+    if recent:
+        st.dataframe(
+            [
+                {
+                    "job": j["job_id"][:8],
+                    "state": j["state"],
+                    "files": j["progress"]["files"],
+                    "chunks": j["progress"]["stored"],
+                    "created": when(j["created_at"]),
+                    "took (s)": j["progress"]["elapsed_s"],
+                }
+                for j in recent
+            ],
+            hide_index=True,
+            width="stretch",
+        )
+    else:
+        st.info("No jobs yet.")
