@@ -69,9 +69,7 @@ def result_card(rank: int, hit: dict[str, Any], query: str) -> None:
         if tags:
             head.caption(f"tags: {tags}")
         score.metric("score", f"{hit['score']:.3f}", label_visibility="collapsed")
-        if action.button(
-            "Open document", key=f"open_{hit['chunk_id']}", icon=":material/open_in_new:"
-        ):
+        if action.button("Open", key=f"open_{hit['chunk_id']}", icon=":material/open_in_new:"):
             st.session_state["open_doc"] = (hit["doc_id"], hit["chunk_id"])
             st.rerun()
         text = hit["text"] if len(hit["text"]) <= 1200 else hit["text"][:1200] + "…"
