@@ -1,12 +1,11 @@
-# Quarry: `make run` installs and starts Quarry; `make test` runs the checks CI runs.
+# Quarry: `make run` installs and starts Quarry (API + UI); `make test` runs the checks CI runs.
 .PHONY: install run test lint bench
 
 install:
 	@./scripts/install.sh
 
 run: install
-	@echo "Quarry API on http://$${QUARRY_HOST:-127.0.0.1}:$${QUARRY_PORT:-8000} (docs at /docs); Ctrl-C stops it."
-	@.venv/bin/quarry serve
+	@./scripts/run.sh
 
 lint: install
 	.venv/bin/ruff check app ingest embedding retrieval ui tests bench

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Starts the API (quarry serve) and the web UI (quarry ui) together; Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+port="${QUARRY_PORT:-8000}"
+export QUARRY_API_URL="${QUARRY_API_URL:-http://127.0.0.1:${port}}"
+if [ -n "${QUARRY_API_KEYS:-}" ] && [ -z "${QUARRY_API_KEY:-}" ]; then
+    export QUARRY_API_KEY="${QUARRY_API_KEYS%%,*}"
+fi
+
+.venv/bin/quarry serve &
+api=$!
+trap 'kill "$api" 2>/dev/null || true; wait "$api" 2>/dev/null || true' EXIT
+
+echo "Quarry API on ${QUARRY_API_URL} (docs at /docs); UI on http://${QUARRY_UI_HOST:-127.0.0.1}:${QUARRY_UI_PORT:-8501}"
+.venv/bin/quarry ui

@@ -1,0 +1,130 @@
+"""`compose.yaml` agrees with the code: services, ports, health checks, environment."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from app.settings import Settings
+from ui.config import UiSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose's own YAML: `!reset` / `!override` tags are part of the file format."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+_ComposeLoader.add_constructor("!override", lambda loader, node: loader.construct_mapping(node))
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.load((ROOT / name).read_text(), Loader=_ComposeLoader)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return dict(load("compose.yaml")["services"])
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in service.get("environment", {}).items()}
+
+
+def healthcheck_text(service: dict[str, Any]) -> str:
+    test = service["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+def container_ports(service: dict[str, Any]) -> set[int]:
+    return {int(str(p).split(":")[-1]) for p in service.get("ports", [])}
+
+
+def test_every_variable_is_one_the_code_reads(services: dict[str, Any]) -> None:
+    fields = {f"QUARRY_{name.upper()}" for name in Settings.model_fields}
+    ui_fields = {f"QUARRY_{name.upper()}" for name in UiSettings.model_fields}
+    api_env, ui_env = env_of(services["api"]), env_of(services["ui"])
+    assert {k for k in api_env if k.startswith("QUARRY_")} <= fields
+    assert set(ui_env) <= ui_fields
+    # The values parse: the settings the API would run with.
+    values = {k.removeprefix("QUARRY_").lower(): v for k, v in api_env.items() if "${" not in v}
+    settings = Settings(_env_file=None, **values)
+    assert settings.host == "0.0.0.0" and settings.data_dir == Path("/data")
+
+
+def test_services_find_each_other(services: dict[str, Any]) -> None:
+    assert set(services) == {"qdrant", "redis", "api", "ui"}
+    api_env = env_of(services["api"])
+    qdrant = urlparse(api_env["QUARRY_QDRANT_URL"])
+    assert qdrant.hostname == "qdrant" and qdrant.port in container_ports(services["qdrant"])
+    assert str(qdrant.port) in healthcheck_text(services["qdrant"])
+    redis_url = urlparse(api_env["QUARRY_REDIS_URL"])
+    assert redis_url.hostname == "redis" and redis_url.port == 6379
+    port = int(api_env["QUARRY_PORT"])
+    assert port in container_ports(services["api"])
+    api_url = urlparse(env_of(services["ui"])["QUARRY_API_URL"])
+    assert api_url.hostname == "api" and api_url.port == port
+    ui_command = services["ui"]["command"]
+    ui_port = int(ui_command[ui_command.index("--port") + 1])
+    assert ui_port in container_ports(services["ui"])
+    assert f":{ui_port}/_stcore/health" in healthcheck_text(services["ui"])
+    assert services["ui"]["image"] == services["api"]["image"]  # one image for both
+
+
+def test_health_checks_and_startup_order(services: dict[str, Any]) -> None:
+    from app.main import create_app
+
+    paths = set(create_app(Settings(_env_file=None)).openapi()["paths"])
+    api_check = healthcheck_text(services["api"])
+    port = env_of(services["api"])["QUARRY_PORT"]
+    assert f":{port}/readyz" in api_check and "/readyz" in paths
+    for name in ("qdrant", "redis", "api", "ui"):
+        assert services[name]["healthcheck"]["test"], name
+    depends = services["api"]["depends_on"]
+    assert {depends[s]["condition"] for s in ("qdrant", "redis")} == {"service_healthy"}
+    assert "ping" in healthcheck_text(services["redis"])
+
+
+def test_volumes_gpu_and_persistence(services: dict[str, Any]) -> None:
+    api = services["api"]
+    env = env_of(api)
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in api["volumes"]}
+    assert env["HF_HOME"] in mounts and env["QUARRY_DATA_DIR"] in mounts  # model downloads once
+    devices = api["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert "--appendonly" in services["redis"]["command"]
+    assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
+    assert any(v.endswith(":/qdrant/storage") for v in services["qdrant"]["volumes"])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG TORCH_INDEX" in dockerfile and "TORCH_INDEX" in api["build"]["args"]
+
+
+def test_cpu_override_drops_the_gpu_and_picks_a_small_model() -> None:
+    api = load("compose.cpu.yaml")["services"]["api"]
+    assert api["deploy"] is None  # `!reset`: no GPU reservation
+    assert api["environment"]["QUARRY_DEVICE"] == "cpu"
+    assert "MiniLM" in api["environment"]["QUARRY_EMBEDDING_MODEL"]
+    assert api["build"]["args"]["TORCH_INDEX"].endswith("/cpu")
+
+
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="needs docker-compose (apt-get install docker-compose)",
+)
+def test_docker_compose_config_validates() -> None:
+    result = subprocess.run(
+        ["docker-compose", "-f", "compose.yaml", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
