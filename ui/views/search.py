@@ -49,7 +49,10 @@ def document_panel(doc_id: str, hit_chunk: str | None, query: str) -> None:
     with st.container(border=True):
         head, close = st.columns([5, 1])
         head.markdown(f"#### :material/description: {doc['source']}")
-        head.caption(f"{doc['chunks']} chunks · {doc['file_type']} · doc id `{doc['doc_id']}`")
+        plural = "s" if doc["chunks"] != 1 else ""
+        head.caption(
+            f"{doc['chunks']} chunk{plural} · {doc['file_type']} · doc id `{doc['doc_id']}`"
+        )
         if close.button("Close", key="close_doc", icon=":material/close:"):
             st.session_state.pop("open_doc", None)
             st.rerun()
