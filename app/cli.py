@@ -15,12 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.pairs import parse_pairs
 from app.progress import RichIngestProgress
 from app.resources import Resources
 from app.settings import Settings
 from embedding.errors import InvalidInputError, QuarryError
 from ingest.models import FileError
 from ingest.sources import FileSource, expand_paths
+from retrieval.summaries import summarize_collections
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Quarry: index documents, search them."
@@ -31,17 +33,6 @@ console = Console(stderr=True)
 
 CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="collection name")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
-
-
-def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
-    """`key=value` options into a dict; a malformed one is a clear error naming it."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInputError(f"{option} {pair!r}: expected key=value")
-        out[key.strip()] = value
-    return out
 
 
 @contextmanager
@@ -179,19 +170,16 @@ def docs_delete(doc_id: str, collection: CollectionOpt = None) -> None:
 def stats(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
     """Collections, their recipes and sizes (never loads the model)."""
     with _resources() as res:
-        names = res.store.collections()
         current = collection or res.settings.collection
-        rows: list[dict[str, Any]] = []
-        for name in names:
-            recipe = res.store.recipe(name)
-            rows.append(
-                {
-                    "collection": name,
-                    "chunks": res.store.count(name),
-                    "documents": len(res.store.documents(name)),
-                    "recipe": recipe.to_dict() if recipe else None,
-                }
-            )
+        rows: list[dict[str, Any]] = [
+            {
+                "collection": summary.name,
+                "chunks": summary.chunks,
+                "documents": summary.documents,
+                "recipe": summary.recipe,
+            }
+            for summary in summarize_collections(res.store)
+        ]
         data = {
             "collection": current,
             "store": res.settings.qdrant_url or f"embedded ({res.settings.qdrant_path})",

@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,11 +70,10 @@ class QuarryState:
             on_batch=self.metrics.batch_observer("embeddings"),
         )
         self.model_error: QuarryError | None = None
-        self._warm = threading.Event()
         self.metrics.watch(
             LiveSources(
-                model_stats=self._model_stats,
-                cache_stats=self._cache_stats,
+                model_stats=self.model_stats,
+                cache_stats=self.cache_stats,
                 queue_depth=lambda: self._jobs.depth if self._jobs else 0,
                 jobs_finished=lambda: dict(self._jobs.finished) if self._jobs else {},
                 batch_depth=lambda: {
@@ -91,13 +89,11 @@ class QuarryState:
         try:
             self.resources.redis_client.ping()
         except Exception as exc:
-            log.warning("Redis unavailable (%s); job state kept under %s", exc, self.jobs_root)
-            return FileJobStore(self.jobs_root)
+            log.warning(
+                "Redis unavailable (%s); job state kept under %s", exc, self.settings.jobs_dir
+            )
+            return FileJobStore(self.settings.jobs_dir)
         return RedisJobStore(lambda: self.resources.redis_client)
-
-    @property
-    def jobs_root(self) -> Path:
-        return self.settings.jobs_dir
 
     @property
     def jobs(self) -> JobRunner:
@@ -110,7 +106,7 @@ class QuarryState:
         self.embed_batcher.start()
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         self._jobs = JobRunner(
-            self.jobs_root,
+            self.settings.jobs_dir,
             self._job_store(),
             self._pipeline,
             on_finish=self._job_finished,
@@ -126,8 +122,6 @@ class QuarryState:
         except QuarryError as exc:
             self.model_error = exc
             log.error("model not loaded: %s", exc.message)
-        finally:
-            self._warm.set()
 
     async def stop(self) -> None:
         await self.search_batcher.stop()
@@ -161,7 +155,7 @@ class QuarryState:
         self.resources.check_recipe_early(collection)
         with original.open("rb") as stream:
             job, _ = stage_upload(
-                self.jobs_root,
+                self.settings.jobs_dir,
                 collection,
                 info.metadata,
                 original.stat().st_size + 1,
@@ -180,10 +174,10 @@ class QuarryState:
         return removed
 
     # -- model work (run on the batchers' threads) ------------------------------------
-    def _model_stats(self) -> ModelStats | None:
+    def model_stats(self) -> ModelStats | None:
         return self.resources.base_embedder.stats if self.resources.model_loaded else None
 
-    def _cache_stats(self) -> CacheStats:
+    def cache_stats(self) -> CacheStats:
         """Counts so far; never builds the embedder (a scrape must not load a model)."""
         built = "embedder" in self.resources.__dict__
         return self.resources.embedder.stats if built else CacheStats()

@@ -241,6 +241,17 @@ def embed_body_maker(run: str) -> Callable[[], bytes]:
     ).encode()
 
 
+def embeddings_load(server: Server, run: str, args: argparse.Namespace) -> dict:
+    """Closed loop on /v1/embeddings, one fresh text per request."""
+    result = asyncio.run(
+        closed_loop(
+            server.port, "/v1/embeddings", embed_body_maker(run), args.clients, args.closed_seconds
+        )
+    )
+    print(f"embeddings_batching_{run}", result, flush=True)
+    return result
+
+
 async def warm(port: int, queries: list[str]) -> None:
     pool = Pool(port)
     for query in queries:
@@ -283,32 +294,12 @@ def main() -> None:
                     )
                 )
                 print(key, results[key], flush=True)
-            key = "embeddings_batching_on"
-            results[key] = asyncio.run(
-                closed_loop(
-                    server.port,
-                    "/v1/embeddings",
-                    embed_body_maker("on"),
-                    args.clients,
-                    args.closed_seconds,
-                )
-            )
-            print(key, results[key], flush=True)
+            results["embeddings_batching_on"] = embeddings_load(server, "on", args)
         finally:
             server.stop()
         server = Server(data_dir, {"QUARRY_BATCH_MAX_ITEMS": "1"})
         try:
-            key = "embeddings_batching_off"
-            results[key] = asyncio.run(
-                closed_loop(
-                    server.port,
-                    "/v1/embeddings",
-                    embed_body_maker("off"),
-                    args.clients,
-                    args.closed_seconds,
-                )
-            )
-            print(key, results[key], flush=True)
+            results["embeddings_batching_off"] = embeddings_load(server, "off", args)
         finally:
             server.stop()
 

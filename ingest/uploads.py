@@ -93,8 +93,11 @@ class Staging:
         target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / f"{len(self.files) + len(self.rejected):05d}{ext}"
         size = 0
+        head = b""
         with target.open("wb") as out:
             while block := stream.read(_CHUNK):
+                if not size:
+                    head = block[:1024]
                 size += len(block)
                 if size > self.max_file_bytes:
                     out.close()
@@ -109,7 +112,7 @@ class Staging:
         if size == 0:
             target.unlink()
             raise ParseError("empty_file", f"{name}: the file is empty")
-        if ext == ".pdf" and b"%PDF-" not in target.read_bytes()[:1024]:
+        if ext == ".pdf" and b"%PDF-" not in head:
             target.unlink()
             raise ParseError("unreadable", f"{name}: not a PDF (no %PDF- header)")
         self.files.append(FileProgress(name=name, size_bytes=size, staged=target.name))

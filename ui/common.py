@@ -17,7 +17,6 @@ STYLE = """
 <style>
 mark { background: #fde68a; padding: 0 .15em; border-radius: .2em; }
 .chunk { font-size: .95rem; line-height: 1.55; white-space: pre-wrap; }
-.muted { color: #6b7280; font-size: .85rem; }
 </style>
 """
 

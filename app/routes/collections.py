@@ -9,24 +9,13 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
 from app.schemas import CollectionOut
+from retrieval.summaries import summarize_collections
 
 router = APIRouter(prefix="/v1", tags=["collections"])
 
 
 def _collections(state: State) -> list[CollectionOut]:
-    store = state.resources.store
-    out = []
-    for name in store.collections():
-        recipe = store.recipe(name)
-        out.append(
-            CollectionOut(
-                name=name,
-                documents=len(store.documents(name)),
-                chunks=store.count(name),
-                recipe=recipe.to_dict() if recipe else None,
-            )
-        )
-    return out
+    return [CollectionOut(**vars(s)) for s in summarize_collections(state.resources.store)]
 
 
 @router.get("/collections")
@@ -41,9 +30,9 @@ async def list_collections(state: State) -> dict[str, Any]:
 @router.get("/stats")
 async def stats(state: State) -> dict[str, Any]:
     """Cache hit rate, model work and job counts, for dashboards."""
-    cache = state.resources.embedder.stats
+    cache = state.cache_stats()
     looked_up = cache.hits + cache.misses
-    model = state.resources.base_embedder.stats if state.resources.model_loaded else None
+    model = state.model_stats()
     return {
         "cache": {
             "hits": cache.hits,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
+from app.pairs import parse_pairs
 from app.schemas import COLLECTION_PATTERN, Accepted, Deleted, DocumentOut, DocumentPage, Hit
 from embedding.errors import InvalidInputError
 from ingest.jobs import Job
@@ -93,12 +94,7 @@ async def list_documents(
 ) -> DocumentPage:
     """Documents of a collection, filtered by file name and metadata, a page at a time."""
     name = collection or state.settings.collection
-    wanted: dict[str, str] = {}
-    for pair in meta or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"meta: {pair!r} is not key=value", detail={"field": "meta"})
-        wanted[key] = value
+    wanted = parse_pairs(meta, "meta")
     docs = await run_in_threadpool(_list, state, name)
     if source:
         docs = [d for d in docs if source.lower() in d.source.lower()]
