@@ -9,9 +9,12 @@ if [ -n "${QUARRY_API_KEYS:-}" ] && [ -z "${QUARRY_API_KEY:-}" ]; then
     export QUARRY_API_KEY="${QUARRY_API_KEYS%%,*}"
 fi
 
+echo "Quarry API on ${QUARRY_API_URL} (docs at /docs); UI on http://${QUARRY_UI_HOST:-127.0.0.1}:${QUARRY_UI_PORT:-8501}"
 .venv/bin/quarry serve &
 api=$!
-trap 'kill "$api" 2>/dev/null || true; wait "$api" 2>/dev/null || true' EXIT
-
-echo "Quarry API on ${QUARRY_API_URL} (docs at /docs); UI on http://${QUARRY_UI_HOST:-127.0.0.1}:${QUARRY_UI_PORT:-8501}"
-.venv/bin/quarry ui
+.venv/bin/quarry ui &
+ui=$!
+# Ctrl-C, a TERM, or either one ending stops both.
+trap 'kill "$api" "$ui" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+trap 'exit 130' INT TERM
+wait -n "$api" "$ui"
