@@ -13,8 +13,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from app import cli_remote as remote
+from app.ownership import running_server
 from app.pairs import parse_pairs
 from app.progress import RichIngestProgress
 from app.resources import Resources
@@ -22,7 +25,9 @@ from app.settings import Settings
 from embedding.errors import InvalidInputError, QuarryError
 from ingest.models import FileError
 from ingest.sources import FileSource, expand_paths
+from retrieval.errors import NotFoundError
 from retrieval.summaries import summarize_collections
+from ui.client import ApiClient
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Quarry: index documents, search them."
@@ -35,20 +40,60 @@ CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="c
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
-@contextmanager
-def _resources() -> Iterator[Resources]:
+ApiOpt = Annotated[
+    str | None,
+    typer.Option("--api", help="a Quarry server's URL (default: the one owning the data dir)"),
+]
+
+
+def _settings() -> Settings:
     try:
-        resources = Resources(Settings())
+        return Settings()
     except ValueError as exc:
         console.print(f"[red]error:[/red] invalid settings: {exc}")
         raise typer.Exit(2) from exc
+
+
+@contextmanager
+def _reporting_errors() -> Iterator[None]:
     try:
-        yield resources
+        yield
     except QuarryError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
+        console.print(f"[red]error:[/red] {escape(exc.message)}")
         raise typer.Exit(1) from exc
+
+
+@contextmanager
+def _resources() -> Iterator[Resources]:
+    resources = Resources(_settings())
+    try:
+        with _reporting_errors():
+            yield resources
     finally:
         resources.close()
+
+
+def _server(api: str | None, settings: Settings) -> str | None:
+    """The server to send the work to: named, or the live owner of the data dir."""
+    named = api or os.environ.get("QUARRY_API_URL")
+    if named:
+        return named
+    if settings.qdrant_url and settings.redis_url:
+        return None  # nothing embedded: this process can open the store itself
+    return running_server(settings.data_dir)
+
+
+@contextmanager
+def _target(api: str | None) -> Iterator[Resources | ApiClient]:
+    """A server's API when one owns the data dir, else this process's own resources."""
+    settings = _settings()
+    url = _server(api, settings)
+    if url is None:
+        with _resources() as res:
+            yield res
+        return
+    with _reporting_errors():
+        yield remote.connect(url, os.environ.get("QUARRY_API_KEY"))
 
 
 def _emit(data: Any) -> None:
@@ -60,37 +105,51 @@ def ingest(
     paths: Annotated[list[str], typer.Argument(help="files, folders (recursive) or globs")],
     collection: CollectionOpt = None,
     meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value metadata")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="re-parse unchanged and previously failed files")
+    ] = False,
+    api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Parse, chunk, embed and store documents; unchanged files are skipped."""
-    with _resources() as res:
+    """Parse, chunk, embed and store documents; unchanged files are skipped.
+
+    A file's identity is its path relative to the folder or glob given (a file given alone:
+    its name), so a changed file replaces its previous version.
+    """
+    with _reporting_errors():
         metadata = parse_pairs(meta, "--meta")
-        name = collection or res.settings.collection
-        files, missing = expand_paths(paths)
-        errors = [
-            FileError(p, "not_found", f"{p}: no such file, folder or matching glob")
-            for p in missing
-        ]
-        res.check_recipe_early(name)
-        sources = [FileSource(path, metadata=metadata) for path in files]
-        show = not as_json and console.is_terminal
-        with RichIngestProgress(len(sources), console, enabled=show) as progress:
-            report = res.pipeline(name, progress).run(sources)
-        report.errors = errors + report.errors
-        report.files += len(missing)
-        if as_json:
-            _emit(report.to_dict())
+    files, missing = expand_paths(paths)
+    errors = [
+        FileError(p, "not_found", f"{p}: no such file, folder or matching glob") for p in missing
+    ]
+    show = not as_json and console.is_terminal
+    with _target(api) as target, RichIngestProgress(len(files), console, enabled=show) as bar:
+        if isinstance(target, Resources):
+            name = collection or target.settings.collection
+            target.check_recipe_early(name)
+            sources = [FileSource(path, display=key, metadata=metadata) for path, key in files]
+            report = target.pipeline(name, bar, force=force).run(sources)
         else:
-            console.print(
-                f"[bold]{report.files}[/bold] files: [green]{report.ingested} ingested[/green], "
-                f"{report.unchanged} unchanged, [red]{len(report.errors)} failed[/red]; "
-                f"{report.chunks} chunks in {report.seconds:.1f}s into {name!r}"
+            name = collection or _settings().collection
+            report = remote.ingest(
+                target, files, collection=name, metadata=metadata, force=force, observer=bar
             )
-            if not show:  # the live view already printed them
-                for error in report.errors:
-                    console.print(f"[red]✗[/red] {error.message} ({error.code})")
-        if report.ingested + report.unchanged == 0:
-            raise typer.Exit(1)
+    report.errors = errors + report.errors
+    report.files += len(missing)
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        console.print(
+            f"[bold]{report.files}[/bold] files: [green]{report.ingested} ingested[/green], "
+            f"{report.unchanged} unchanged, [red]{len(report.errors)} failed[/red]"
+            + (f", [yellow]{len(report.retrying)} to retry[/yellow]" if report.retrying else "")
+            + f"; {report.chunks} chunks in {report.seconds:.1f}s into {escape(repr(name))}"
+        )
+        if not show:  # the live view already printed them
+            for error in report.errors + report.retrying:
+                console.print(f"[red]✗[/red] {escape(error.message)} ({error.code})")
+    if report.ingested + report.unchanged == 0:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -101,109 +160,156 @@ def search(
     instruction: Annotated[str | None, typer.Option(help="task instruction for this query")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="minimum score")] = None,
     collection: CollectionOpt = None,
+    api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Semantic search with an instructed query."""
-    with _resources() as res:
-        name = collection or res.settings.collection
-        if res.store.recipe(name) is None:
-            raise InvalidInputError(f"collection {name!r} is empty: ingest documents first")
-        service = res.search_service(name)
-        result = service.search(
-            name,
-            query,
-            top_k=k,
-            filters=parse_pairs(filters, "--filter"),
-            instruction=instruction,
-            score_threshold=threshold,
+    with _reporting_errors():
+        wanted = parse_pairs(filters, "--filter")
+    with _target(api) as target:
+        if isinstance(target, Resources):
+            name = collection or target.settings.collection
+            if target.store.recipe(name) is None:
+                raise InvalidInputError(f"collection {name!r} is empty: ingest documents first")
+            result = target.search_service(name).search(
+                name,
+                query,
+                top_k=k,
+                filters=wanted,
+                instruction=instruction,
+                score_threshold=threshold,
+            )
+            hits = [hit.to_dict() for hit in result.hits]
+        else:
+            answer = remote.call(
+                target.search,
+                query,
+                k,
+                wanted,
+                instruction,
+                collection=collection,
+                score_threshold=threshold,
+            )
+            keys = ("score", "doc_id", "chunk_id", "source", "page", "text")
+            hits = [{key: hit.get(key) for key in keys} for hit in answer["hits"]]
+    if as_json:
+        _emit(hits)
+        return
+    table = Table(show_lines=True)
+    for column in ("score", "source", "page", "text"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        text = str(hit["text"])
+        snippet = text if len(text) < 400 else text[:400] + "…"
+        table.add_row(
+            f"{hit['score']:.3f}",
+            escape(str(hit["source"])),
+            str(hit["page"] or ""),
+            escape(snippet),
         )
-        if as_json:
-            _emit([hit.to_dict() for hit in result.hits])
-            return
-        table = Table(show_lines=True)
-        for column in ("score", "source", "page", "text"):
-            table.add_column(column, overflow="fold")
-        for hit in result.hits:
-            snippet = hit.text if len(hit.text) < 400 else hit.text[:400] + "…"
-            table.add_row(f"{hit.score:.3f}", hit.source, str(hit.page or ""), snippet)
-        Console().print(table)
+    Console().print(table)
 
 
 @docs_app.command("list")
-def docs_list(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
+def docs_list(
+    collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt = False
+) -> None:
     """Documents in a collection, with their chunk counts."""
-    with _resources() as res:
-        name = collection or res.settings.collection
-        docs = res.store.documents(name) if res.store.recipe(name) else []
-        if as_json:
-            _emit([doc.to_dict() for doc in docs])
-            return
-        table = Table(title=f"{len(docs)} documents in {name!r}")
-        for column in ("doc_id", "source", "type", "chunks", "ingested at", "metadata"):
-            table.add_column(column, overflow="fold")
-        for doc in docs:
-            chunks = str(doc.chunks) if doc.complete else f"{doc.chunks}/{doc.expected_chunks}"
-            table.add_row(
-                doc.doc_id,
-                doc.source,
-                doc.file_type,
-                chunks,
-                doc.ingested_at,
-                json.dumps(doc.metadata) if doc.metadata else "",
-            )
-        Console().print(table)
+    with _target(api) as target:
+        if isinstance(target, Resources):
+            name = collection or target.settings.collection
+            store = target.store
+            docs = [d.to_dict() for d in store.documents(name)] if store.recipe(name) else []
+        else:
+            name = collection or _settings().collection
+            docs = remote.documents(target, name)
+    if as_json:
+        _emit(docs)
+        return
+    table = Table(title=f"{len(docs)} documents in {name!r}")
+    for column in ("doc_id", "source", "type", "chunks", "ingested at", "metadata"):
+        table.add_column(column, overflow="fold")
+    for doc in docs:
+        complete = doc["chunks"] == doc["expected_chunks"]
+        chunks = str(doc["chunks"]) if complete else f"{doc['chunks']}/{doc['expected_chunks']}"
+        table.add_row(
+            doc["doc_id"],
+            escape(doc["source"]),
+            doc["file_type"],
+            chunks,
+            doc["ingested_at"],
+            escape(json.dumps(doc["metadata"])) if doc["metadata"] else "",
+        )
+    Console().print(table)
 
 
 @docs_app.command("delete")
-def docs_delete(doc_id: str, collection: CollectionOpt = None) -> None:
+def docs_delete(doc_id: str, collection: CollectionOpt = None, api: ApiOpt = None) -> None:
     """Delete a document and every one of its chunks."""
-    with _resources() as res:
-        name = collection or res.settings.collection
-        if res.store.recipe(name) is None or res.store.document(name, doc_id) is None:
-            console.print(f"[red]error:[/red] no document {doc_id!r} in {name!r}")
-            raise typer.Exit(1)
-        removed = res.store.delete_document(name, doc_id)
-        console.print(f"deleted {doc_id} ({removed} chunks)")
+    with _target(api) as target:
+        if isinstance(target, Resources):
+            name = collection or target.settings.collection
+            store = target.store
+            if store.recipe(name) is None or store.document(name, doc_id) is None:
+                raise NotFoundError(f"no document {doc_id!r} in {name!r}")
+            removed = store.delete_document(name, doc_id)
+        else:
+            removed = remote.call(target.delete, doc_id, collection)["deleted_chunks"]
+    console.print(f"deleted {doc_id} ({removed} chunks)")
 
 
 @app.command()
-def stats(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
+def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt = False) -> None:
     """Collections, their recipes and sizes (never loads the model)."""
-    with _resources() as res:
-        current = collection or res.settings.collection
-        rows: list[dict[str, Any]] = [
-            {
-                "collection": summary.name,
-                "chunks": summary.chunks,
-                "documents": summary.documents,
-                "recipe": summary.recipe,
-            }
-            for summary in summarize_collections(res.store)
-        ]
-        data = {
-            "collection": current,
-            "store": res.settings.qdrant_url or f"embedded ({res.settings.qdrant_path})",
-            "cache": res.settings.redis_url or f"embedded ({res.settings.redis_dir})",
-            "model": res.settings.embedding_model,
-            "collections": rows,
-        }
-        if as_json:
-            _emit(data)
-            return
-        console.print(f"store: {data['store']}\ncache: {data['cache']}\nmodel: {data['model']}")
-        table = Table(title="collections")
-        for column in ("collection", "documents", "chunks", "model", "dim"):
-            table.add_column(column)
-        for row in rows:
-            described: dict[str, Any] = row["recipe"] or {}
-            table.add_row(
-                row["collection"],
-                str(row["documents"]),
-                str(row["chunks"]),
-                str(described.get("model", "")),
-                str(described.get("dimension", "")),
-            )
-        Console().print(table)
+    settings = _settings()
+    with _target(api) as target:
+        if isinstance(target, Resources):
+            rows: list[dict[str, Any]] = [
+                {
+                    "collection": summary.name,
+                    "chunks": summary.chunks,
+                    "documents": summary.documents,
+                    "recipe": summary.recipe,
+                }
+                for summary in summarize_collections(target.store)
+            ]
+            store = settings.qdrant_url or f"embedded ({settings.qdrant_path})"
+        else:
+            listed = remote.call(target.collections)["collections"]
+            rows = [
+                {
+                    "collection": c["name"],
+                    "chunks": c["chunks"],
+                    "documents": c["documents"],
+                    "recipe": c["recipe"],
+                }
+                for c in listed
+            ]
+            store = f"through the server at {target.base_url}"
+    data = {
+        "collection": collection or settings.collection,
+        "store": store,
+        "cache": settings.redis_url or f"embedded ({settings.redis_dir})",
+        "model": settings.embedding_model,
+        "collections": rows,
+    }
+    if as_json:
+        _emit(data)
+        return
+    console.print(f"store: {data['store']}\ncache: {data['cache']}\nmodel: {data['model']}")
+    table = Table(title="collections")
+    for column in ("collection", "documents", "chunks", "model", "dim"):
+        table.add_column(column)
+    for row in rows:
+        described: dict[str, Any] = row["recipe"] or {}
+        table.add_row(
+            row["collection"],
+            str(row["documents"]),
+            str(row["chunks"]),
+            str(described.get("model", "")),
+            str(described.get("dimension", "")),
+        )
+    Console().print(table)
 
 
 @app.command("eval")
@@ -260,16 +366,17 @@ def serve(
 
     from app.main import create_app
 
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] invalid settings: {exc}")
-        raise typer.Exit(2) from exc
+    settings = _settings()
+    bind_host, bind_port = host or settings.host, port or settings.port
+    reach = "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
+    resources = Resources(settings, role="quarry serve")
+    with _reporting_errors():  # a second server on this data dir stops here, naming the first
+        resources.claim(f"http://{reach}:{bind_port}")
     level = os.environ.get("QUARRY_LOG_LEVEL", "info").lower()
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
+        create_app(settings, resources),
+        host=bind_host,
+        port=bind_port,
         log_level=level,
         timeout_graceful_shutdown=10,
     )

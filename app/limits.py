@@ -1,42 +1,129 @@
-"""Refuses an upload by its declared size before any of its body is read."""
+"""Guards that act before a request body is read: the API key, and body size limits.
+
+Both are pure ASGI middleware. A client without a valid key gets 401 before one byte of
+its body is read, and a body is counted as it arrives (declared length or chunked), so
+no more than the limit is ever spooled to memory or disk: past it the answer is 413.
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_body
 
 
-class UploadSizeLimit:
-    """Pure ASGI middleware: 413 for POSTs to `path` declaring more than `max_bytes`."""
+async def _send_error(
+    send: Send, status: int, code: str, message: str, extra: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(error_body(code, message)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, app: ASGIApp, path: str, max_bytes: int) -> None:
+
+def key_problem(authorization: str | None, keys: frozenset[str]) -> str | None:
+    """Why a request may not pass (None: it may). The one place keys are checked."""
+    if not keys:
+        return None
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return "missing API key: send 'Authorization: Bearer <key>'"
+    token = given.strip().encode()
+    if not any(secrets.compare_digest(token, key.encode()) for key in keys):
+        return "invalid API key"
+    return None
+
+
+class ApiKeyGuard:
+    """401 for `/v1` requests without a valid bearer key, before the body is read."""
+
+    def __init__(self, app: ASGIApp, keys: frozenset[str], prefix: str = "/v1") -> None:
         self.app = app
-        self.path = path
-        self.max_bytes = max_bytes
+        self.keys = keys
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
-            declared = dict(scope["headers"]).get(b"content-length", b"0")
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                message = (
-                    f"the upload is {int(declared) / 1e6:.1f} MB, over the "
-                    f"{self.max_bytes / 1e6:g} MB limit per request (QUARRY_MAX_UPLOAD_MB)"
+        if scope["type"] == "http" and self.keys and scope["path"].startswith(self.prefix):
+            raw = dict(scope["headers"]).get(b"authorization")
+            problem = key_problem(raw.decode("latin-1") if raw else None, self.keys)
+            if problem is not None:
+                await _send_error(
+                    send, 401, "unauthorized", problem, [(b"www-authenticate", b"Bearer")]
                 )
-                body = json.dumps(error_body("payload_too_large", message)).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 413,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """413 once a request body passes its path's limit, whether declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], tuple[int, str]]) -> None:
+        self.app = app
+        self.limit_for = limit_for  # path -> (bytes, the setting that sets it)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit, setting = self.limit_for(scope["path"])
+        message = f"the request body is over the {limit / 1e6:g} MB limit ({setting})"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _send_error(send, 413, "payload_too_large", message, [])
+            return
+        seen = 0
+        exceeded = answered = started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, exceeded
+            event = await receive()
+            if event["type"] == "http.request":
+                seen += len(event.get("body", b""))
+                if seen > limit:
+                    exceeded = True
+                    raise _TooLarge  # stop reading: nothing past the limit is spooled
+            return event
+
+        async def guarded_send(event: Message) -> None:
+            # Whatever the app makes of the cut-off body (a parser's 400, say), the client
+            # is told the real reason.
+            nonlocal answered, started
+            if exceeded:
+                if not answered and not started:
+                    answered = True
+                    await _send_error(send, 413, "payload_too_large", message, [])
+                return
+            if event["type"] == "http.response.start":
+                started = True
+            await send(event)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not answered and not started:
+            await _send_error(send, 413, "payload_too_large", message, [])
+
+
+def limits(max_upload: int, max_body: int) -> Callable[[str], tuple[int, str]]:
+    def limit_for(path: str) -> tuple[int, str]:
+        if path == "/v1/documents":
+            return max_upload, "QUARRY_MAX_UPLOAD_MB"
+        return max_body, "QUARRY_MAX_BODY_MB"
+
+    return limit_for
+

@@ -7,19 +7,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from app.deps import require_key
+from app.deps import bearer_scheme
 from app.errors import install_error_handlers
-from app.limits import UploadSizeLimit
+from app.limits import ApiKeyGuard, BodySizeLimit, limits
 from app.metrics import RequestTimer
+from app.resources import Resources
 from app.routes import collections, documents, embeddings, health, jobs, search
 from app.settings import Settings
 from app.state import QuarryState
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API; nothing is opened until the lifespan starts."""
+def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
+    """Build the API; nothing is opened until the lifespan starts (`resources` may hold the
+    data dir's claim already, taken by `quarry serve` before it binds its port)."""
     settings = settings or Settings()
-    state = QuarryState(settings)
+    state = QuarryState(settings, resources)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,12 +39,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    guarded = [Depends(require_key)]
+    guarded = [Depends(bearer_scheme)]
     for module in (documents, jobs, search, embeddings, collections):
         app.include_router(module.router, dependencies=guarded)
     app.include_router(health.router)
-    app.add_middleware(RequestTimer, metrics=state.metrics)
+    # Added innermost first: the timer sees every answer, the key is checked before the
+    # size, and both before any body is read.
     app.add_middleware(
-        UploadSizeLimit, path="/v1/documents", max_bytes=int(settings.max_upload_mb * 1e6)
+        BodySizeLimit,
+        limit_for=limits(int(settings.max_upload_mb * 1e6), int(settings.max_body_mb * 1e6)),
     )
+    app.add_middleware(ApiKeyGuard, keys=settings.api_key_set)
+    app.add_middleware(RequestTimer, metrics=state.metrics)
     return app

@@ -6,6 +6,7 @@ import threading
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -54,9 +55,21 @@ class RichIngestProgress:
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
         self._progress.advance(self._files)
         if error is not None:
-            self._progress.console.print(f"[red]✗[/red] {error.message} [dim]({error.code})[/dim]")
+            self._progress.console.print(
+                f"[red]✗[/red] {escape(error.message)} [dim]({error.code})[/dim]"
+            )
+
+    def file_retry(self, name: str, error: FileError) -> None:
+        self._progress.advance(self._files)
+        self._progress.console.print(
+            f"[yellow]![/yellow] {escape(error.message)} [dim]({error.code}; temporary: "
+            "run the command again)[/dim]"
+        )
 
     def file_stage(self, name: str, stage: str, count: int) -> None:
+        pass
+
+    def check(self) -> None:
         pass
 
     def chunks_queued(self, count: int) -> None:

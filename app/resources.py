@@ -9,6 +9,7 @@ from functools import cached_property
 
 import redis
 
+from app.ownership import DataDirClaim
 from app.settings import Settings
 from embedding.cache import CachedEmbedder, RedisVectorCache
 from embedding.model_source import ModelSource, resolve_model
@@ -16,6 +17,7 @@ from embedding.redis_server import EmbeddedRedis
 from embedding.st_embedder import SentenceTransformerEmbedder
 from ingest.chunking import Chunker, ChunkStrategy, WholeDocument
 from ingest.ledger import FailureLedger
+from ingest.parse_pool import ParseLimits, ParsePool
 from ingest.pipeline import IngestObserver, IngestPipeline, PipelineConfig
 from retrieval.edge_store import EdgeStore
 from retrieval.models import CollectionRecipe
@@ -26,12 +28,32 @@ log = logging.getLogger(__name__)
 
 
 class Resources:
-    """Owns the model, the store and the cache for one process; nothing loads until needed."""
+    """Owns the model, the store and the cache for one process; nothing loads until needed.
 
-    def __init__(self, settings: Settings) -> None:
+    Opening an embedded part (the qdrant-edge store, the embedded Redis) first claims the
+    data dir for this process; the claim is held until `close`.
+    """
+
+    def __init__(self, settings: Settings, role: str = "cli") -> None:
         self.settings = settings
+        self.role = role
         self._lock = threading.Lock()
         self._embedded_redis: EmbeddedRedis | None = None
+        self._claim = DataDirClaim(settings.data_dir)
+
+    @property
+    def uses_embedded_parts(self) -> bool:
+        return not (self.settings.qdrant_url and self.settings.redis_url)
+
+    def claim(self, url: str | None = None) -> None:
+        """Take the data dir for this process (a no-op when everything is a server).
+
+        Raises:
+            DataDirBusyError: another live process owns it; the message names it.
+        """
+        with self._lock:
+            if self.uses_embedded_parts and not self._claim.held:
+                self._claim.acquire(self.role, url)
 
     @cached_property
     def model_source(self) -> ModelSource:
@@ -45,16 +67,13 @@ class Resources:
             max_length=self.settings.max_length,
             device=self.settings.device,
             batch_tokens=self.settings.batch_tokens,
+            bulk_batch_tokens=self.settings.bulk_batch_tokens,
         )
-
-    @cached_property
-    def redis_client(self) -> redis.Redis:
-        """One pooled client for everything but the cache (which reconnects on its own)."""
-        return self._new_redis_client()
 
     def _new_redis_client(self) -> redis.Redis:
         url = self.settings.redis_url
         if not url:
+            self.claim()
             with self._lock:
                 if self._embedded_redis is None:
                     self._embedded_redis = EmbeddedRedis(self.settings.redis_dir)
@@ -75,13 +94,26 @@ class Resources:
             from retrieval.qdrant_store import QdrantServerStore  # qdrant-client imports slowly
 
             return QdrantServerStore.connect(self.settings.qdrant_url, self.settings.qdrant_api_key)
+        self.claim()
         return EdgeStore(self.settings.qdrant_path)
+
+    @cached_property
+    def parse_pool(self) -> ParsePool:
+        s = self.settings
+        limits = ParseLimits(
+            workers=s.parse_workers,
+            timeout_s=s.parse_timeout_s,
+            memory_mb=s.parse_memory_mb,
+            max_inflated_mb=s.max_inflated_mb,
+        )
+        return ParsePool(limits)
 
     def chunker(self) -> Chunker:
         base = self.base_embedder
         limit = base.max_tokens - base.special_tokens()
         size = min(self.settings.chunk_tokens, limit)
-        return Chunker(base.tokenizer, size, min(self.settings.chunk_overlap, size // 2))
+        overlap = min(self.settings.chunk_overlap, size // 2)
+        return Chunker(base.load_tokenizer(), size, overlap)
 
     def recipe(self, instruction: str | None = None) -> CollectionRecipe:
         """This configuration's recipe (the dimension may load the model)."""
@@ -107,15 +139,19 @@ class Resources:
         *,
         whole_documents: bool = False,
         instruction: str | None = None,
+        force: bool = False,
     ) -> IngestPipeline:
         config = PipelineConfig(
             collection=collection,
             recipe=lambda: self.recipe(instruction),
             parse_workers=self.settings.parse_workers,
+            force=force,
         )
         chunker: Callable[[], ChunkStrategy] = WholeDocument if whole_documents else self.chunker
         ledger = FailureLedger(self.settings.data_dir / "failures" / f"{collection}.json")
-        return IngestPipeline(self.store, lambda: self.embedder, chunker, config, observer, ledger)
+        return IngestPipeline(
+            self.store, lambda: self.embedder, chunker, config, observer, ledger, self.parse_pool
+        )
 
     def search_service(self, collection: str, instruction: str | None = None) -> SearchService:
         """Search `collection` after checking that it was built with our model.
@@ -136,7 +172,10 @@ class Resources:
         return "base_embedder" in self.__dict__ and self.base_embedder.loads > 0
 
     def close(self) -> None:
+        if "parse_pool" in self.__dict__:
+            self.parse_pool.close()
         if "store" in self.__dict__:
             self.store.close()
         if self._embedded_redis is not None:
             self._embedded_redis.stop()
+        self._claim.release()

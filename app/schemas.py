@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from retrieval.models import SearchHit
 from retrieval.search import MAX_TOP_K
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -44,6 +45,14 @@ class Hit(BaseModel):
     page: int | None
     text: str
     metadata: dict[str, Any]
+    truncated: bool = Field(default=False, description="text cut at QUARRY_MAX_HIT_CHARS")
+
+    @classmethod
+    def bounded(cls, hit: SearchHit, max_chars: int) -> Hit:
+        """A hit whose text is at most `max_chars` long (a search answer stays small)."""
+        fields = vars(hit) | {"truncated": len(hit.text) > max_chars}
+        fields["text"] = hit.text[:max_chars]
+        return cls(**fields)
 
 
 class SearchResponse(BaseModel):

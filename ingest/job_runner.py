@@ -1,15 +1,21 @@
 """Runs ingestion jobs one at a time on a worker thread, and resumes unfinished ones.
 
-A job's staged `files/` folder exists until the job has ended, so on start every job
-folder that still has one is queued again. The pipeline is idempotent (deterministic chunk
-ids, complete documents skipped, half-written ones redone), so a resumed job ends with
-exactly the chunks a clean run would have stored.
+A job's staged `files/` folder exists until the job's final state is saved, so on start
+every job folder that still has one is queued again. The pipeline is idempotent
+(deterministic chunk ids, complete documents skipped, half-written ones redone, replaced
+sources pruned), so a resumed job ends with exactly the chunks a clean run would store.
+
+Failures are sorted by whose fault they are: a file's own (encrypted, no text, ...) is
+final; a dependency's (store, model, cache, a dead worker) is retried with capped,
+jittered backoff for as long as it takes, and the job shows `retrying` with the reason.
+A failed file's original is kept under `failed/`, so `retry` needs no new upload.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import random
 import shutil
 import threading
 import time
@@ -19,19 +25,21 @@ from pathlib import Path
 
 from embedding.errors import QuarryError
 from ingest.jobs import Job, JobStore
-from ingest.models import FileError
+from ingest.models import FileError, Stopped
 from ingest.originals import Originals
 from ingest.pipeline import IngestObserver, IngestPipeline
-from ingest.sources import FileSource
+from ingest.sources import FileSource, document_id
 from ingest.uploads import load_manifest
+from retrieval.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
-PipelineFactory = Callable[[str, IngestObserver], IngestPipeline]
+PipelineFactory = Callable[[str, IngestObserver, bool], IngestPipeline]
 
 
-class JobInterrupted(Exception):
-    """The server is stopping; the job is left queued and resumes on the next start."""
+class JobStateError(QuarryError):
+    code = "job_state_conflict"
+    status = 409
 
 
 class JobTracker:
@@ -57,7 +65,7 @@ class JobTracker:
             entry = self._by_name.get(name)
             if entry is not None:
                 setattr(entry, stage, count)
-                entry.status = "parsing" if stage == "parsed" else "embedding"
+                entry.status = "parsing" if stage in ("parsed", "chunked") else "embedding"
                 self._changed()
 
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
@@ -66,15 +74,27 @@ class JobTracker:
             if entry is not None:
                 entry.status = status
                 entry.error = {"code": error.code, "message": error.message} if error else None
+                entry.retry_kind = ""
                 self._changed(force=True)
 
+    def file_retry(self, name: str, error: FileError) -> None:
+        with self._lock:
+            entry = self._by_name.get(name)
+            if entry is not None:
+                entry.status = "retrying"
+                entry.error = {"code": error.code, "message": error.message}
+                entry.retry_kind = error.kind
+                self._changed(force=True)
+
+    def check(self) -> None:
+        if self._stopping.is_set() or self.job.cancel_requested:
+            raise Stopped
+
     def chunks_queued(self, count: int) -> None:
-        if self._stopping.is_set():
-            raise JobInterrupted
+        pass
 
     def chunks_embedded(self, count: int) -> None:
-        if self._stopping.is_set():
-            raise JobInterrupted
+        pass
 
     def chunks_stored(self, count: int) -> None:
         pass
@@ -102,8 +122,9 @@ class JobRunner:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.finished: Counter[str] = Counter()
-        self.max_attempts = 5
-        self.retry_delay = 10.0
+        self.retries = 0
+        self.retry_delay = 2.0
+        self.max_retry_delay = 60.0
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> int:
@@ -131,8 +152,8 @@ class JobRunner:
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
             job = self._load(manifest.id) or manifest
-            if job.finished:
-                shutil.rmtree(folder / "files", ignore_errors=True)
+            if job.finished:  # died after saving the final state, before cleaning up
+                self._clean_up(job)
                 continue
             job.state = "queued"
             self._save(job)
@@ -142,7 +163,7 @@ class JobRunner:
             log.info("resuming %d unfinished ingestion job(s)", resumed)
         return resumed
 
-    # -- queries -----------------------------------------------------------------------
+    # -- queries and commands -----------------------------------------------------------
     def submit(self, job: Job) -> None:
         self._save(job)
         self._enqueue(job)
@@ -163,6 +184,50 @@ class JobRunner:
         merged = {job.id: job for job in stored} | {job.id: job for job in live}
         return sorted(merged.values(), key=lambda j: j.created_at, reverse=True)[:limit]
 
+    def cancel(self, job_id: str) -> Job:
+        """Stop a queued, retrying or running job; files already stored stay stored."""
+        job = self._require(job_id)
+        if job.finished:
+            raise JobStateError(
+                f"job {job_id} has already ended ({job.state}); nothing to cancel",
+                detail={"job_id": job_id, "state": job.state},
+            )
+        with self._lock:
+            job.cancel_requested = True
+            job.version += 1
+            running = job.state == "running"
+        self._save(job)
+        if not running:  # the worker will skip it; end it here
+            self._finish(job)
+        return job
+
+    def retry(self, job_id: str) -> Job:
+        """Run the failed files of an ended job again, from their kept originals."""
+        job = self._require(job_id)
+        if not job.finished:
+            raise JobStateError(
+                f"job {job_id} is still {job.state}; retry it once it has ended",
+                detail={"job_id": job_id, "state": job.state},
+            )
+        failed_dir = self.root / job.id / "failed"
+        again = [f for f in job.files if f.status == "failed" and (failed_dir / f.staged).exists()]
+        if not again:
+            raise JobStateError(
+                f"job {job_id} has no failed files to retry",
+                detail={"job_id": job_id, "state": job.state},
+            )
+        files_dir = self.root / job.id / "files"
+        files_dir.mkdir(parents=True, exist_ok=True)
+        for entry in again:
+            shutil.move(failed_dir / entry.staged, files_dir / entry.staged)
+            entry.status, entry.error, entry.attempts, entry.retry_kind = "queued", None, 0, ""
+            entry.parsed = entry.chunked = entry.embedded = entry.stored = 0
+        job.state, job.error, job.finished_at = "queued", None, None
+        job.force, job.cancel_requested = True, False
+        job.version += 1
+        self.submit(job)
+        return job
+
     @property
     def depth(self) -> int:
         """Jobs waiting or running."""
@@ -170,6 +235,13 @@ class JobRunner:
             return sum(1 for job in self._live.values() if not job.finished)
 
     # -- internals ---------------------------------------------------------------------
+    def _require(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}", detail={"job_id": job_id})
+        with self._lock:
+            return self._live.setdefault(job.id, job)
+
     def _enqueue(self, job: Job) -> None:
         with self._lock:
             self._live[job.id] = job
@@ -200,15 +272,18 @@ class JobRunner:
                 return
             with self._lock:
                 job = self._live.get(job_id)
-            if job is not None and not job.finished:
+            if job is not None and not job.finished and job.state != "running":
                 self._run(job)
 
-    def _retry_later(self, job: Job, exc: QuarryError) -> None:
-        """A service was unavailable (store, model): keep the upload and try again."""
-        delay = self.retry_delay * job.attempts
-        log.warning("job %s: %s; retrying in %.0f s", job.id, exc.message, delay)
-        job.state = "queued"
-        job.error = {"code": exc.code, "message": f"{exc.message} (retrying in {delay:.0f} s)"}
+    def _retry_later(self, job: Job, reason: dict[str, str]) -> None:
+        """Something the files do not control failed: keep them and try again later."""
+        self.retries += 1
+        job.retries += 1
+        delay = min(self.retry_delay * 2 ** (job.retries - 1), self.max_retry_delay)
+        delay *= random.uniform(0.8, 1.2)
+        log.warning("job %s: %s; retrying in %.0f s", job.id, reason["message"], delay)
+        job.state = "retrying"
+        job.error = {"code": reason["code"], "message": f"{reason['message']} (retrying)"}
         job.version += 1
         self._save(job)
         timer = threading.Timer(delay, self._queue.put, args=(job.id,))
@@ -216,44 +291,78 @@ class JobRunner:
         timer.start()
 
     def _run(self, job: Job) -> None:
+        with self._lock:  # `cancel` decides under the same lock whether the job runs
+            cancelled = job.cancel_requested
+            if not cancelled:
+                job.state = "running"
+        if cancelled:
+            self._finish(job)
+            return
         folder = self.root / job.id / "files"
-        job.state, job.started_at, job.finished_at = "running", time.time(), None
+        job.started_at, job.finished_at = time.time(), None
         job.attempts += 1
         job.error = None
         job.version += 1
-        self._save(job)
         todo = [f for f in job.files if not f.finished]
+        for entry in todo:
+            entry.attempts += 1
+        self._save(job)
         sources = [
             FileSource(folder / f.staged, display=f.name, metadata=job.metadata) for f in todo
         ]
         tracker = JobTracker(job, self._save, self._stopping)
         try:
-            self._pipelines(job.collection, tracker).run(sources)
-        except JobInterrupted:
-            job.state = "queued"
+            self._pipelines(job.collection, tracker, job.force).run(sources)
+        except Stopped:
+            if job.cancel_requested:
+                self._finish(job)
+                return
+            job.state = "queued"  # shutting down: resumes on the next start
             job.version += 1
             self._save(job)
             return
-        except QuarryError as exc:
-            if exc.status == 503 and job.attempts < self.max_attempts:
-                self._retry_later(job, exc)
-                return
-            job.error = {"code": exc.code, "message": exc.message}
-        except Exception as exc:
-            log.exception("ingestion job %s failed", job.id)
-            job.error = {"code": "internal_error", "message": f"ingestion failed: {exc}"}
-        if job.error is not None:
+        except Exception as exc:  # the store, the model...: never the files' fault
+            if not isinstance(exc, QuarryError):
+                log.exception("ingestion job %s hit an unexpected error", job.id)
+            code = exc.code if isinstance(exc, QuarryError) else "internal_error"
+            message = exc.message if isinstance(exc, QuarryError) else f"{type(exc).__name__}: {exc}"
             for entry in todo:
                 if not entry.finished:
-                    entry.status, entry.error = "failed", dict(job.error)
+                    entry.status, entry.retry_kind = "retrying", "transient"
+                    entry.error = {"code": code, "message": message}
+            self._retry_later(job, {"code": code, "message": message})
+            return
+        waiting = [f for f in job.files if f.status == "retrying"]
+        if waiting:
+            assert waiting[0].error is not None
+            self._retry_later(job, waiting[0].error)
+            return
+        job.retries = 0
+        self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        """Save the final state, then keep originals and clean the staging folder."""
+        for entry in job.files:
+            if not entry.finished:
+                entry.status = "cancelled" if job.cancel_requested else "failed"
         job.settle()
         job.version += 1
         self._save(job)
-        if self.originals is not None:
-            for entry in job.files:
-                if entry.status in ("ingested", "unchanged") and entry.staged:
-                    self.originals.keep(folder / entry.staged)
-        shutil.rmtree(folder, ignore_errors=True)
+        self._clean_up(job)
         self.finished[job.state] += 1
         if self._on_finish is not None:
             self._on_finish(job)
+
+    def _clean_up(self, job: Job) -> None:
+        folder = self.root / job.id / "files"
+        failed_dir = self.root / job.id / "failed"
+        for entry in job.files:
+            staged = folder / entry.staged if entry.staged else None
+            if staged is None or not staged.exists():
+                continue
+            if entry.status in ("ingested", "unchanged") and self.originals is not None:
+                self.originals.keep(staged, document_id(entry.name, staged.read_bytes()))
+            elif entry.status == "failed":
+                failed_dir.mkdir(parents=True, exist_ok=True)
+                shutil.move(staged, failed_dir / entry.staged)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -6,17 +6,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import redis
-
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = frozenset({"done", "failed", "partial"})
-TERMINAL_FILE_STATES = frozenset({"ingested", "unchanged", "failed"})
+TERMINAL_STATES = frozenset({"done", "failed", "partial", "cancelled"})
+TERMINAL_FILE_STATES = frozenset({"ingested", "unchanged", "failed", "cancelled"})
 STAGES = ("parsed", "chunked", "embedded", "stored")
 
 
@@ -27,12 +24,15 @@ class FileProgress:
     name: str
     size_bytes: int = 0
     staged: str = ""  # file name under the job's files/ folder; "" when it was rejected
-    status: str = "queued"  # queued, parsing, embedding, ingested, unchanged, failed
+    # queued, parsing, embedding, retrying, ingested, unchanged, failed, cancelled
+    status: str = "queued"
     parsed: int = 0  # elements
     chunked: int = 0  # chunks
     embedded: int = 0
     stored: int = 0
     error: dict[str, str] | None = None
+    attempts: int = 0
+    retry_kind: str = ""  # while retrying: "transient" (a dependency failed)
 
     @property
     def finished(self) -> bool:
@@ -61,6 +61,9 @@ class Job:
     attempts: int = 0
     error: dict[str, str] | None = None
     version: int = 0
+    retries: int = 0  # retries in a row after dependency failures (backoff grows with it)
+    force: bool = False  # re-parse even unchanged or known-bad files (re-ingest, retry)
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:
@@ -69,7 +72,9 @@ class Job:
     def settle(self) -> None:
         """Set the final state from the files' outcomes."""
         failed = sum(1 for f in self.files if f.status == "failed")
-        if self.error is not None or failed == len(self.files):
+        if self.cancel_requested:
+            self.state = "cancelled"
+        elif self.error is not None or failed == len(self.files):
             self.state = "failed"
         elif failed:
             self.state = "partial"
@@ -87,7 +92,7 @@ class Job:
         done = sum(w * f.fraction() for w, f in zip(weights, self.files, strict=True))
         fraction = done / max(sum(weights), 1)
         eta = None
-        if self.state == "running" and 0 < fraction < 1:
+        if self.state in ("running", "retrying") and 0 < fraction < 1:
             eta = round(elapsed * (1 - fraction) / fraction, 1)
         counts: dict[str, int] = {}
         for f in self.files:
@@ -108,7 +113,8 @@ class Job:
     def to_public(self) -> dict[str, Any]:
         """What the API shows: the job without staging internals, plus its progress."""
         files = [
-            {k: v for k, v in asdict(f).items() if k != "staged"} | {"finished": f.finished}
+            {k: v for k, v in asdict(f).items() if k not in ("staged", "retry_kind")}
+            | {"finished": f.finished}
             for f in self.files
         ]
         return {
@@ -119,6 +125,7 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "attempts": self.attempts,
+            "cancel_requested": self.cancel_requested,
             "metadata": self.metadata,
             "error": self.error,
             "progress": self.progress(),
@@ -151,7 +158,8 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 class FileJobStore:
-    """`<root>/<job id>/state.json`, replaced atomically; used when Redis is not available."""
+    """`<root>/<job id>/state.json`, replaced atomically and fsync'd: the job's truth lives
+    beside its staged files, so no cache outage can lose or stale a job's final state."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -169,42 +177,16 @@ class FileJobStore:
             return None
 
     def recent(self, limit: int) -> list[Job]:
+        """The newest jobs; only the most recently written `2 * limit` states are read."""
         if not self.root.exists():
             return []
-        jobs = [self.get(p.name) for p in self.root.iterdir() if (p / "state.json").exists()]
+        states = []
+        for folder in self.root.iterdir():
+            try:
+                states.append(((folder / "state.json").stat().st_mtime, folder.name))
+            except OSError:
+                continue
+        newest = sorted(states, reverse=True)[: 2 * limit]
+        jobs = [self.get(name) for _, name in newest]
         found = [job for job in jobs if job is not None]
         return sorted(found, key=lambda job: job.created_at, reverse=True)[:limit]
-
-
-class RedisJobStore:
-    """One JSON string per job plus a sorted index by creation time."""
-
-    _INDEX = "quarry:jobs"
-
-    def __init__(self, connect: Callable[[], redis.Redis], keep: int = 10_000) -> None:
-        self._connect = connect
-        self._keep = keep
-
-    @staticmethod
-    def _key(job_id: str) -> str:
-        return f"quarry:job:{job_id}"
-
-    def save(self, job: Job) -> None:
-        pipe = self._connect().pipeline(transaction=True)
-        pipe.set(self._key(job.id), json.dumps(job.to_dict()))
-        pipe.zadd(self._INDEX, {job.id: job.created_at})
-        pipe.zremrangebyrank(self._INDEX, 0, -self._keep - 1)
-        pipe.execute()
-
-    def get(self, job_id: str) -> Job | None:
-        raw = self._connect().get(self._key(job_id))
-        return Job.from_dict(json.loads(raw)) if raw else None
-
-    def recent(self, limit: int) -> list[Job]:
-        client = self._connect()
-        ids = client.zrevrange(self._INDEX, 0, limit - 1)
-        if not ids:
-            return []
-        keys = [self._key(i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
-        raws = client.mget(keys)
-        return [Job.from_dict(json.loads(raw)) for raw in raws if raw]

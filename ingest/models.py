@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from embedding.errors import QuarryError
@@ -35,20 +35,52 @@ class ParseError(QuarryError):
 
     status = 422
 
-    def __init__(self, code: str, message: str, *, status: int = 422) -> None:
+    def __init__(
+        self, code: str, message: str, *, status: int = 422, suspect: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        # True when the parser failed in a way that does not prove the bytes are bad (a
+        # generic exception, a crashed worker): tried again a bounded number of times.
+        self.suspect = suspect
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses the parse worker's process boundary
+        return (_rebuild_parse_error, (self.code, self.message, self.status, self.suspect))
+
+
+def _rebuild_parse_error(code: str, message: str, status: int, suspect: bool) -> ParseError:
+    return ParseError(code, message, status=status, suspect=suspect)
+
+
+class Stopped(Exception):
+    """The job is stopping (shutdown or cancel): the current file is left unfinished."""
+
+
+class TransientError(QuarryError):
+    """A dependency failed while a file was processed (store, model, cache, a worker):
+    nothing is wrong with the file, so it is tried again later, never recorded as its fault."""
+
+    code = "retrying"
+    status = 503
 
 
 @dataclass(frozen=True)
 class FileError:
+    """Why a file did not go in. `kind`: `final` (the file's own fault) or `transient` (a
+    dependency failed: the file is retried until it is back)."""
+
     file: str
     code: str
     message: str
+    kind: str = "final"
+
+    @property
+    def final(self) -> bool:
+        return self.kind == "final"
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return {"file": self.file, "code": self.code, "message": self.message}
 
 
 @dataclass
@@ -58,6 +90,7 @@ class IngestReport:
     unchanged: int = 0
     chunks: int = 0
     errors: list[FileError] = field(default_factory=list)
+    retrying: list[FileError] = field(default_factory=list)
     seconds: float = 0.0
     model_loaded: bool = False
 
@@ -67,5 +100,5 @@ class IngestReport:
             "ingested": self.ingested,
             "unchanged": self.unchanged,
             "chunks": self.chunks,
-            "errors": [error.to_dict() for error in self.errors],
+            "errors": [error.to_dict() for error in self.errors + self.retrying],
         }

@@ -6,30 +6,27 @@ import logging
 import shutil
 from pathlib import Path
 
-from ingest.sources import document_id
-
 log = logging.getLogger(__name__)
 
 
 class Originals:
-    """`<root>/<doc id><ext>`: content-addressed, so the same bytes are kept once."""
+    """`<root>/<doc id><ext>`: a document id names one source's version, so two sources with
+    the same bytes keep two originals, and removing one never touches the other."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def keep(self, staged: Path) -> str | None:
-        """Move a staged file here (its id is the hash of its bytes); None if it is gone."""
-        try:
-            doc_id = document_id(staged.read_bytes())
-        except OSError:
-            return None
+    def keep(self, staged: Path, doc_id: str) -> bool:
+        """Move a staged file here as the original of `doc_id`; False if it is gone."""
+        if not staged.exists():
+            return False
         target = self.root / f"{doc_id}{staged.suffix.lower()}"
         if target.exists():
             staged.unlink(missing_ok=True)
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             shutil.move(staged, target)
-        return doc_id
+        return True
 
     def find(self, doc_id: str) -> Path | None:
         if not self.root.exists() or not doc_id.isalnum():

@@ -47,9 +47,10 @@ def supported_list() -> str:
     return ", ".join(sorted(SUPPORTED_TYPES))
 
 
-def check_supported(name: str) -> str:
-    """The file's extension if Quarry can parse it here, else a ParseError saying why not."""
-    ext = Path(name).suffix.lower()
+def check_supported(name: str, ext: str | None = None) -> str:
+    """The file's extension (from `name` unless given) if Quarry can parse it here, else a
+    ParseError naming the file and saying why not."""
+    ext = (Path(name).suffix if ext is None else ext).lower()
     if ext not in SUPPORTED_TYPES:
         raise ParseError(
             "unsupported_type",
@@ -129,6 +130,64 @@ def _pdf_text_fallback(path: Path, name: str) -> list[Element]:
     return elements
 
 
+ZIP_TYPES = {".docx", ".pptx", ".xlsx", ".odt", ".epub"}
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+MAX_INFLATED_BYTES = 512 * 1024 * 1024
+
+
+def _zip_guard(path: Path, name: str, max_inflated: int) -> None:
+    """Refuse a decompression bomb before anything inflates it; spot encrypted Office files.
+
+    A password-protected .docx/.xlsx/.pptx is no zip at all but an OLE container holding
+    an `EncryptedPackage`.
+    """
+    import zipfile
+
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head == _OLE_MAGIC:
+        _ole_guard(path, name)
+        raise ParseError("unreadable", f"{name}: an OLE (legacy Office) file, not a {path.suffix}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ParseError("unreadable", f"{name}: not a readable {path.suffix} ({exc})") from exc
+    if inflated > max_inflated:
+        raise ParseError(
+            "too_large",
+            f"{name}: its parts inflate to {inflated / 1e6:,.0f} MB, over the "
+            f"{max_inflated / 1e6:,.0f} MB allowed (a decompression bomb?)",
+        )
+
+
+def _ole_guard(path: Path, name: str) -> None:
+    """An OLE file (.doc/.xls/.ppt, or encrypted OOXML) that is password-protected."""
+    import msoffcrypto
+
+    try:
+        with path.open("rb") as handle:
+            encrypted = msoffcrypto.OfficeFile(handle).is_encrypted()
+    except Exception:  # not an Office container msoffcrypto knows: let the parser decide
+        return
+    if encrypted:
+        raise ParseError("encrypted", f"{name}: the document is password-protected")
+
+
+def _mail_guard(path: Path, name: str) -> None:
+    """S/MIME- or PGP-encrypted mail has no readable body: say so instead of `no_text`."""
+    from email.parser import BytesHeaderParser
+
+    with path.open("rb") as handle:
+        headers = BytesHeaderParser().parse(handle)
+    content_type = (headers.get_content_type() or "").lower()
+    smime = content_type in {"application/pkcs7-mime", "application/x-pkcs7-mime"}
+    if smime and "signed-data" not in str(headers.get("content-type", "")).lower():
+        raise ParseError("encrypted", f"{name}: the mail is S/MIME-encrypted")
+    if content_type == "multipart/encrypted":
+        raise ParseError("encrypted", f"{name}: the mail is encrypted (PGP/MIME)")
+
+
 def _flatten_json(value: Any, prefix: str = "") -> list[str]:
     if isinstance(value, dict):
         return [
@@ -159,14 +218,16 @@ def _parse_json(path: Path, name: str, encoding: str) -> list[Element]:
     return _to_elements(partition_text(text="\n".join(_flatten_json(data))))
 
 
-def parse_file(path: Path, name: str | None = None) -> list[Element]:
+def parse_file(
+    path: Path, name: str | None = None, max_inflated: int = MAX_INFLATED_BYTES
+) -> list[Element]:
     """Parse `path` into elements. `name` is how the file is called in errors.
 
     Raises:
         ParseError: unsupported or unavailable type, empty, encrypted, unreadable, or no text.
     """
     name = name or path.name
-    ext = check_supported(name)
+    ext = check_supported(name, path.suffix)
     data_size = path.stat().st_size
     if data_size == 0:
         raise ParseError("empty_file", f"{name}: the file is empty")
@@ -184,6 +245,12 @@ def parse_file(path: Path, name: str | None = None) -> list[Element]:
     if ext == ".pdf":
         kwargs.pop("languages")  # per-element guesses on PDF fragments are mostly noise
         _pdf_guard(path, name)
+    if ext in ZIP_TYPES:
+        _zip_guard(path, name, max_inflated)
+    if ext in {".doc", ".xls", ".ppt", ".msg"}:
+        _ole_guard(path, name)
+    if ext == ".eml":
+        _mail_guard(path, name)
     attempts: list[Callable[[], list[Any]]] = [lambda: _partition(path, **kwargs)]
     if ext in {".eml", ".msg"}:
         # an attachment unstructured cannot read (an image, say) must not lose the mail itself
@@ -198,7 +265,10 @@ def parse_file(path: Path, name: str | None = None) -> list[Element]:
         except Exception as exc:
             error = exc
     else:
-        raise ParseError("unreadable", f"{name}: could not be parsed ({_describe(error)})")
+        # A parser's exception does not prove the bytes bad: tried again before it is final.
+        raise ParseError(
+            "unreadable", f"{name}: could not be parsed ({_describe(error)})", suspect=True
+        )
     if not elements and ext == ".pdf":
         return _pdf_text_fallback(path, name)
     return _require_text(elements, name)

@@ -1,9 +1,13 @@
-"""The ingestion pipeline: parse (worker threads) -> embed (caller) -> upsert (writer thread).
+"""The ingestion pipeline: parse (worker processes) -> chunk -> embed -> upsert (writer thread).
 
-Parsing runs ahead of the model in a thread pool and the writer drains a bounded queue,
-so the model is not left waiting on either. A document's chunks have deterministic ids
-and carry the document's chunk count, so a document is complete when all its chunks are
-stored; an unchanged, complete document costs one hash and two store lookups.
+Parsing runs ahead of the model and the writer drains a bounded queue, so the model is not
+left waiting on either. A document is one version of one source (its source key): its
+chunks have deterministic ids and carry the chunk count, so a document is complete when all
+its chunks are stored, and an unchanged, complete document costs one hash and two lookups.
+
+Replacing a source is crash-safe: the new version is stored completely before anything of
+the old one is removed, and whenever a complete version is seen (new or unchanged) every
+other chunk of that source is pruned, so a run resumed after a crash finishes the swap.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import numpy as np
+
 from embedding.errors import QuarryError
 from embedding.protocol import Embedder
 from ingest.chunking import ChunkStrategy
 from ingest.ledger import FailureLedger
-from ingest.models import Chunk, FileError, IngestReport, ParseError
-from ingest.sources import Source, document_id
+from ingest.models import Chunk, Element, FileError, IngestReport, ParseError, Stopped
+from ingest.parse_pool import ParsePool
+from ingest.sources import FileSource, Source, content_hash, document_id
 from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id
 from retrieval.protocol import VectorStore
 
@@ -35,6 +42,10 @@ class IngestObserver(Protocol):
 
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None: ...
 
+    def file_retry(self, name: str, error: FileError) -> None:
+        """`name` failed for a reason that may pass (`error.kind` is not `final`)."""
+        ...
+
     def file_stage(self, name: str, stage: str, count: int) -> None:
         """`name` got through `stage` (parsed, chunked, embedded, stored) with `count` items."""
         ...
@@ -45,9 +56,16 @@ class IngestObserver(Protocol):
 
     def chunks_stored(self, count: int) -> None: ...
 
+    def check(self) -> None:
+        """Raise `Stopped` when the work must stop (shutdown, cancel)."""
+        ...
+
 
 class SilentObserver:
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
+        pass
+
+    def file_retry(self, name: str, error: FileError) -> None:
         pass
 
     def file_stage(self, name: str, stage: str, count: int) -> None:
@@ -62,6 +80,9 @@ class SilentObserver:
     def chunks_stored(self, count: int) -> None:
         pass
 
+    def check(self) -> None:
+        pass
+
 
 @dataclass
 class _Prepared:
@@ -70,6 +91,7 @@ class _Prepared:
     chunks: list[Chunk] = field(default_factory=list)
     doc_fields: dict[str, Any] = field(default_factory=dict)
     unchanged: bool = False
+    stored_chunks: int = 0
     error: FileError | None = None
 
 
@@ -84,7 +106,9 @@ class PipelineConfig:
     collection: str
     recipe: Callable[[], CollectionRecipe]
     parse_workers: int = 2
-    embed_window: int = 256  # chunks gathered before one embed call (sorted and packed inside)
+    embed_window: int = 256  # chunks gathered before they are embedded and stored together
+    embed_slice: int = 32  # chunks per embedding call: progress moves this often
+    force: bool = False  # re-parse and re-embed even unchanged or known-bad files
 
 
 class IngestPipeline:
@@ -98,6 +122,7 @@ class IngestPipeline:
         config: PipelineConfig,
         observer: IngestObserver | None = None,
         ledger: FailureLedger | None = None,
+        parse_pool: ParsePool | None = None,
     ) -> None:
         self.store = store
         self.ledger = ledger or FailureLedger(None)
@@ -105,6 +130,7 @@ class IngestPipeline:
         self._chunker_factory = chunker
         self.config = config
         self.observer = observer or SilentObserver()
+        self.parse_pool = parse_pool
         self._chunker: ChunkStrategy | None = None
         self._chunker_lock = threading.Lock()
         self.embedder_used = False
@@ -116,54 +142,82 @@ class IngestPipeline:
             return self._chunker
 
     # -- stage 1: parse and chunk (worker threads) ------------------------------------
+    def _parse(self, source: Source) -> list[Element]:
+        """Parse, trying once more (in a fresh worker) when the failure does not prove the
+        bytes bad: a parser's generic exception, a worker that died."""
+        try:
+            return self._parse_once(source)
+        except ParseError as exc:
+            if not exc.suspect:
+                raise
+            log.warning("%s; trying once more", exc.message)
+            return self._parse_once(source)
+
+    def _parse_once(self, source: Source) -> list[Element]:
+        if self.parse_pool is not None and isinstance(source, FileSource):
+            return self.parse_pool.parse(source.path, source.name, self.observer.check)
+        return source.parse()
+
     def _prepare(self, source: Source) -> _Prepared:
         try:
             data = source.content()
-            doc_id = document_id(data)
         except ParseError as exc:
             return _Prepared(source, "", error=FileError(source.name, exc.code, exc.message))
+        doc_id = document_id(source.name, data)
         prepared = _Prepared(source, doc_id)
-        known_failure = self.ledger.get(doc_id, source.name)
-        if known_failure is not None:
-            prepared.error = known_failure
-            return prepared
         try:
-            existing = self.store.document(self.config.collection, doc_id)
-            if existing is not None and existing.complete:
-                prepared.unchanged = True
-                return prepared
-            elements = source.parse()
+            if not self.config.force:
+                known_failure = self.ledger.get(doc_id, source.name)
+                if known_failure is not None:
+                    prepared.error = known_failure
+                    return prepared
+                existing = self.store.document(self.config.collection, doc_id)
+                if existing is not None and existing.complete:
+                    prepared.unchanged = True
+                    prepared.stored_chunks = existing.chunks
+                    return prepared
+            self.observer.check()
+            elements = self._parse(source)
             self.observer.file_stage(source.name, "parsed", len(elements))
             prepared.chunks = self._get_chunker().chunk(elements)
             self.observer.file_stage(source.name, "chunked", len(prepared.chunks))
             if not prepared.chunks:
                 raise ParseError("no_text", f"{source.name}: no text could be extracted")
-            prepared.doc_fields = source.describe()
-        except QuarryError as exc:
+            prepared.doc_fields = source.describe() | {"content_hash": content_hash(data)}
+        except Stopped:
+            raise
+        except ParseError as exc:
             prepared.error = FileError(source.name, exc.code, exc.message)
-        except Exception as exc:
-            log.exception("unexpected failure on %s", source.name)
-            prepared.error = FileError(source.name, "internal_error", f"{source.name}: {exc}")
-        if prepared.error is not None:
+        except QuarryError as exc:
+            prepared.error = FileError(source.name, exc.code, exc.message, "transient")
+        except Exception as exc:  # a dependency, not the file: try again later
+            log.exception("unexpected failure on %s (will be retried)", source.name)
+            message = f"{source.name}: {type(exc).__name__}: {exc}"
+            prepared.error = FileError(source.name, "internal_error", message, "transient")
+        if prepared.error is not None and prepared.error.final:
             self.ledger.record(doc_id, prepared.error)
         return prepared
 
     def _prepared_stream(self, sources: Sequence[Source]) -> Iterator[_Prepared]:
         """Results in input order, with parsing a bounded distance ahead of the consumer."""
-        ahead = max(4, self.config.parse_workers * 4)
+        ahead = max(4, self.config.parse_workers * 2)
         with ThreadPoolExecutor(self.config.parse_workers, thread_name_prefix="parse") as pool:
             pending: list[Future[_Prepared]] = []
             items = iter(sources)
-            for source in items:
-                pending.append(pool.submit(self._prepare, source))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                result = pending.pop(0).result()
-                nxt = next(items, None)
-                if nxt is not None:
-                    pending.append(pool.submit(self._prepare, nxt))
-                yield result
+            try:
+                for source in items:
+                    pending.append(pool.submit(self._prepare, source))
+                    if len(pending) >= ahead:
+                        break
+                while pending:
+                    result = pending.pop(0).result()
+                    nxt = next(items, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(self._prepare, nxt))
+                    yield result
+            finally:
+                for future in pending:
+                    future.cancel()
 
     # -- stage 3: store (writer thread) -----------------------------------------------
     def _writer(
@@ -180,22 +234,31 @@ class IngestPipeline:
                 self.observer.chunks_stored(len(batch.records))
                 for doc in batch.docs:  # a batch always holds whole documents
                     self.observer.file_stage(doc.source.name, "stored", len(doc.chunks))
-                    self._finish_document(doc, report)
+                    self._prune(doc)
+                    report.ingested += 1
+                    report.chunks += len(doc.chunks)
+                    self.observer.file_done(doc.source.name, "ingested", len(doc.chunks), None)
             except BaseException as exc:  # surfaced by run(); later batches are dropped
                 failed.append(exc)
 
-    def _finish_document(self, doc: _Prepared, report: IngestReport) -> None:
-        replaced = self.store.delete_source_except(
-            self.config.collection, doc.source.name, doc.doc_id
+    def _prune(self, doc: _Prepared) -> int:
+        """Remove every chunk of this source that is not part of this complete version."""
+        count = len(doc.chunks) or doc.stored_chunks
+        removed = self.store.prune_source(
+            self.config.collection, doc.source.name, doc.doc_id, count
         )
-        if replaced:
-            log.info("%s: replaced %d chunks of its previous version", doc.source.name, replaced)
-        report.ingested += 1
-        report.chunks += len(doc.chunks)
-        self.observer.file_done(doc.source.name, "ingested", len(doc.chunks), None)
+        if removed:
+            log.info("%s: removed %d chunks of its previous version", doc.source.name, removed)
+        return removed
 
     # -- stage 2: embed (this thread) -------------------------------------------------
     def run(self, sources: Sequence[Source]) -> IngestReport:
+        """Ingest `sources`.
+
+        Raises:
+            Stopped: the observer asked to stop; what was stored stays, the rest is undone.
+            QuarryError: the store or the model failed (every unfinished file is unfinished).
+        """
         started = time.perf_counter()
         report = IngestReport(files=len(sources))
         batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=4)
@@ -210,13 +273,8 @@ class IngestPipeline:
             for prepared in self._prepared_stream(sources):
                 if failed:
                     break
-                if prepared.error is not None:
-                    report.errors.append(prepared.error)
-                    self.observer.file_done(prepared.source.name, "failed", 0, prepared.error)
-                    continue
-                if prepared.unchanged:
-                    report.unchanged += 1
-                    self.observer.file_done(prepared.source.name, "unchanged", 0, None)
+                self._route(prepared, report)
+                if prepared.error is not None or prepared.unchanged:
                     continue
                 self.observer.chunks_queued(len(prepared.chunks))
                 window.append(prepared)
@@ -238,16 +296,46 @@ class IngestPipeline:
         report.model_loaded = self.embedder_used
         return report
 
+    def _route(self, prepared: _Prepared, report: IngestReport) -> None:
+        """Report a file that needs no embedding: failed, to retry, or unchanged."""
+        name = prepared.source.name
+        error = prepared.error
+        if error is not None and error.final:
+            report.errors.append(error)
+            self.observer.file_done(name, "failed", 0, error)
+        elif error is not None:
+            report.retrying.append(error)
+            self.observer.file_retry(name, error)
+        elif prepared.unchanged:
+            # A previous run may have died between storing this version and pruning the
+            # old one: finish the swap. Then it was this run that completed the file.
+            if self._prune(prepared):
+                report.ingested += 1
+                self.observer.file_done(name, "ingested", prepared.stored_chunks, None)
+            else:
+                report.unchanged += 1
+                self.observer.file_done(name, "unchanged", 0, None)
+
     def _embed(self, docs: list[_Prepared]) -> _Batch:
         embedder = self._embedder_factory()
         self.embedder_used = True
         texts = [chunk.text for doc in docs for chunk in doc.chunks]
-        vectors = embedder.embed_documents(texts)
-        recipe = self.config.recipe()
-        self.store.ensure_collection(self.config.collection, recipe)
-        self.observer.chunks_embedded(len(texts))
-        for doc in docs:
-            self.observer.file_stage(doc.source.name, "embedded", len(doc.chunks))
+        owners = [d for d, doc in enumerate(docs) for _ in doc.chunks]
+        vectors = np.empty((len(texts), 0), dtype=np.float32)
+        done = [0] * len(docs)
+        step = self.config.embed_slice
+        for start in range(0, len(texts), step):
+            self.observer.check()
+            part = embedder.embed_documents(texts[start : start + step])
+            if not vectors.shape[1]:
+                vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
+            vectors[start : start + len(part)] = part
+            self.observer.chunks_embedded(len(part))
+            touched = sorted(set(owners[start : start + step]))
+            for d in touched:
+                done[d] += sum(1 for o in owners[start : start + step] if o == d)
+                self.observer.file_stage(docs[d].source.name, "embedded", done[d])
+        self.store.ensure_collection(self.config.collection, self.config.recipe())
         now = datetime.now(UTC).isoformat(timespec="seconds")
         records: list[ChunkRecord] = []
         row = 0

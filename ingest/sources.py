@@ -29,9 +29,18 @@ class Source(Protocol):
         ...
 
 
-def document_id(data: bytes) -> str:
-    """A document is identified by its bytes: the same bytes are the same document."""
-    return hashlib.sha256(data).hexdigest()[:32]
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def document_id(source_key: str, data: bytes) -> str:
+    """A document is one version of one source: its source key plus the hash of its bytes.
+
+    The same bytes under two source keys are two documents (deleting one leaves the other);
+    the same source with new bytes is a new version that replaces the old one.
+    """
+    blob = f"{source_key}\0{content_hash(data)}".encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -88,23 +97,46 @@ class TextSource:
         return {"file_type": "text", "size_bytes": len(self.content()), "meta": dict(self.metadata)}
 
 
-def expand_paths(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
-    """Files named by paths, folders (recursively) and globs, plus the patterns matching nothing.
+def _glob_root(pattern: str) -> Path:
+    """The folder a glob's matches are named relative to: its part before any wildcard."""
+    parts: list[str] = []
+    for part in Path(pattern).parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def source_key(path: Path, root: Path | None) -> str:
+    """The one identity rule for files: the path relative to the root the user gave
+    (a folder or a glob's fixed part), with `/` separators; a file given alone: its name."""
+    if root is None:
+        return path.name
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def expand_paths(patterns: Iterable[str]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Files named by paths, folders (recursively) and globs, each with its source key,
+    plus the patterns matching nothing.
 
     Hidden files inside folders are skipped; every other file is taken, so that one Quarry
     cannot read gets a clear per-file error rather than silence.
     """
-    files: list[Path] = []
+    files: list[tuple[Path, str]] = []
     missing: list[str] = []
     seen: set[Path] = set()
 
-    def add(path: Path) -> None:
+    def add(path: Path, root: Path | None) -> None:
         resolved = path.resolve()
         if resolved not in seen:
             seen.add(resolved)
-            files.append(resolved)
+            files.append((resolved, source_key(path, root)))
 
     for pattern in patterns:
+        magic = glob.has_magic(pattern)
         matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))] or (
             [Path(pattern)] if Path(pattern).exists() else []
         )
@@ -112,10 +144,11 @@ def expand_paths(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
             missing.append(pattern)
         for match in matches:
             if match.is_dir():
+                root = _glob_root(pattern) if magic else match
                 for child in sorted(match.rglob("*")):
                     hidden = any(part.startswith(".") for part in child.relative_to(match).parts)
                     if child.is_file() and not hidden:
-                        add(child)
+                        add(child, root)
             elif match.is_file():
-                add(match)
+                add(match, _glob_root(pattern) if magic else None)
     return files, missing

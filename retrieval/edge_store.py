@@ -178,12 +178,18 @@ class EdgeStore:
     def delete_document(self, collection: str, doc_id: str) -> int:
         return self._delete(collection, qe.Filter(must=[_doc_condition(doc_id)]))
 
-    def delete_source_except(self, collection: str, source: str, keep_doc_id: str) -> int:
-        flt = qe.Filter(
+    def prune_source(
+        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int
+    ) -> int:
+        if self.recipe(collection) is None:
+            return 0
+        others = qe.Filter(
             must=[qe.FieldCondition(key="source", match=qe.MatchValue(source))],
             must_not=[_doc_condition(keep_doc_id)],
         )
-        return self._delete(collection, flt)
+        kept: set[int | uuid.UUID | str] = {chunk_id(keep_doc_id, i) for i in range(keep_chunks)}
+        stale = qe.Filter(must=[_doc_condition(keep_doc_id)], must_not=[qe.HasIdCondition(kept)])
+        return self._delete(collection, others) + self._delete(collection, stale)
 
     def count(self, collection: str, filters: Filters | None = None) -> int:
         if self.recipe(collection) is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -63,9 +63,18 @@ class ApiClient:
 
     # -- documents and jobs ------------------------------------------------------------
     def upload(
-        self, files: Sequence[tuple[str, bytes]], metadata: dict[str, Any] | None = None
+        self,
+        files: Sequence[tuple[str, bytes | IO[bytes]]],
+        metadata: dict[str, Any] | None = None,
+        *,
+        collection: str | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
-        data = {"metadata": json.dumps(metadata)} if metadata else {}
+        data: dict[str, str] = {"metadata": json.dumps(metadata)} if metadata else {}
+        if collection:
+            data["collection"] = collection
+        if force:
+            data["force"] = "true"
         parts = [("files", (name, content, "application/octet-stream")) for name, content in files]
         result: dict[str, Any] = self._call("POST", "/v1/documents", files=parts, data=data)
         return result
@@ -74,13 +83,30 @@ class ApiClient:
         result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
         return result
 
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/jobs/{job_id}")
+        return result
+
+    def retry_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/retry")
+        return result
+
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/jobs", params={"limit": limit})["jobs"])
 
-    def documents(self, source: str | None = None, limit: int = 1000) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
+    def documents(
+        self,
+        source: str | None = None,
+        limit: int = 1000,
+        *,
+        offset: int = 0,
+        collection: str | None = None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
         if source:
             params["source"] = source
+        if collection:
+            params["collection"] = collection
         result: dict[str, Any] = self._call("GET", "/v1/documents", params=params)
         return result
 
@@ -89,8 +115,9 @@ class ApiClient:
         result: dict[str, Any] = self._call("GET", f"/v1/documents/{doc_id}", params=params)
         return result
 
-    def delete(self, doc_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("DELETE", f"/v1/documents/{doc_id}")
+    def delete(self, doc_id: str, collection: str | None = None) -> dict[str, Any]:
+        params = {"collection": collection} if collection else {}
+        result: dict[str, Any] = self._call("DELETE", f"/v1/documents/{doc_id}", params=params)
         return result
 
     def reingest(self, doc_id: str) -> dict[str, Any]:
@@ -104,10 +131,17 @@ class ApiClient:
         top_k: int = 10,
         filters: dict[str, Any] | None = None,
         instruction: str | None = None,
+        *,
+        collection: str | None = None,
+        score_threshold: float | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"query": query, "top_k": top_k, "filters": filters or {}}
         if instruction:
             body["instruction"] = instruction
+        if collection:
+            body["collection"] = collection
+        if score_threshold is not None:
+            body["score_threshold"] = score_threshold
         result: dict[str, Any] = self._call("POST", "/v1/search", json=body)
         return result
 

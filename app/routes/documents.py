@@ -50,8 +50,15 @@ async def upload_documents(
     files: Annotated[list[UploadFile], File(description="one or many documents")],
     metadata: Annotated[str | None, Form(description="JSON object stored with each file")] = None,
     collection: Annotated[str | None, Form(pattern=COLLECTION_PATTERN)] = None,
+    force: Annotated[
+        bool, Form(description="re-parse files even when unchanged or known to have failed")
+    ] = False,
 ) -> Accepted:
-    """Stage the files to disk and queue an ingestion job; bad files are reported one by one."""
+    """Stage the files to disk and queue an ingestion job; bad files are reported one by one.
+
+    Each file's name is its source key: a new upload under the same name replaces the
+    document once the new version is completely stored.
+    """
     meta = parse_metadata(metadata)
     name = collection or state.settings.collection
     await run_in_threadpool(state.resources.check_recipe_early, name)
@@ -62,6 +69,7 @@ async def upload_documents(
         meta,
         int(state.settings.max_file_mb * 1e6),
         [(f.filename, f.file) for f in files],
+        force=force,
     )
     state.jobs.submit(job)
     return _accepted(job, name, rejected)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
 from ingest.jobs import Job
@@ -36,6 +37,23 @@ async def list_jobs(
 async def get_job(state: State, job_id: str) -> dict[str, Any]:
     """State, per-stage counts, chunks/s, ETA, and each file's progress and error."""
     return _job(state, job_id).to_public()
+
+
+@router.delete("/jobs/{job_id}")
+async def cancel_job(state: State, job_id: str) -> dict[str, Any]:
+    """Cancel a queued, retrying or running job (409 once it has ended).
+
+    A running file's parse worker is stopped; files already stored stay stored.
+    """
+    job = await run_in_threadpool(state.jobs.cancel, job_id)
+    return job.to_public()
+
+
+@router.post("/jobs/{job_id}/retry", status_code=202)
+async def retry_job(state: State, job_id: str) -> dict[str, Any]:
+    """Run the failed files of an ended job again from their kept originals (no re-upload)."""
+    job = await run_in_threadpool(state.jobs.retry, job_id)
+    return job.to_public()
 
 
 def _event(kind: str, data: dict[str, Any], event_id: int) -> str:

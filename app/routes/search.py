@@ -35,7 +35,7 @@ async def search(state: State, body: SearchRequest) -> SearchResponse:
         query=body.query,
         collection=collection,
         instruction=result.instruction,
-        hits=[Hit(**vars(hit)) for hit in result.hits],
+        hits=[Hit.bounded(hit, state.settings.max_hit_chars) for hit in result.hits],
         timings_ms={k: round(v, 3) for k, v in timings.items()},
     )
 

@@ -33,7 +33,7 @@ def corpus(folder: Path) -> list[Path]:
 def sources(folder: Path, **meta: str) -> list[FileSource]:
     files, missing = expand_paths([str(folder)])
     assert not missing
-    return [FileSource(f, metadata=dict(meta)) for f in files]
+    return [FileSource(path, display=key, metadata=dict(meta)) for path, key in files]
 
 
 def test_ingest_then_search_finds_the_right_document(resources: Resources, tmp_path: Path) -> None:
@@ -44,9 +44,9 @@ def test_ingest_then_search_finds_the_right_document(resources: Resources, tmp_p
     assert "empty.txt" in report.errors[0].file
     service = resources.search_service("test")
     hits = service.search("test", "how do I make bread rise?", top_k=3).hits
-    assert Path(hits[0].source).name == "bread.txt"
+    assert hits[0].source == "bread.txt"
     hits = service.search("test", "opening moves for black", top_k=1).hits
-    assert Path(hits[0].source).name == "chess.txt"
+    assert hits[0].source == "chess.txt"
     filtered = service.search("test", "lava", top_k=5, filters={"source": hits[0].source}).hits
     assert {h.source for h in filtered} == {hits[0].source}
     assert service.search("test", "lava", top_k=5, filters={"team": "nope"}).hits == []

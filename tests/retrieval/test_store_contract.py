@@ -130,5 +130,16 @@ def test_new_version_of_a_source_replaces_the_old(store: VectorStore, name: str)
     store.ensure_collection(name, RECIPE)
     store.upsert(name, records("old", "same.txt", [vec(1), vec(0, 1)]))
     store.upsert(name, records("new", "same.txt", [vec(1, 1)]))
-    assert store.delete_source_except(name, "same.txt", "new") == 2
-    assert [d.doc_id for d in store.documents(name)] == ["new"]
+    store.upsert(name, records("other", "other.txt", [vec(0, 1)]))
+    assert store.prune_source(name, "same.txt", "new", 1) == 2
+    assert sorted(d.doc_id for d in store.documents(name)) == ["new", "other"]
+    assert store.prune_source(name, "same.txt", "new", 1) == 0
+
+
+def test_pruning_drops_chunks_past_a_shorter_new_parse(store: VectorStore, name: str) -> None:
+    store.ensure_collection(name, RECIPE)
+    store.upsert(name, records("doc", "doc.txt", [vec(1), vec(0, 1), vec(1, 1)]))
+    store.upsert(name, records("doc", "doc.txt", [vec(1, 0, 1)]))  # re-parsed: 1 chunk now
+    assert store.prune_source(name, "doc.txt", "doc", 1) == 2
+    info = store.document(name, "doc")
+    assert info is not None and info.chunks == 1 and info.complete

@@ -1,0 +1,141 @@
+"""The CLI's work done by a running server through its HTTP API.
+
+When a server owns the data dir (or `--api` / QUARRY_API_URL names one), `quarry ingest`,
+`search`, `docs` and `stats` send their work there: the same upload, job, identity rules and
+search as the API's own clients, with the CLI's progress bars fed from the job's progress.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from embedding.errors import QuarryError
+from ingest.models import FileError, IngestReport
+from ingest.pipeline import IngestObserver
+from ui.client import ApiClient, ApiError
+from ui.config import UiSettings
+
+_FILES_PER_UPLOAD = 64
+_BYTES_PER_UPLOAD = 200_000_000
+_TERMINAL = {"done", "partial", "failed", "cancelled"}
+
+
+class RemoteError(QuarryError):
+    """What the server said, passed on with its own code."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.message, detail=error.detail)
+        self.code = error.code
+        self.status = error.status or 503
+
+
+def connect(url: str, api_key: str | None) -> ApiClient:
+    return ApiClient(UiSettings(api_url=url, api_key=api_key, api_timeout_s=600))
+
+
+def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as exc:
+        raise RemoteError(exc) from exc
+
+
+def _groups(files: Sequence[tuple[Path, str]]) -> Iterator[list[tuple[Path, str]]]:
+    group: list[tuple[Path, str]] = []
+    size = 0
+    for path, key in files:
+        length = path.stat().st_size if path.exists() else 0
+        if group and (len(group) >= _FILES_PER_UPLOAD or size + length > _BYTES_PER_UPLOAD):
+            yield group
+            group, size = [], 0
+        group.append((path, key))
+        size += length
+    if group:
+        yield group
+
+
+def ingest(
+    client: ApiClient,
+    files: Sequence[tuple[Path, str]],
+    *,
+    collection: str,
+    metadata: dict[str, Any],
+    force: bool,
+    observer: IngestObserver,
+) -> IngestReport:
+    """Upload `files` (path, source key) as jobs and follow them to their end."""
+    report = IngestReport(files=len(files))
+    jobs: list[str] = []
+    started = time.perf_counter()
+    for group in _groups(files):
+        with ExitStack() as stack:
+            handles = [(key, stack.enter_context(path.open("rb"))) for path, key in group]
+            try:
+                accepted = client.upload(handles, metadata, collection=collection, force=force)
+            except ApiError as exc:
+                rejected = (exc.detail or {}).get("rejected") if exc.status < 500 else None
+                if not rejected:
+                    raise RemoteError(exc) from exc
+                for item in rejected:
+                    error = FileError(item["file"], item["code"], item["message"])
+                    report.errors.append(error)
+                    observer.file_done(error.file, "failed", 0, error)
+                continue
+        jobs.append(accepted["job_id"])
+    for job_id in jobs:
+        follow(client, job_id, observer, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def follow(
+    client: ApiClient, job_id: str, observer: IngestObserver, report: IngestReport
+) -> dict[str, Any]:
+    """Poll a job until it ends, turning its progress into observer calls and the report."""
+    done: set[str] = set()
+    queued = stored = 0
+    while True:
+        job = call(client.job, job_id)
+        progress = job["progress"]
+        if progress["chunked"] > queued:
+            observer.chunks_queued(progress["chunked"] - queued)
+            queued = progress["chunked"]
+        if progress["stored"] > stored:
+            observer.chunks_stored(progress["stored"] - stored)
+            stored = progress["stored"]
+        for entry in job["files"]:
+            if entry["name"] in done or not entry["finished"]:
+                continue
+            done.add(entry["name"])
+            _tally(entry, observer, report)
+        if job["state"] in _TERMINAL:
+            return dict(job)
+        time.sleep(0.3)
+
+
+def _tally(entry: dict[str, Any], observer: IngestObserver, report: IngestReport) -> None:
+    name, status = entry["name"], entry["status"]
+    error = None
+    if entry.get("error"):
+        error = FileError(name, entry["error"]["code"], entry["error"]["message"])
+    if status == "ingested":
+        report.ingested += 1
+        report.chunks += entry["stored"]
+    elif status == "unchanged":
+        report.unchanged += 1
+    elif error is not None:
+        report.errors.append(error)
+    observer.file_done(name, status, entry["stored"], error)
+
+
+def documents(client: ApiClient, collection: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    while True:
+        page = call(client.documents, limit=1000, offset=len(found), collection=collection)
+        found.extend(page["documents"])
+        if len(found) >= page["total"] or not page["documents"]:
+            return found

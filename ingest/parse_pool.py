@@ -1,0 +1,120 @@
+"""Parsing in worker processes that can be killed: a runaway file costs a timeout, not the server.
+
+A thread cannot be stopped, and a parser stuck on a hostile file (a decompression bomb, a
+PDF of ten thousand pages, 50 MB on one line) would otherwise hold a core and gigabytes of
+the server's memory for good. Each parse runs in a pebble worker process with an address-
+space bound; past its time limit the worker is killed and replaced, and the file gets a
+clear `timeout` or `too_large` error while the other files go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import resource
+import threading
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+
+from pebble import ProcessExpired, ProcessPool
+
+from ingest.models import Element, ParseError, Stopped
+
+log = logging.getLogger(__name__)
+
+# The worker imports unstructured once; forked workers start with it loaded.
+_PRELOAD = ["ingest.parsing", "unstructured.partition.auto"]
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    workers: int = 2
+    timeout_s: float = 300.0
+    memory_mb: int = 3072  # address space of one worker process
+    max_inflated_mb: int = 512  # what the parts of a zip-based document may inflate to
+
+
+def _bound_memory(memory_mb: int) -> None:
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _parse_in_worker(path: str, name: str, max_inflated: int) -> list[Element]:
+    from ingest.parsing import parse_file
+
+    try:
+        return parse_file(Path(path), name, max_inflated)
+    except MemoryError as exc:
+        raise ParseError("too_large", f"{name}: parsing it needs more memory than allowed") from exc
+
+
+class ParsePool:
+    """Parses files in killable worker processes; started on first use."""
+
+    def __init__(self, limits: ParseLimits) -> None:
+        self.limits = limits
+        self._pool: ProcessPool | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ProcessPool:
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(_PRELOAD)
+                self._pool = ProcessPool(
+                    max_workers=self.limits.workers,
+                    max_tasks=200,  # recycle workers now and then: parsers leak
+                    initializer=_bound_memory,
+                    initargs=(self.limits.memory_mb,),
+                    context=context,
+                )
+            return self._pool
+
+    def parse(
+        self, path: Path, name: str, check: Callable[[], None] = lambda: None
+    ) -> list[Element]:
+        """Elements of the file at `path`, or a ParseError naming `name` and the reason.
+
+        Raises:
+            ParseError: the file's own fault, `timeout` and `too_large` included.
+            Stopped: raised by `check` (called twice a second); the worker is killed.
+        """
+        inflated = self.limits.max_inflated_mb * 1024 * 1024
+        future = self._get().submit(
+            _parse_in_worker, self.limits.timeout_s, str(path), name, inflated
+        )
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except FutureTimeout:
+                if future.done():  # pebble's own time limit ran out
+                    break
+                try:
+                    check()
+                except Stopped:
+                    future.cancel()  # kills the worker that holds it
+                    raise
+            except ProcessExpired as exc:
+                raise ParseError(
+                    "too_large" if exc.exitcode == -9 else "unreadable",
+                    f"{name}: the parser process died on this file (exit code {exc.exitcode}; "
+                    f"each file may use {self.limits.memory_mb} MB)",
+                    suspect=True,
+                ) from exc
+        try:
+            return future.result(timeout=0)
+        except FutureTimeout as exc:
+            raise ParseError(
+                "timeout",
+                f"{name}: parsing took longer than the {self.limits.timeout_s:g} s limit "
+                "per file (QUARRY_PARSE_TIMEOUT_S)",
+            ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.stop()
+                self._pool.join(timeout=10)
+                self._pool = None
