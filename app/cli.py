@@ -22,7 +22,7 @@ from app.pairs import parse_pairs
 from app.progress import RichIngestProgress
 from app.resources import Resources
 from app.settings import Settings
-from embedding.errors import InvalidInputError, QuarryError
+from embedding.errors import InvalidInputError, ModelLoadError, QuarryError
 from ingest.models import FileError
 from ingest.sources import FileSource, expand_paths
 from retrieval.errors import NotFoundError
@@ -339,9 +339,14 @@ def eval_command(
             pipeline = res.pipeline(
                 collection, progress, whole_documents=whole_documents, instruction=instruction
             )
-            res.check_recipe_early(collection, instruction)
+            res.check_recipe_early(collection)
             scores, report = evaluate(
-                pipeline, res.search_service(collection, instruction), sources, queries, qrels
+                pipeline,
+                res.search_service(collection),
+                sources,
+                queries,
+                qrels,
+                instruction or res.settings.query_instruction,
             )
         if report.errors:
             console.print(
@@ -354,6 +359,15 @@ def eval_command(
                 f"{dataset.name} ({mode}): nDCG@10 {scores['ndcg@10']:.2f}  "
                 f"Recall@100 {scores['recall@100']:.2f}  over {scores['queries']} queries"
             )
+
+
+def _check_dimension(resources: Resources) -> None:
+    """A configuration error stops the start; a model not found yet is /readyz's business."""
+    try:
+        resources.model_source  # noqa: B018 - resolving is the check
+    except ModelLoadError:
+        return
+    resources.check_dimension()
 
 
 @app.command()
@@ -371,6 +385,7 @@ def serve(
     reach = "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
     resources = Resources(settings, role="quarry serve")
     with _reporting_errors():  # a second server on this data dir stops here, naming the first
+        _check_dimension(resources)
         resources.claim(f"http://{reach}:{bind_port}")
     level = os.environ.get("QUARRY_LOG_LEVEL", "info").lower()
     uvicorn.run(

@@ -126,4 +126,3 @@ def limits(max_upload: int, max_body: int) -> Callable[[str], tuple[int, str]]:
         return max_body, "QUARRY_MAX_BODY_MB"
 
     return limit_for
-

@@ -12,6 +12,7 @@ import redis
 from app.ownership import DataDirClaim
 from app.settings import Settings
 from embedding.cache import CachedEmbedder, RedisVectorCache
+from embedding.errors import ModelLoadError
 from embedding.model_source import ModelSource, resolve_model
 from embedding.redis_server import EmbeddedRedis
 from embedding.st_embedder import SentenceTransformerEmbedder
@@ -57,7 +58,22 @@ class Resources:
 
     @cached_property
     def model_source(self) -> ModelSource:
-        return resolve_model(self.settings.embedding_model, self.settings.embedding_revision)
+        s = self.settings
+        return resolve_model(s.embedding_model, s.embedding_revision, s.served_model_name)
+
+    def check_dimension(self) -> None:
+        """Refuse a Matryoshka size wider than the model, from its config alone.
+
+        Raises:
+            ModelLoadError: QUARRY_EMBEDDING_DIM is larger than the model's width.
+        """
+        wanted = self.settings.embedding_dim
+        width = self.model_source.native_dimension
+        if wanted is not None and width is not None and wanted > width:
+            raise ModelLoadError(
+                f"QUARRY_EMBEDDING_DIM={wanted} is larger than the width of "
+                f"{self.model_source.model_id!r} ({width}); use {width} or less"
+            )
 
     @cached_property
     def base_embedder(self) -> SentenceTransformerEmbedder:
@@ -115,22 +131,27 @@ class Resources:
         overlap = min(self.settings.chunk_overlap, size // 2)
         return Chunker(base.load_tokenizer(), size, overlap)
 
-    def recipe(self, instruction: str | None = None) -> CollectionRecipe:
-        """This configuration's recipe (the dimension may load the model)."""
+    def recipe(
+        self, instruction: str | None = None, dimension: int | None = None
+    ) -> CollectionRecipe:
+        """This configuration's recipe (the dimension loads the model unless given)."""
+        base = self.base_embedder
         return CollectionRecipe(
             model=self.model_source.model_id,
-            dimension=self.base_embedder.dimension,
+            dimension=dimension or base.dimension,
             instruction=instruction or self.settings.query_instruction,
+            revision=self.model_source.revision,
+            normalize=True,
+            max_length=base.max_tokens,
         )
 
-    def check_recipe_early(self, collection: str, instruction: str | None = None) -> None:
+    def check_recipe_early(self, collection: str) -> None:
         """Fail before any work when the collection was built otherwise (no model load)."""
         stored = self.store.recipe(collection)
         if stored is None:
             return
         wanted_dim = self.settings.embedding_dim or stored.dimension
-        wanted = instruction or self.settings.query_instruction
-        stored.check(CollectionRecipe(self.model_source.model_id, wanted_dim, wanted), collection)
+        stored.check(self.recipe(dimension=wanted_dim), collection)
 
     def pipeline(
         self,
@@ -153,17 +174,15 @@ class Resources:
             self.store, lambda: self.embedder, chunker, config, observer, ledger, self.parse_pool
         )
 
-    def search_service(self, collection: str, instruction: str | None = None) -> SearchService:
-        """Search `collection` after checking that it was built with our model.
+    def search_service(self, collection: str) -> SearchService:
+        """Search `collection` after checking that its vectors match our model's.
 
-        Its default query instruction is the one it was built with; naming `instruction`
-        also requires that one (evaluation collections are defined by theirs).
+        A query uses the instruction it names, else the collection's default.
         """
         stored = self.store.recipe(collection)
         if stored is not None:
-            wanted = instruction or stored.instruction
-            self.check_recipe_early(collection, wanted)
-            stored.check(self.recipe(wanted), collection)
+            self.check_recipe_early(collection)
+            stored.check(self.recipe(), collection)
         default = stored.instruction if stored else self.settings.query_instruction
         return SearchService(self.embedder, self.store, default)
 

@@ -161,3 +161,40 @@ class CollectionOut(BaseModel):
     documents: int
     chunks: int
     recipe: dict[str, Any] | None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable")
+    message: str = Field(description="readable; names the file or field and the reason")
+    detail: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error answer."""
+
+    error: ErrorDetail
+
+
+class ReadinessOut(BaseModel):
+    status: Literal["ready", "degraded", "not_ready"]
+    checks: dict[str, dict[str, Any]]
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all in the one error shape."""
+    said = {
+        401: "missing or invalid API key (when QUARRY_API_KEYS is set)",
+        404: "no such document, job, collection or model",
+        409: "conflicts with the collection's recipe or the job's state",
+        413: "the request body or a file is over its size limit",
+        415: "unsupported file type",
+        422: "invalid input: the field and the reason",
+        429: "too many requests waiting for the model",
+        500: "unexpected server error",
+        503: "the model, the store or an embedding server is unavailable",
+    }
+    return {status: {"model": ErrorBody, "description": said[status]} for status in statuses}
+
+
+# Every /v1 route can answer these.
+COMMON_ERRORS = error_responses(401, 413, 422, 500, 503)

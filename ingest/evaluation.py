@@ -77,6 +77,7 @@ def evaluate(
     sources: list[TextSource],
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
+    instruction: str | None = None,
 ) -> tuple[dict[str, float], IngestReport]:
     """Ingest the corpus, run every query, fold chunk hits to documents (best chunk wins)."""
     report = pipeline.run(sources)
@@ -85,7 +86,9 @@ def evaluate(
     run: dict[str, dict[str, float]] = {}
     for start in range(0, len(ids), QUERY_BATCH):
         batch = ids[start : start + QUERY_BATCH]
-        results = search.search_many(collection, [queries[q] for q in batch], top_k=CHUNK_DEPTH)
+        results = search.search_many(
+            collection, [queries[q] for q in batch], top_k=CHUNK_DEPTH, instruction=instruction
+        )
         for query_id, result in zip(batch, results, strict=True):
             docs: dict[str, float] = {}
             for hit in result.hits:

@@ -324,8 +324,10 @@ class JobRunner:
         except Exception as exc:  # the store, the model...: never the files' fault
             if not isinstance(exc, QuarryError):
                 log.exception("ingestion job %s hit an unexpected error", job.id)
-            code = exc.code if isinstance(exc, QuarryError) else "internal_error"
-            message = exc.message if isinstance(exc, QuarryError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, QuarryError):
+                code, message = exc.code, exc.message
+            else:
+                code, message = "internal_error", f"{type(exc).__name__}: {exc}"
             for entry in todo:
                 if not entry.finished:
                     entry.status, entry.retry_kind = "retrying", "transient"

@@ -27,6 +27,7 @@ import numpy as np
 from embedding.errors import QuarryError
 from embedding.protocol import Embedder
 from ingest.chunking import ChunkStrategy
+from ingest.failpoints import failpoint
 from ingest.ledger import FailureLedger
 from ingest.models import Chunk, Element, FileError, IngestReport, ParseError, Stopped
 from ingest.parse_pool import ParsePool
@@ -177,6 +178,7 @@ class IngestPipeline:
                     prepared.stored_chunks = existing.chunks
                     return prepared
             self.observer.check()
+            failpoint("parsing")
             elements = self._parse(source)
             self.observer.file_stage(source.name, "parsed", len(elements))
             prepared.chunks = self._get_chunker().chunk(elements)
@@ -234,7 +236,9 @@ class IngestPipeline:
                 self.observer.chunks_stored(len(batch.records))
                 for doc in batch.docs:  # a batch always holds whole documents
                     self.observer.file_stage(doc.source.name, "stored", len(doc.chunks))
+                    failpoint("after_upsert")
                     self._prune(doc)
+                    failpoint("after_prune")
                     report.ingested += 1
                     report.chunks += len(doc.chunks)
                     self.observer.file_done(doc.source.name, "ingested", len(doc.chunks), None)
@@ -331,6 +335,7 @@ class IngestPipeline:
                 vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
             vectors[start : start + len(part)] = part
             self.observer.chunks_embedded(len(part))
+            failpoint("embedding")
             touched = sorted(set(owners[start : start + step]))
             for d in touched:
                 done[d] += sum(1 for o in owners[start : start + step] if o == d)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from embedding.errors import InvalidInputError
 from retrieval.errors import RecipeMismatchError
 
 # Payload keys that sit at the top level; any other filter key is user metadata.
@@ -24,25 +26,44 @@ def chunk_id(doc_id: str, index: int) -> str:
 
 @dataclass(frozen=True)
 class CollectionRecipe:
-    """The embedding recipe a collection was built with."""
+    """What a collection's vectors mean: everything that changes a document vector.
+
+    `instruction` is the collection's default query instruction, not part of the identity:
+    a query may use another, and changing the configured default never locks anyone out.
+    Fields recorded as empty (collections from older versions) are not compared.
+    """
 
     model: str
     dimension: int
     instruction: str
+    revision: str = ""
+    normalize: bool = True
+    max_length: int = 0
+
+    IDENTITY = ("model", "revision", "dimension", "normalize", "max_length")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectionRecipe:
-        return cls(str(data["model"]), int(data["dimension"]), str(data["instruction"]))
+        return cls(
+            model=str(data["model"]),
+            dimension=int(data["dimension"]),
+            instruction=str(data.get("instruction", "")),
+            revision=str(data.get("revision") or ""),
+            normalize=bool(data.get("normalize", True)),
+            max_length=int(data.get("max_length") or 0),
+        )
 
     def check(self, wanted: CollectionRecipe, collection: str) -> None:
-        """Raise if `wanted` differs from this (the stored) recipe."""
+        """Raise if `wanted` would make vectors this (the stored) recipe's cannot match."""
         diffs = {
             name: (getattr(self, name), getattr(wanted, name))
-            for name in ("model", "dimension", "instruction")
+            for name in self.IDENTITY
             if getattr(self, name) != getattr(wanted, name)
+            and getattr(self, name) not in ("", 0)
+            and getattr(wanted, name) not in ("", 0)
         }
         if diffs:
             said = "; ".join(
@@ -50,7 +71,7 @@ class CollectionRecipe:
             )
             raise RecipeMismatchError(
                 f"collection {collection!r} was built with another embedding recipe ({said}). "
-                "Use the same model, dimension and instruction, or another collection.",
+                "Use the same model, revision, dimension and max length, or another collection.",
                 detail={
                     "collection": collection,
                     "stored": self.to_dict(),
@@ -136,6 +157,19 @@ class DocumentInfo:
         return asdict(self) | {"complete": self.complete}
 
 
+_FILTER_KEY = re.compile(r"^[\w-]{1,64}$")
+
+
 def payload_key(filter_key: str) -> str:
-    """Where a filter key lives in the payload: top level or under user metadata."""
+    """Where a filter key lives in the payload: top level or under user metadata.
+
+    Raises:
+        InvalidInputError: the key cannot name a payload field (letters, digits, `_`, `-`).
+    """
+    if not _FILTER_KEY.match(filter_key):
+        raise InvalidInputError(
+            f"filters: {filter_key[:80]!r} is not a filterable key (letters, digits, '_' "
+            "and '-', at most 64)",
+            detail={"field": "filters", "key": filter_key[:80]},
+        )
     return filter_key if filter_key in TOP_LEVEL_FIELDS else f"meta.{filter_key}"

@@ -40,6 +40,23 @@ def _doc_condition(doc_id: str) -> models.FieldCondition:
     return models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))
 
 
+# The Qdrant server features this store uses, with the first release that has each; the
+# images pinned in compose.yaml and deploy/ are checked against it by the test suite.
+SERVER_FEATURES: dict[str, tuple[int, int]] = {
+    "collection_exists": (1, 8),
+    "query_batch_points": (1, 10),  # the universal Query API
+    "metadata=": (1, 16),  # collection metadata: the recipe lives with the collection
+    "HasIdCondition": (1, 0),
+    "FilterSelector": (1, 0),
+    "create_payload_index": (1, 0),
+}
+
+
+def minimum_server() -> tuple[int, int]:
+    """The oldest Qdrant server release that has every feature in `SERVER_FEATURES`."""
+    return max(SERVER_FEATURES.values())
+
+
 class QdrantServerStore:
     """The recipe is kept in the collection's own metadata, so every client sees it."""
 

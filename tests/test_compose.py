@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,7 +46,8 @@ def healthcheck_text(service: dict[str, Any]) -> str:
 
 
 def container_ports(service: dict[str, Any]) -> set[int]:
-    return {int(str(p).split(":")[-1]) for p in service.get("ports", [])}
+    listed = [*service.get("ports", []), *service.get("expose", [])]
+    return {int(str(p).split(":")[-1]) for p in listed}
 
 
 def test_every_variable_is_one_the_code_reads(services: dict[str, Any]) -> None:
@@ -115,16 +117,50 @@ def test_cpu_override_drops_the_gpu_and_picks_a_small_model() -> None:
     assert api["build"]["args"]["TORCH_INDEX"].endswith("/cpu")
 
 
+def _version(image: str) -> tuple[int, ...]:
+    tag = image.rsplit(":", 1)[1].lstrip("v")
+    return tuple(int(part) for part in tag.split(".") if part.isdigit())
+
+
+def test_qdrant_image_has_every_feature_the_store_uses(services: dict[str, Any]) -> None:
+    from retrieval import qdrant_store
+
+    code = Path(qdrant_store.__file__).read_text()
+    used = {name: v for name, v in qdrant_store.SERVER_FEATURES.items() if name in code}
+    assert used == qdrant_store.SERVER_FEATURES  # the table lists only what the code uses
+    pinned = _version(services["qdrant"]["image"])
+    assert len(pinned) == 3, "pin an exact Qdrant release"
+    too_new = {name: v for name, v in used.items() if v > pinned[:2]}
+    assert not too_new, f"{services['qdrant']['image']} lacks {too_new}"
+    assert pinned[:2] >= qdrant_store.minimum_server() >= (1, 16)
+
+
+def test_only_the_api_is_published_and_qdrant_needs_a_key(services: dict[str, Any]) -> None:
+    for name in ("qdrant", "redis"):
+        assert "ports" not in services[name], f"{name} must not be published to the host"
+    [ui_port] = services["ui"]["ports"]
+    assert str(ui_port).startswith("${QUARRY_UI_BIND:-127.0.0.1}:")
+    key = env_of(services["qdrant"])["QDRANT__SERVICE__API_KEY"]
+    assert key.startswith("${QDRANT_API_KEY:?")  # required: no stack without a key
+    assert env_of(services["api"])["QUARRY_QDRANT_API_KEY"] == key
+
+
 @pytest.mark.skipif(
     shutil.which("docker-compose") is None,
     reason="needs docker-compose (apt-get install docker-compose)",
 )
 def test_docker_compose_config_validates() -> None:
-    result = subprocess.run(
-        ["docker-compose", "-f", "compose.yaml", "config", "-q"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    def config(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker-compose", "-f", "compose.yaml", "config", "-q"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"PATH": os.environ["PATH"], **env},
+        )
+
+    result = config(QDRANT_API_KEY="a-secret")
     assert result.returncode == 0, result.stderr
+    refused = config()
+    assert refused.returncode != 0 and "QDRANT_API_KEY" in refused.stderr

@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
-from app.schemas import CollectionOut
+from app.schemas import COMMON_ERRORS, CollectionOut
 from retrieval.summaries import summarize_collections
 
-router = APIRouter(prefix="/v1", tags=["collections"])
+router = APIRouter(prefix="/v1", tags=["collections"], responses=COMMON_ERRORS)
 
 
 def _collections(state: State) -> list[CollectionOut]:

@@ -10,14 +10,25 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
 from app.pairs import parse_pairs
-from app.schemas import COLLECTION_PATTERN, Accepted, Deleted, DocumentOut, DocumentPage, Hit
+from app.schemas import (
+    COLLECTION_PATTERN,
+    COMMON_ERRORS,
+    Accepted,
+    Deleted,
+    DocumentOut,
+    DocumentPage,
+    Hit,
+    error_responses,
+)
 from embedding.errors import InvalidInputError
 from ingest.jobs import Job
 from ingest.uploads import Rejection, stage_upload
 from retrieval.errors import NotFoundError
 from retrieval.models import DocumentInfo
 
-router = APIRouter(prefix="/v1", tags=["documents"])
+router = APIRouter(
+    prefix="/v1", tags=["documents"], responses=COMMON_ERRORS | error_responses(404, 409, 415)
+)
 
 CollectionQuery = Annotated[str | None, Query(pattern=COLLECTION_PATTERN)]
 

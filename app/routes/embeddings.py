@@ -11,16 +11,20 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
 from app.schemas import (
+    COMMON_ERRORS,
     EmbeddingItem,
     EmbeddingsRequest,
     EmbeddingsResponse,
     ModelCard,
     ModelList,
     Usage,
+    error_responses,
 )
 from embedding.errors import InvalidInputError, QuarryError
 
-router = APIRouter(prefix="/v1", tags=["embeddings"])
+router = APIRouter(
+    prefix="/v1", tags=["embeddings"], responses=COMMON_ERRORS | error_responses(404, 429)
+)
 
 
 class ModelNotFoundError(QuarryError):
@@ -29,9 +33,10 @@ class ModelNotFoundError(QuarryError):
 
 
 def _served_names(state: State) -> set[str]:
+    """The public name, its short form (`Qwen3-Embedding-4B`), and what was configured."""
     configured = state.settings.embedding_model
-    source = state.resources.model_source.model_id
-    return {configured, source, Path(configured).name, Path(source).name}
+    source = state.resources.model_source
+    return {configured, source.model_id, source.short_name, Path(configured).name}
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -47,7 +52,7 @@ async def list_models(state: State) -> ModelList:
     return ModelList(
         data=[
             ModelCard(
-                id=state.settings.embedding_model,
+                id=state.resources.model_source.model_id,
                 dimension=state.resources.base_embedder.dimension if loaded else None,
             )
         ]
@@ -60,7 +65,7 @@ async def create_embeddings(state: State, body: EmbeddingsRequest) -> Embeddings
     if body.model not in await run_in_threadpool(_served_names, state):
         raise ModelNotFoundError(
             f"model {body.model!r} is not served here; this server runs "
-            f"{state.settings.embedding_model!r} (see GET /v1/models)",
+            f"{state.resources.model_source.model_id!r} (see GET /v1/models)",
             detail={"field": "model"},
         )
     texts = [body.input] if isinstance(body.input, str) else body.input

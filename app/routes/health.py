@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
+from app.schemas import ReadinessOut
 
 router = APIRouter(tags=["health"])
 
@@ -20,7 +21,11 @@ async def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadinessOut,
+    responses={503: {"model": ReadinessOut, "description": "not ready: the checks say why"}},
+)
 async def readyz(state: State) -> JSONResponse:
     """Model loaded and store reachable (503 otherwise); `degraded` when Redis is down."""
     readiness = await run_in_threadpool(state.readiness)
@@ -30,7 +35,11 @@ async def readyz(state: State) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
 async def metrics(state: State) -> Response:
     """Prometheus text format."""
     body = await run_in_threadpool(generate_latest, state.metrics.registry)

@@ -12,10 +12,11 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
+from app.schemas import COMMON_ERRORS, error_responses
 from ingest.jobs import Job
 from retrieval.errors import NotFoundError
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=COMMON_ERRORS | error_responses(404, 409))
 
 
 def _job(state: State, job_id: str) -> Job:

@@ -9,10 +9,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.deps import State
-from app.schemas import Hit, SearchRequest, SearchResponse
+from app.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
 from embedding.instructions import PRESETS
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(
+    prefix="/v1", tags=["search"], responses=COMMON_ERRORS | error_responses(404, 409, 429)
+)
 
 
 @router.post("/search", response_model=SearchResponse)

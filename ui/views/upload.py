@@ -17,7 +17,10 @@ STATUS_LABEL = {
     "ingested": ":material/check_circle: indexed",
     "unchanged": ":material/check_circle: already indexed, unchanged",
     "failed": ":material/error: failed",
+    "retrying": ":material/autorenew: waiting to retry",
+    "cancelled": ":material/cancel: cancelled",
 }
+FINISHED = {"done", "partial", "failed", "cancelled"}
 
 
 def file_fraction(entry: dict[str, Any]) -> float:
@@ -44,10 +47,25 @@ def job_caption(job: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def job_actions(job: dict[str, Any]) -> None:
+    """Cancel while the job runs; retry its failed files (kept on the server) once it ended."""
+    job_id = job["job_id"]
+    if job["state"] not in FINISHED:
+        if st.button("Cancel", key=f"cancel-{job_id}", icon=":material/cancel:"):
+            call(partial(api().cancel_job, job_id), "cancel the job")
+        return
+    failed = any(f["status"] == "failed" for f in job["files"])
+    if failed and st.button("Retry failed files", key=f"retry-{job_id}", icon=":material/replay:"):
+        call(partial(api().retry_job, job_id), "retry the failed files")
+
+
 def show_job(job: dict[str, Any]) -> None:
     with st.container(border=True):
         st.markdown(f"**Job** `{job['job_id'][:8]}` · collection `{job['collection']}`")
         st.progress(float(job["progress"]["fraction"]), text=job_caption(job))
+        if job["state"] == "retrying" and job.get("error"):
+            st.warning(job["error"]["message"], icon=":material/autorenew:")
+        job_actions(job)
         for entry in job["files"]:
             left, right = st.columns([3, 2])
             left.progress(file_fraction(entry), text=entry["name"])
@@ -57,7 +75,9 @@ def show_job(job: dict[str, Any]) -> None:
             elif entry["status"] == "ingested":
                 label += f" · {entry['stored']} chunk{'s' if entry['stored'] != 1 else ''}"
             right.markdown(label)
-            if entry.get("error"):
+            if entry.get("error") and entry["status"] == "retrying":
+                right.warning(entry["error"]["message"], icon=":material/autorenew:")
+            elif entry.get("error"):
                 right.error(entry["error"]["message"], icon=":material/error:")
 
 

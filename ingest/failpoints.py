@@ -1,0 +1,33 @@
+"""Named points where an operator or a test can make ingestion pause.
+
+`QUARRY_FAILPOINTS="after_upsert=sleep:30"` holds the pipeline for 30 s once its upsert is
+done and before the old version is pruned, so that a crash test can SIGKILL a real server at
+that exact stage (as etcd's gofail does). Unset, a point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+log = logging.getLogger(__name__)
+
+POINTS = ("parsing", "embedding", "after_upsert", "after_prune")
+
+
+def _parse(spec: str) -> dict[str, float]:
+    points: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, action = item.partition("=")
+        kind, _, seconds = action.partition(":")
+        if name in POINTS and kind == "sleep":
+            points[name] = float(seconds or 0)
+    return points
+
+
+def failpoint(name: str) -> None:
+    seconds = _parse(os.environ.get("QUARRY_FAILPOINTS", "")).get(name)
+    if seconds:
+        log.warning("failpoint %s: pausing %.1f s", name, seconds)
+        time.sleep(seconds)
