@@ -15,17 +15,30 @@ import resource
 import threading
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from pebble import ProcessExpired, ProcessPool
 
-from ingest.models import Element, ParseError, Stopped
+from ingest.models import Element, ParseError, Stopped, TransientError
 
 log = logging.getLogger(__name__)
 
-# The worker imports unstructured once; forked workers start with it loaded.
-_PRELOAD = ["ingest.parsing", "unstructured.partition.auto"]
+# Imported once in the fork server, so forked workers start with them mapped: a worker's
+# memory bound then limits what a file costs, not what the libraries cost.
+_PRELOAD = [
+    "ingest.parsing",
+    "unstructured.partition.auto",
+    "unstructured.partition.text",
+    "unstructured.partition.html",
+    "unstructured.partition.docx",
+    "unstructured.partition.pdf",
+    "unstructured.partition.email",
+    "spacy",
+]
+_OUT_OF_MEMORY = ("failed to map segment", "cannot allocate memory", "std::bad_alloc")
 
 
 @dataclass(frozen=True)
@@ -37,8 +50,29 @@ class ParseLimits:
 
 
 def _bound_memory(memory_mb: int) -> None:
-    limit = memory_mb * 1024 * 1024
+    """A backstop only: a process that meets its address-space limit can wedge, so the
+    parent kills a worker well before, when its resident memory passes `memory_mb`."""
+    limit = max(2 * memory_mb, 2048) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _worker_pids(pool: ProcessPool) -> list[int]:
+    """The pool's worker processes (pebble keeps them by pid)."""
+    try:
+        return list(pool._pool_manager.worker_manager.workers)
+    except AttributeError:  # another pebble: the address-space backstop still holds
+        return []
+
+
+def _kill_over(pids: list[int], limit_bytes: int) -> None:
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            if process.memory_info().rss > limit_bytes:
+                log.warning("parse worker %d passed its memory bound; stopping it", pid)
+                process.kill()
+        except psutil.Error:
+            continue
 
 
 def _parse_in_worker(path: str, name: str, max_inflated: int) -> list[Element]:
@@ -46,8 +80,21 @@ def _parse_in_worker(path: str, name: str, max_inflated: int) -> list[Element]:
 
     try:
         return parse_file(Path(path), name, max_inflated)
+    except ParseError:
+        raise
     except MemoryError as exc:
         raise ParseError("too_large", f"{name}: parsing it needs more memory than allowed") from exc
+    except Exception as exc:  # only ParseError crosses back: the parent must not guess
+        text = str(exc).lower()
+        if any(sign in text for sign in _OUT_OF_MEMORY):
+            raise ParseError(
+                "too_large", f"{name}: parsing it needs more memory than allowed"
+            ) from exc
+        raise ParseError(
+            "unreadable",
+            f"{name}: the parser failed ({type(exc).__name__}: {str(exc)[:200]})",
+            suspect=True,
+        ) from exc
 
 
 class ParsePool:
@@ -82,25 +129,42 @@ class ParsePool:
             Stopped: raised by `check` (called twice a second); the worker is killed.
         """
         inflated = self.limits.max_inflated_mb * 1024 * 1024
-        future = self._get().submit(
-            _parse_in_worker, self.limits.timeout_s, str(path), name, inflated
-        )
+        try:
+            future = self._get().submit(
+                _parse_in_worker, self.limits.timeout_s, str(path), name, inflated
+            )
+        except (BrokenProcessPool, RuntimeError) as exc:  # a pool that lost its workers
+            self._discard()
+            raise TransientError(f"{name}: the parse workers could not start ({exc})") from exc
+        limit_bytes = self.limits.memory_mb * 1024 * 1024
         while True:
             try:
-                return future.result(timeout=0.5)
+                return future.result(timeout=0.25)
             except FutureTimeout:
                 if future.done():  # pebble's own time limit ran out
                     break
+                with self._lock:
+                    pool = self._pool
+                if pool is not None:
+                    _kill_over(_worker_pids(pool), limit_bytes)
                 try:
                     check()
                 except Stopped:
                     future.cancel()  # kills the worker that holds it
                     raise
+            except BrokenProcessPool as exc:
+                self._discard()
+                raise TransientError(f"{name}: the parse workers died ({exc})") from exc
             except ProcessExpired as exc:
+                if exc.exitcode == -9:  # killed for its memory (by us or the kernel)
+                    raise ParseError(
+                        "too_large",
+                        f"{name}: parsing it needs more than the {self.limits.memory_mb} MB "
+                        "allowed per file (QUARRY_PARSE_MEMORY_MB)",
+                    ) from exc
                 raise ParseError(
-                    "too_large" if exc.exitcode == -9 else "unreadable",
-                    f"{name}: the parser process died on this file (exit code {exc.exitcode}; "
-                    f"each file may use {self.limits.memory_mb} MB)",
+                    "unreadable",
+                    f"{name}: the parser process died on this file (exit code {exc.exitcode})",
                     suspect=True,
                 ) from exc
         try:
@@ -111,6 +175,12 @@ class ParsePool:
                 f"{name}: parsing took longer than the {self.limits.timeout_s:g} s limit "
                 "per file (QUARRY_PARSE_TIMEOUT_S)",
             ) from exc
+
+    def _discard(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
 
     def close(self) -> None:
         with self._lock:

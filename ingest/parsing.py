@@ -262,6 +262,10 @@ def parse_file(
             break
         except ParseError:
             raise
+        except MemoryError as exc:
+            raise ParseError(
+                "too_large", f"{name}: parsing it needs more memory than allowed"
+            ) from exc
         except Exception as exc:
             error = exc
     else:

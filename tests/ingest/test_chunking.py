@@ -54,3 +54,49 @@ def test_titles_start_sections_and_tables_stay_whole(chunker: Chunker) -> None:
 def test_whole_document_is_one_chunk() -> None:
     chunks = WholeDocument().chunk([Element("a", "Title"), Element("b c", "NarrativeText")])
     assert len(chunks) == 1 and chunks[0].text == "a\n\nb c"
+
+
+def test_a_run_without_spaces_is_still_cut(chunker: Chunker) -> None:
+    # A word-piece tokenizer sees a 100+ character "word" as one unknown token: only a
+    # character bound keeps such a run from becoming one enormous chunk.
+    blob = "x" * 300_000
+    chunks = chunker.chunk([Element(blob, "NarrativeText"), Element("short tail", "Title")])
+    assert len(chunks) >= 300_000 // chunker.max_chars
+    assert max(len(c.text) for c in chunks) <= chunker.max_chars
+    assert sum(c.text.count("x") for c in chunks) >= 300_000
+    assert "short tail" in chunks[-1].text
+
+
+def test_threads_never_share_a_tokenizer(minilm_path: str) -> None:
+    import threading
+
+    embedder = SentenceTransformerEmbedder(resolve_model(minilm_path), max_length=16)
+    chunker = Chunker(embedder.load_tokenizer(), 32, 8)
+    texts = [sentences(5 + i % 7, f"topic {i}") for i in range(40)]
+    expected_chunks = [chunker.chunk([Element(t, "NarrativeText")]) for t in texts]
+    expected_counts = embedder.token_counts(texts)
+    problems: list[BaseException] = []
+
+    def chunk_all() -> None:
+        try:
+            for _ in range(3):
+                got = [chunker.chunk([Element(t, "NarrativeText")]) for t in texts]
+                assert got == expected_chunks
+        except BaseException as exc:
+            problems.append(exc)
+
+    def count_all() -> None:  # truncating calls: they reconfigure a shared tokenizer
+        try:
+            for _ in range(30):
+                assert embedder.token_counts(texts) == expected_counts
+        except BaseException as exc:
+            problems.append(exc)
+
+    threads = [threading.Thread(target=chunk_all) for _ in range(4)]
+    threads += [threading.Thread(target=count_all) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not problems, problems[0]
+    assert max(expected_counts) == 16  # truncation was in effect for the counting threads
