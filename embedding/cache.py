@@ -63,8 +63,10 @@ class RedisVectorCache:
             return self._client
 
     def _mark_down(self) -> None:
+        """Start the back-off once: calls refused meanwhile must not push the retry away."""
         with self._lock:
-            self._down_since = time.monotonic()
+            if self._down_since is None:
+                self._down_since = time.monotonic()
 
     @staticmethod
     def _bucket(namespace: str, key: str) -> str:

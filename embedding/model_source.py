@@ -113,9 +113,7 @@ def public_name(name: str, folder: Path | None = None) -> str:
         if candidate.lower() in KNOWN_NAMES:
             return KNOWN_NAMES[candidate.lower()]
     packaged = {
-        str(path.resolve()): key
-        for key in _PACKAGED
-        if (path := _packaged_path(key)) is not None
+        str(path.resolve()): key for key in _PACKAGED if (path := _packaged_path(key)) is not None
     }
     if str(folder.resolve()) in packaged:
         return KNOWN_NAMES.get(packaged[str(folder.resolve())].split("/")[-1], folder.name)

@@ -65,7 +65,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         """The live server's URL, starting (or restarting) it when it is not running."""
         with self._lock:
-            if self._server is None or not self._server.is_running():
+            if self._server is None or not alive(self._server.pid):
                 self._start()
             return f"redis://127.0.0.1:{self._port}/0"
 
@@ -75,7 +75,7 @@ class EmbeddedRedis:
             pid = int(self._pid_file.read_text().strip())
         except (OSError, ValueError):
             return
-        if psutil.pid_exists(pid) and "valkey" in " ".join(_cmdline(pid)):
+        if alive(pid) and "valkey" in " ".join(_cmdline(pid)):
             log.warning("stopping the embedded Redis (pid %d) left by a previous owner", pid)
             stop_pid(pid)
 
@@ -113,6 +113,15 @@ class EmbeddedRedis:
             self._endpoint_file.unlink(missing_ok=True)
 
 
+def alive(pid: int) -> bool:
+    """Running, not merely listed: a daemon killed under an init that does not reap it
+    lingers as a zombie."""
+    try:
+        return bool(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         return list(psutil.Process(pid).cmdline())
@@ -134,12 +143,8 @@ def _watch(owner: int, server: int) -> None:
 
 def watchdog(owner: int, server: int, period: float = 0.5) -> None:
     """Wait for the owner to die, then stop its server; end when the server ends."""
-    while psutil.pid_exists(server):
-        try:
-            alive = psutil.Process(owner).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            alive = False
-        if not alive:
+    while alive(server):
+        if not alive(owner):
             stop_pid(server)
             return
         time.sleep(period)

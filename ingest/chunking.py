@@ -48,15 +48,25 @@ CHARS_PER_TOKEN = 12
 
 
 def split_by_chars(text: str, limit: int) -> list[str]:
-    """Pieces of at most `limit` characters, cut at whitespace where there is some."""
+    """Pieces of at most `limit` characters, cut at whitespace where there is some.
+
+    Linear in the text's length: a 50 MB run is cut without copying its remainder over.
+    """
+    if len(text) <= limit:
+        return [text]
     pieces: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind(" ", limit // 2, limit)
-        cut = cut if cut > 0 else limit
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip()
-    if text:
-        pieces.append(text)
+    start, end = 0, len(text)
+    while start < end:
+        while start < end and text[start].isspace():
+            start += 1
+        if end - start <= limit:
+            if start < end:
+                pieces.append(text[start:end])
+            break
+        cut = text.rfind(" ", start + limit // 2, start + limit)
+        stop = cut if cut > start else start + limit
+        pieces.append(text[start:stop])
+        start = stop
     return pieces
 
 
@@ -170,8 +180,12 @@ class Chunker:
     def _finish(self, groups: list[list[_Piece]]) -> list[Chunk]:
         chunks: list[Chunk] = []
         for group in groups:
-            text = _SEPARATOR.join(p.text for p in group)
-            for part in self.windows(text):  # a safety net: never exceed the model's limit
+            if len(group) == 1 and group[0].tokens <= self.max_tokens:
+                parts = [(group[0].text, group[0].tokens)]  # counted already, and in bounds
+            else:  # a safety net: never exceed the model's limit
+                windows = self.windows(_SEPARATOR.join(p.text for p in group))
+                parts = list(zip(windows, self.count(windows), strict=True))
+            for part, tokens in parts:
                 pages = [p.element.page for p in group if p.element.page is not None]
                 types = tuple(dict.fromkeys(p.element.type for p in group))
                 languages = tuple(
@@ -181,7 +195,7 @@ class Chunker:
                     Chunk(
                         index=len(chunks),
                         text=part,
-                        tokens=self.count([part])[0],
+                        tokens=tokens,
                         page=min(pages) if pages else None,
                         element_types=types,
                         languages=languages,

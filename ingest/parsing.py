@@ -188,6 +188,23 @@ def _mail_guard(path: Path, name: str) -> None:
         raise ParseError("encrypted", f"{name}: the mail is encrypted (PGP/MIME)")
 
 
+PLAIN_TYPES = {".txt", ".text", ".log"}
+LARGE_TEXT_BYTES = 4 * 1024 * 1024
+
+
+def _large_plain_text(path: Path, encoding: str) -> list[Element]:
+    """Paragraphs of a big plain-text file, without unstructured's per-element analysis,
+    which costs gigabytes and minutes on a file of tens of megabytes."""
+    import re
+
+    text = path.read_bytes().decode(encoding, errors="replace")
+    return [
+        Element(text=paragraph.strip(), type="NarrativeText")
+        for paragraph in re.split(r"\n\s*\n", text)
+        if paragraph.strip()
+    ]
+
+
 def _flatten_json(value: Any, prefix: str = "") -> list[str]:
     if isinstance(value, dict):
         return [
@@ -240,6 +257,8 @@ def parse_file(
         kwargs["encoding"] = detect_encoding(data)
         if ext == ".json":
             return _require_text(_parse_json(path, name, kwargs["encoding"]), name)
+        if ext in PLAIN_TYPES and data_size > LARGE_TEXT_BYTES:
+            return _require_text(_large_plain_text(path, kwargs["encoding"]), name)
     if ext in IMAGE_TYPES:
         kwargs["strategy"] = "ocr_only"
     if ext == ".pdf":

@@ -178,9 +178,7 @@ class EdgeStore:
     def delete_document(self, collection: str, doc_id: str) -> int:
         return self._delete(collection, qe.Filter(must=[_doc_condition(doc_id)]))
 
-    def prune_source(
-        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int
-    ) -> int:
+    def prune_source(self, collection: str, source: str, keep_doc_id: str, keep_chunks: int) -> int:
         if self.recipe(collection) is None:
             return 0
         others = qe.Filter(

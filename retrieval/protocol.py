@@ -37,9 +37,7 @@ class VectorStore(Protocol):
 
     def delete_document(self, collection: str, doc_id: str) -> int: ...
 
-    def prune_source(
-        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int
-    ) -> int:
+    def prune_source(self, collection: str, source: str, keep_doc_id: str, keep_chunks: int) -> int:
         """Keep only chunks 0..keep_chunks-1 of `keep_doc_id` for `source`: remove the chunks
         of its other versions (other document ids) and stale chunks past the new count."""
         ...

@@ -199,18 +199,14 @@ class QdrantServerStore:
         self._require(collection)
         return self._delete(collection, models.Filter(must=[_doc_condition(doc_id)]))
 
-    def prune_source(
-        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int
-    ) -> int:
+    def prune_source(self, collection: str, source: str, keep_doc_id: str, keep_chunks: int) -> int:
         if self.recipe(collection) is None:
             return 0
         others = models.Filter(
             must=[models.FieldCondition(key="source", match=models.MatchValue(value=source))],
             must_not=[_doc_condition(keep_doc_id)],
         )
-        kept: list[models.ExtendedPointId] = [
-            chunk_id(keep_doc_id, i) for i in range(keep_chunks)
-        ]
+        kept: list[models.ExtendedPointId] = [chunk_id(keep_doc_id, i) for i in range(keep_chunks)]
         stale = models.Filter(
             must=[_doc_condition(keep_doc_id)],
             must_not=[models.HasIdCondition(has_id=kept)],

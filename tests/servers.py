@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -80,3 +81,38 @@ class Process:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def wait_job(url: str, job_id: str, timeout: float = 300, **headers: str) -> dict[str, Any]:
+    """Poll a job until it ends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = httpx.get(
+            f"{url}/v1/jobs/{job_id}", timeout=10, headers=headers
+        ).json()
+        if job["state"] in ("done", "failed", "partial", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def stored_chunks(data_dir: Path, collection: str) -> list[tuple[str, str, str]]:
+    """Every stored (chunk id, source, text) of a collection, read from the embedded store."""
+    from retrieval.edge_store import EdgeStore
+
+    store = EdgeStore(data_dir / "qdrant")
+    try:
+        return sorted(
+            (hit.chunk_id, hit.source, hit.text)
+            for doc in store.documents(collection)
+            for hit in store.chunks(collection, doc.doc_id)
+        )
+    finally:
+        store.close()
+
+
+def wait_for_log(log: Path, marker: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while marker not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{marker!r} never logged:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -51,6 +52,18 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
     return value
 
 
+_FORM_ESCAPE = re.compile(r"%(0[0-9A-F]|1[0-9A-F]|22)")
+
+
+def form_filename(raw: str | None) -> str | None:
+    """Undo the escapes of the HTML form encoding in multipart file names (browsers send a
+    newline as %0A and a quote as %22; httpx any control character as %XX), so a name comes
+    back as it was given. The rule: `%00`-`%1F` and `%22` in a name are those characters."""
+    if raw is None:
+        return None
+    return _FORM_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), raw)
+
+
 def _document(info: DocumentInfo) -> DocumentOut:
     return DocumentOut(**info.to_dict())
 
@@ -79,7 +92,7 @@ async def upload_documents(
         name,
         meta,
         int(state.settings.max_file_mb * 1e6),
-        [(f.filename, f.file) for f in files],
+        [(form_filename(f.filename), f.file) for f in files],
         force=force,
     )
     state.jobs.submit(job)

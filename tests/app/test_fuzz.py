@@ -4,7 +4,6 @@ error in the one JSON shape (fixed seed, bounded examples)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx

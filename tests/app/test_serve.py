@@ -16,9 +16,8 @@ import pytest
 from app.resources import Resources
 from app.settings import Settings
 from ingest.sources import FileSource
-from retrieval.edge_store import EdgeStore
 
-from ..servers import Process, quarry_env
+from ..servers import Process, quarry_env, stored_chunks, wait_job
 
 WORDS = [
     "river",
@@ -67,22 +66,14 @@ def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Process]:
     running.stop()
 
 
-def _wait_job(url: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
-        if job["state"] in ("done", "failed", "partial"):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
-
-
 def test_openai_client_upload_job_search_over_loopback(server: Process, minilm_path: str) -> None:
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     model = client.models.list().data[0].id
-    assert model == minilm_path
+    assert model == "sentence-transformers/all-MiniLM-L6-v2"  # its public name, not a path
+    short = client.embeddings.create(model="all-MiniLM-L6-v2", input="owls", dimensions=32)
+    assert len(short.data[0].embedding) == 32
     texts = ["Owls hunt at night.", "Espresso needs finely ground coffee."]
     result = client.embeddings.create(model=model, input=texts)  # the client asks for base64
     assert [item.index for item in result.data] == [0, 1] and result.usage.prompt_tokens > 4
@@ -102,7 +93,7 @@ def test_openai_client_upload_job_search_over_loopback(server: Process, minilm_p
         timeout=30,
     )
     assert upload.status_code == 202, upload.text
-    job = _wait_job(server.url, upload.json()["job_id"])
+    job = wait_job(server.url, upload.json()["job_id"])
     assert job["state"] == "done" and job["progress"]["stored"] == 2
     hits = httpx.post(
         f"{server.url}/v1/search", json={"query": "coffee brewing", "top_k": 1}, timeout=30
@@ -124,18 +115,6 @@ def _corpus(folder: Path, count: int) -> list[Path]:
         path.write_text("\n\n".join(paragraphs), encoding="utf-8")
         paths.append(path)
     return paths
-
-
-def _stored_chunks(data_dir: Path, collection: str) -> list[tuple[str, str, str]]:
-    store = EdgeStore(data_dir / "qdrant")
-    try:
-        return sorted(
-            (hit.chunk_id, hit.source, hit.text)
-            for doc in store.documents(collection)
-            for hit in store.chunks(collection, doc.doc_id)
-        )
-    finally:
-        store.close()
 
 
 def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
@@ -161,7 +140,7 @@ def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
         server.kill()
         assert job["state"] == "running", "the job ended before it could be interrupted"
         server.start()
-        finished = _wait_job(server.url, job_id)
+        finished = wait_job(server.url, job_id)
     finally:
         server.stop()
     assert finished["state"] == "done" and finished["attempts"] == 2, finished
@@ -178,7 +157,7 @@ def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
     finally:
         resources.close()
     assert report.ingested == len(paths) and not report.errors
-    served = _stored_chunks(tmp_path / "data", "served")
-    clean = _stored_chunks(clean_dir, "served")
+    served = stored_chunks(tmp_path / "data", "served")
+    clean = stored_chunks(clean_dir, "served")
     assert len(served) == len(clean) == report.chunks
     assert served == clean

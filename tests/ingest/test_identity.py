@@ -27,9 +27,7 @@ def test_source_keys_are_relative_to_what_was_named(tmp_path: Path) -> None:
     assert document_id("a.txt", b"same") != document_id("b.txt", b"same")
 
 
-def test_same_bytes_under_two_names_are_two_documents(
-    resources: Resources, tmp_path: Path
-) -> None:
+def test_same_bytes_under_two_names_are_two_documents(resources: Resources, tmp_path: Path) -> None:
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text(TEXT)
     b.write_text(TEXT)
