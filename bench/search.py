@@ -7,7 +7,10 @@
     repeated queries (embedding cache hits) and for fresh ones (the model runs);
 (b) closed loop, 32 clients: the highest QPS for repeated and for fresh queries;
 (c) the same closed loop on /v1/embeddings (one fresh text per request), with
-    micro-batching on and then off (QUARRY_BATCH_MAX_ITEMS=1, server restarted).
+    micro-batching on and then off (QUARRY_BATCH_MAX_ITEMS=1, server restarted);
+(d) fresh queries at a steady rate while the server is idle, then while it ingests a
+    large upload (slices of ../shared/bulk's novel, or generated text): p50 / p99 of both
+    and the ratio of the p99s (queries go first at the model: target <= 5x).
 
 The 100k chunks get clustered random vectors written straight into the store (embedding
 100k texts on 2 CPU cores would take most of an hour and does not change search cost).
@@ -258,6 +261,72 @@ async def warm(port: int, queries: list[str]) -> None:
         assert await pool.post("/v1/search", search_body(query)) == 200
 
 
+def ingest_corpus(folder: Path, files: int) -> list[Path]:
+    """Slices of the bulk novel when ../shared is there, else generated text of that size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    novel = Path(__file__).resolve().parents[2] / "shared" / "bulk" / "book-war-and-peace-1225p.txt"
+    if novel.exists():
+        text = novel.read_text(encoding="utf-8", errors="replace")
+    else:
+        rng = random.Random(5)
+        text = "\n\n".join(" ".join(rng.choices(WORDS, k=80)) for _ in range(20_000))
+    step = len(text) // files
+    paths = []
+    for index in range(files):
+        path = folder / f"slice-{index:03d}.txt"
+        path.write_text(text[index * step : (index + 1) * step], encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def upload_job(port: int, paths: list[Path]) -> str:
+    boundary = "benchboundary"
+    parts = []
+    for path in paths:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+            f'filename="{path.name}"\r\nContent-Type: text/plain\r\n\r\n'.encode()
+            + path.read_bytes()
+            + b"\r\n"
+        )
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="collection"\r\n\r\n'
+        "ingest\r\n".encode()
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/documents",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=300) as reply:
+        return str(json.loads(reply.read())["job_id"])
+
+
+def job_state(port: int, job_id: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/jobs/{job_id}") as reply:
+        return dict(json.loads(reply.read()))
+
+
+def search_during_ingest(server: Server, args: argparse.Namespace, tmp: Path) -> dict:
+    """(d): the same open loop of fresh queries, idle and then during a large ingest."""
+    rate, seconds = args.ingest_rate, args.ingest_seconds
+    idle = asyncio.run(open_loop(server.port, fresh_queries(), rate, seconds))
+    print("search_idle", idle, flush=True)
+    job_id = upload_job(server.port, ingest_corpus(tmp / "ingest", args.ingest_files))
+    deadline = time.monotonic() + 300
+    while job_state(server.port, job_id)["progress"]["embedded"] == 0:  # the model is busy
+        if time.monotonic() > deadline:
+            raise SystemExit("the ingest never reached the model")
+        time.sleep(0.2)
+    busy = asyncio.run(open_loop(server.port, fresh_queries(), rate, seconds))
+    job = job_state(server.port, job_id)
+    busy["ingest_still_running"] = job["state"] == "running"
+    busy["ingest_chunks_embedded"] = job["progress"]["embedded"]
+    print("search_during_ingest", busy, flush=True)
+    return {"idle": idle, "ingest": busy, "p99_ratio": round(busy["p99_ms"] / idle["p99_ms"], 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--points", type=int, default=100_000)
@@ -265,6 +334,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--closed-seconds", type=float, default=15.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--ingest-rate", type=float, default=10.0)
+    parser.add_argument("--ingest-seconds", type=float, default=30.0)
+    parser.add_argument("--ingest-files", type=int, default=120)
+    parser.add_argument("--only-ingest", action="store_true", help="run (d) alone")
     args = parser.parse_args()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -275,6 +348,10 @@ def main() -> None:
 
         server = Server(data_dir, {})
         try:
+            results["search_ingest"] = search_during_ingest(server, args, data_dir)
+            if args.only_ingest:
+                print(json.dumps(results))
+                return
             queries, repeated = repeated_queries()
             asyncio.run(warm(server.port, queries))
             fresh = fresh_queries()
@@ -323,6 +400,12 @@ def main() -> None:
     print(
         f"/v1/embeddings, {args.clients} clients: batching on {on:.1f} req/s, off {off:.1f} "
         f"req/s, ratio {on / max(off, 1e-9):.2f}x"
+    )
+    both = results["search_ingest"]
+    print(
+        f"fresh queries at {args.ingest_rate:.0f} req/s: idle p50 {both['idle']['p50_ms']:.1f} "
+        f"p99 {both['idle']['p99_ms']:.1f} ms; during ingest p50 {both['ingest']['p50_ms']:.1f} "
+        f"p99 {both['ingest']['p99_ms']:.1f} ms; p99 ratio {both['p99_ratio']:.2f}x"
     )
     print(json.dumps(results))
 

@@ -52,7 +52,8 @@ class ParseLimits:
 def _bound_memory(memory_mb: int) -> None:
     """A backstop only: a process that meets its address-space limit can wedge, so the
     parent kills a worker well before, when its resident memory passes `memory_mb`."""
-    limit = max(2 * memory_mb, 2048) * 1024 * 1024
+    mapped = psutil.Process().memory_info().vms  # the libraries, mapped once by the fork server
+    limit = mapped + 2 * memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 

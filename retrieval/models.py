@@ -24,6 +24,11 @@ def chunk_id(doc_id: str, index: int) -> str:
     return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{doc_id}:{index}"))
 
 
+def _unknown(value: object) -> bool:
+    """A field an older collection did not record (a bool is always known)."""
+    return value == "" or (type(value) is int and value == 0)
+
+
 @dataclass(frozen=True)
 class CollectionRecipe:
     """What a collection's vectors mean: everything that changes a document vector.
@@ -62,8 +67,8 @@ class CollectionRecipe:
             name: (getattr(self, name), getattr(wanted, name))
             for name in self.IDENTITY
             if getattr(self, name) != getattr(wanted, name)
-            and getattr(self, name) not in ("", 0)
-            and getattr(wanted, name) not in ("", 0)
+            and not _unknown(getattr(self, name))
+            and not _unknown(getattr(wanted, name))
         }
         if diffs:
             said = "; ".join(

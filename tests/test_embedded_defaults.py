@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import redis
@@ -15,7 +16,7 @@ def test_embedded_redis_and_store_survive_a_restart(tmp_path: Path, minilm_path:
     first = Resources(settings)
     first.embedder.embed_documents(["persist me"])
     assert first.embedder.stats.misses == 1
-    url = (tmp_path / "data" / "redis" / "endpoint").read_text()
+    url = json.loads((tmp_path / "data" / "redis" / "endpoint").read_text())["url"]
     assert redis.Redis.from_url(url).ping()
     first.close()
     assert not (tmp_path / "data" / "redis" / "endpoint").exists()

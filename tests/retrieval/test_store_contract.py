@@ -15,7 +15,9 @@ from retrieval.errors import RecipeMismatchError
 from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id
 from retrieval.protocol import VectorStore
 
-RECIPE = CollectionRecipe(model="m", dimension=8, instruction="find it")
+RECIPE = CollectionRecipe(
+    model="m", dimension=8, instruction="find it", revision="r1", max_length=512
+)
 BACKENDS = ["edge", "qdrant-local"] + (["qdrant-server"] if os.environ.get("QDRANT_URL") else [])
 
 
@@ -76,11 +78,23 @@ def test_recipe_is_recorded_and_enforced(store: VectorStore, name: str) -> None:
     for other in (
         CollectionRecipe("other-model", 8, "find it"),
         CollectionRecipe("m", 16, "find it"),
-        CollectionRecipe("m", 8, "another instruction"),
+        CollectionRecipe("m", 8, "find it", revision="r2"),
+        CollectionRecipe("m", 8, "find it", max_length=128),
     ):
         with pytest.raises(RecipeMismatchError) as info:
             store.ensure_collection(name, other)
         assert name in info.value.message
+    # The instruction is the collection's default query phrasing, not its identity.
+    store.ensure_collection(name, CollectionRecipe("m", 8, "another instruction"))
+
+
+def test_recorded_identity_fields_are_compared() -> None:
+    stored = CollectionRecipe("m", 8, "i", revision="r1", max_length=256)
+    stored.check(CollectionRecipe("m", 8, "other", revision="r1", max_length=256), "c")
+    with pytest.raises(RecipeMismatchError):
+        stored.check(CollectionRecipe("m", 8, "i", revision="r2", max_length=256), "c")
+    with pytest.raises(RecipeMismatchError):
+        stored.check(CollectionRecipe("m", 8, "i", revision="r1", normalize=False), "c")
 
 
 def test_search_ranks_filters_and_thresholds(store: VectorStore, name: str) -> None:
