@@ -258,7 +258,7 @@ class SentenceTransformerEmbedder:
         """Tokens per model call for documents: small, so a query never waits long."""
         if self._bulk_tokens:
             return self._bulk_tokens
-        return 16384 if self._on_gpu() else 2048
+        return 16384 if self._on_gpu() else 512
 
     def _on_gpu(self) -> bool:
         return str(self._load().device).startswith("cuda")

@@ -114,7 +114,7 @@ class Job:
         """What the API shows: the job without staging internals, plus its progress."""
         files = [
             {k: v for k, v in asdict(f).items() if k not in ("staged", "retry_kind")}
-            | {"finished": f.finished}
+            | {"finished": f.finished, "retryable": f.status == "failed" and bool(f.staged)}
             for f in self.files
         ]
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import resource
 import threading
 from collections.abc import Callable
@@ -49,9 +50,11 @@ class ParseLimits:
     max_inflated_mb: int = 512  # what the parts of a zip-based document may inflate to
 
 
-def _bound_memory(memory_mb: int) -> None:
-    """A backstop only: a process that meets its address-space limit can wedge, so the
-    parent kills a worker well before, when its resident memory passes `memory_mb`."""
+def _start_worker(memory_mb: int) -> None:
+    """Parsing is background work: it yields the CPU to queries (nice +10), and its
+    address space is bounded as a backstop (a process that meets that limit can wedge, so
+    the parent kills a worker well before, when its resident memory passes `memory_mb`)."""
+    os.nice(10)
     mapped = psutil.Process().memory_info().vms  # the libraries, mapped once by the fork server
     limit = mapped + 2 * memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -114,7 +117,7 @@ class ParsePool:
                 self._pool = ProcessPool(
                     max_workers=self.limits.workers,
                     max_tasks=200,  # recycle workers now and then: parsers leak
-                    initializer=_bound_memory,
+                    initializer=_start_worker,
                     initargs=(self.limits.memory_mb,),
                     context=context,
                 )

@@ -124,3 +124,31 @@ def test_pages_explain_an_unreachable_api(
         app.button(key="upload_submit").click().run()
     assert not app.exception
     assert app.error and all("cannot reach the Quarry API" in e.value for e in app.error)
+
+
+def test_failed_files_can_be_retried_from_the_page(ui_env: str, tmp_path: Path) -> None:
+    from fpdf import FPDF
+
+    blank = FPDF()
+    blank.add_page()  # a page without a word on it: `no_text`, kept for a retry
+    upload = page("upload")
+    upload.file_uploader(key="files").set_value(
+        [
+            ("blank.pdf", bytes(blank.output()), "application/pdf"),
+            ("owls.txt", OWLS.encode(), "text/plain"),
+        ]
+    )
+    upload.button(key="upload_submit").click().run()
+    assert "2 files accepted" in upload.success[0].value
+    wait_jobs_done(ui_env)
+    upload.run()
+    job = httpx.get(f"{ui_env}/v1/jobs").json()["jobs"][0]
+    assert job["state"] == "partial" and job["attempts"] == 1
+    retry = upload.button(key=f"retry-{job['job_id']}")
+    retry.click().run()
+    assert not upload.exception
+    wait_jobs_done(ui_env)
+    again = httpx.get(f"{ui_env}/v1/jobs/{job['job_id']}").json()
+    assert again["attempts"] == 2 and again["state"] == "partial"
+    blank_entry = next(f for f in again["files"] if f["name"] == "blank.pdf")
+    assert blank_entry["error"]["code"] == "no_text" and blank_entry["retryable"]

@@ -54,7 +54,7 @@ def job_actions(job: dict[str, Any]) -> None:
         if st.button("Cancel", key=f"cancel-{job_id}", icon=":material/cancel:"):
             call(partial(api().cancel_job, job_id), "cancel the job")
         return
-    failed = any(f["status"] == "failed" for f in job["files"])
+    failed = any(f.get("retryable") for f in job["files"])
     if failed and st.button("Retry failed files", key=f"retry-{job_id}", icon=":material/replay:"):
         call(partial(api().retry_job, job_id), "retry the failed files")
 
