@@ -295,3 +295,20 @@ def test_unreachable_store_is_not_ready_and_503(settings: Settings) -> None:
         assert api.get("/healthz").json() == {"status": "ok"}
     finally:
         api.__exit__(None, None, None)
+
+
+def test_same_bytes_under_two_names_stay_two_documents(api: TestClient) -> None:
+    job = api.post("/v1/documents", files=files(("a.txt", OWLS.encode()), ("b.txt", OWLS.encode())))
+    done = wait_for_job(api, job.json()["job_id"])
+    assert [f["status"] for f in done["files"]] == ["ingested", "ingested"]
+    docs = {d["source"]: d["doc_id"] for d in api.get("/v1/documents").json()["documents"]}
+    assert set(docs) == {"a.txt", "b.txt"} and docs["a.txt"] != docs["b.txt"]
+    assert api.delete(f"/v1/documents/{docs['a.txt']}").status_code == 200
+    hits = api.post("/v1/search", json={"query": "owls hunting", "top_k": 5}).json()["hits"]
+    assert {h["source"] for h in hits} == {"b.txt"}
+    again = api.post(f"/v1/documents/{docs['b.txt']}/reingest")  # its own original is kept
+    assert again.status_code == 202, again.text
+    redone = wait_for_job(api, again.json()["job_id"])
+    assert redone["state"] == "done" and redone["files"][0]["status"] == "ingested"
+    listed = api.get("/v1/documents").json()["documents"]
+    assert [(d["source"], d["chunks"]) for d in listed] == [("b.txt", 1)]
