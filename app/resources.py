@@ -35,7 +35,7 @@ class Resources:
     data dir for this process; the claim is held until `close`.
     """
 
-    def __init__(self, settings: Settings, role: str = "cli") -> None:
+    def __init__(self, settings: Settings, role: str = "a quarry command") -> None:
         self.settings = settings
         self.role = role
         self._lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+
+from ..servers import Process, quarry_env
 
 
 def start_client(settings: Settings, headers: dict[str, str] | None = None) -> TestClient:
@@ -21,6 +24,20 @@ def start_client(settings: Settings, headers: dict[str, str] | None = None) -> T
         assert time.monotonic() < deadline, client.get("/readyz").json()
         time.sleep(0.1)
     return client
+
+
+@pytest.fixture()
+def server_env(tmp_path: Path, minilm_path: str, redis_process: Any) -> dict[str, str]:
+    """The environment of a `quarry serve` process on a fresh data dir (MiniLM, real Redis)."""
+    return quarry_env(tmp_path / "data", minilm_path, redis_process.url, QUARRY_COLLECTION="served")
+
+
+@pytest.fixture()
+def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Process]:
+    running = Process("serve", server_env, tmp_path / "server.log")
+    running.start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,7 @@ from ingest.sources import FileSource
 
 from ..ingest.test_hostile import docx_bomb
 from ..servers import Process, quarry_env, stored_chunks, wait_for_log, wait_job
-
-WORDS = [
-    "river",
-    "mountain",
-    "glacier",
-    "copper",
-    "violin",
-    "harbor",
-    "lantern",
-    "meadow",
-    "falcon",
-    "quartz",
-    "orchard",
-]
+from .test_serve import WORDS
 
 
 def text_files(folder: Path, count: int, paragraphs: int = 6, seed: int = 3) -> list[Path]:
@@ -67,16 +53,8 @@ def upload(url: str, paths: list[Path], **headers: str) -> str:
 
 
 @pytest.fixture()
-def env(tmp_path: Path, minilm_path: str, redis_process: Any) -> dict[str, str]:
-    return quarry_env(tmp_path / "data", minilm_path, redis_process.url, QUARRY_COLLECTION="hard")
-
-
-@pytest.fixture()
-def server(env: dict[str, str], tmp_path: Path) -> Iterator[Process]:
-    running = Process("serve", env, tmp_path / "server.log")
-    running.start()
-    yield running
-    running.stop()
+def env(server_env: dict[str, str]) -> dict[str, str]:
+    return server_env
 
 
 def test_ingest_and_eight_searching_clients_never_collide(server: Process, tmp_path: Path) -> None:
@@ -152,7 +130,7 @@ def test_a_second_owner_is_refused_and_the_cli_goes_through_the_server(
     docs = json.loads(cli("docs", "list", "--json").stdout)
     assert {d["source"] for d in docs} == {"owls.txt", "sub/tea.md"}
     stats = json.loads(cli("stats", "--json").stdout)
-    assert {c["collection"]: c["documents"] for c in stats["collections"]} == {"hard": 2}
+    assert {c["collection"]: c["documents"] for c in stats["collections"]} == {"served": 2}
     owls = next(d["doc_id"] for d in docs if d["source"] == "owls.txt")
     assert cli("docs", "delete", owls).returncode == 0
     server.stop()
@@ -202,18 +180,18 @@ def test_a_kill_at_any_stage_of_a_replacement_leaves_exactly_one_version(
         )
     )
     try:
-        clean.pipeline("hard").run([FileSource(p, p.name) for p in [*others, big]])
+        clean.pipeline("served").run([FileSource(p, p.name) for p in [*others, big]])
     finally:
         clean.close()
-    served = stored_chunks(tmp_path / "data", "hard")
-    assert served == stored_chunks(clean_dir, "hard")
+    served = stored_chunks(tmp_path / "data", "served")
+    assert served == stored_chunks(clean_dir, "served")
     assert not any("Version one" in text for _, _, text in served)
 
 
 def test_the_embedded_redis_is_supervised_and_dies_with_its_owner(
     tmp_path: Path, minilm_path: str
 ) -> None:
-    env = quarry_env(tmp_path / "data", minilm_path, "", QUARRY_COLLECTION="hard")
+    env = quarry_env(tmp_path / "data", minilm_path, "", QUARRY_COLLECTION="served")
     env.pop("QUARRY_REDIS_URL")
     server = Process("serve", env, tmp_path / "server.log")
     server.start()

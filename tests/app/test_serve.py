@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from app.resources import Resources
 from app.settings import Settings
 from ingest.sources import FileSource
 
-from ..servers import Process, quarry_env, stored_chunks, wait_job
+from ..servers import Process, stored_chunks, wait_job
 
 WORDS = [
     "river",
@@ -51,19 +49,6 @@ WORDS = [
     "cedar",
     "monsoon",
 ]
-
-
-@pytest.fixture()
-def server_env(tmp_path: Path, minilm_path: str, redis_process: Any) -> dict[str, str]:
-    return quarry_env(tmp_path / "data", minilm_path, redis_process.url, QUARRY_COLLECTION="served")
-
-
-@pytest.fixture()
-def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Process]:
-    running = Process("serve", server_env, tmp_path / "server.log")
-    running.start()
-    yield running
-    running.stop()
 
 
 def test_openai_client_upload_job_search_over_loopback(server: Process, minilm_path: str) -> None:
