@@ -6,8 +6,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from app.settings import Settings
 from ingest.sources import FileSource
 
 from ..ingest.test_hostile import docx_bomb
-from ..servers import Process, quarry_env, stored_chunks, wait_for_log, wait_job
+from ..servers import Process, quarry, quarry_env, stored_chunks, wait_for_log, wait_job
 from .test_serve import WORDS
 
 
@@ -91,13 +89,7 @@ def test_ingest_and_eight_searching_clients_never_collide(server: Process, tmp_p
 def test_a_second_owner_is_refused_and_the_cli_goes_through_the_server(
     server: Process, env: dict[str, str], tmp_path: Path
 ) -> None:
-    second = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--port", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = quarry(env, "serve", "--port", "1", timeout=60)
     assert second.returncode == 1
     assert str(server.process.pid) in second.stderr and server.url in second.stderr  # type: ignore[union-attr]
 
@@ -106,16 +98,7 @@ def test_a_second_owner_is_refused_and_the_cli_goes_through_the_server(
     (folder / "owls.txt").write_text("Owls hunt mice at night with silent flight.")
     (folder / "sub" / "tea.md").write_text("# Tea\n\nGreen tea is steeped at 80 degrees.")
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    ingested = cli("ingest", str(folder), "--json", "--meta", "shelf=b2")
+    ingested = quarry(env, "ingest", str(folder), "--json", "--meta", "shelf=b2")
     assert ingested.returncode == 0, ingested.stderr
     import json
 
@@ -123,18 +106,20 @@ def test_a_second_owner_is_refused_and_the_cli_goes_through_the_server(
     assert report["ingested"] == 2 and report["errors"] == [], report
     listed = httpx.get(f"{server.url}/v1/documents").json()["documents"]
     assert sorted(d["source"] for d in listed) == ["owls.txt", "sub/tea.md"]
-    again = json.loads(cli("ingest", str(folder), "--json").stdout)
+    again = json.loads(quarry(env, "ingest", str(folder), "--json").stdout)
     assert again["unchanged"] == 2  # the same identity rule as the API's
-    hits = json.loads(cli("search", "how is green tea brewed", "--json", "-k", "1").stdout)
+    hits = json.loads(quarry(env, "search", "how is green tea brewed", "--json", "-k", "1").stdout)
     assert hits[0]["source"] == "sub/tea.md"
-    docs = json.loads(cli("docs", "list", "--json").stdout)
+    docs = json.loads(quarry(env, "docs", "list", "--json").stdout)
     assert {d["source"] for d in docs} == {"owls.txt", "sub/tea.md"}
-    stats = json.loads(cli("stats", "--json").stdout)
+    stats = json.loads(quarry(env, "stats", "--json").stdout)
     assert {c["collection"]: c["documents"] for c in stats["collections"]} == {"served": 2}
     owls = next(d["doc_id"] for d in docs if d["source"] == "owls.txt")
-    assert cli("docs", "delete", owls).returncode == 0
+    assert quarry(env, "docs", "delete", owls).returncode == 0
     server.stop()
-    alone = json.loads(cli("docs", "list", "--json").stdout)  # now it opens the store itself
+    alone = json.loads(
+        quarry(env, "docs", "list", "--json").stdout
+    )  # now it opens the store itself
     assert [d["source"] for d in alone] == ["sub/tea.md"]
 
 
@@ -375,8 +360,8 @@ def test_jobs_can_be_cancelled_and_failed_files_retried(
 ) -> None:
     log = tmp_path / "server.log"
     slow = tmp_path / "slow.txt"
-    slow.write_text("\n\n".join(f"Paragraph {i} of a very long report." for i in range(6_000)))
-    strict = Process("serve", env | {"QUARRY_PARSE_TIMEOUT_S": "1"}, log)
+    slow.write_text("\n\n".join(f"Paragraph {i} of a very long report." for i in range(20_000)))
+    strict = Process("serve", env | {"QUARRY_PARSE_TIMEOUT_S": "4"}, log)
     strict.start()
     try:
         job_id = upload(strict.url, [slow, *text_files(tmp_path / "ok", 1)])
