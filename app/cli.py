@@ -64,8 +64,8 @@ def _reporting_errors() -> Iterator[None]:
 
 
 @contextmanager
-def _resources() -> Iterator[Resources]:
-    resources = Resources(_settings())
+def _resources(settings: Settings | None = None) -> Iterator[Resources]:
+    resources = Resources(settings or _settings())
     try:
         with _reporting_errors():
             yield resources
@@ -84,12 +84,11 @@ def _server(api: str | None, settings: Settings) -> str | None:
 
 
 @contextmanager
-def _target(api: str | None) -> Iterator[Resources | ApiClient]:
+def _target(api: str | None, settings: Settings) -> Iterator[Resources | ApiClient]:
     """A server's API when one owns the data dir, else this process's own resources."""
-    settings = _settings()
     url = _server(api, settings)
     if url is None:
-        with _resources() as res:
+        with _resources(settings) as res:
             yield res
         return
     with _reporting_errors():
@@ -123,14 +122,17 @@ def ingest(
         FileError(p, "not_found", f"{p}: no such file, folder or matching glob") for p in missing
     ]
     show = not as_json and console.is_terminal
-    with _target(api) as target, RichIngestProgress(len(files), console, enabled=show) as bar:
+    settings = _settings()
+    name = collection or settings.collection
+    with (
+        _target(api, settings) as target,
+        RichIngestProgress(len(files), console, enabled=show) as bar,
+    ):
         if isinstance(target, Resources):
-            name = collection or target.settings.collection
             target.check_recipe_early(name)
             sources = [FileSource(path, display=key, metadata=metadata) for path, key in files]
             report = target.pipeline(name, bar, force=force).run(sources)
         else:
-            name = collection or _settings().collection
             report = remote.ingest(
                 target, files, collection=name, metadata=metadata, force=force, observer=bar
             )
@@ -166,9 +168,10 @@ def search(
     """Semantic search with an instructed query."""
     with _reporting_errors():
         wanted = parse_pairs(filters, "--filter")
-    with _target(api) as target:
+    settings = _settings()
+    with _target(api, settings) as target:
         if isinstance(target, Resources):
-            name = collection or target.settings.collection
+            name = collection or settings.collection
             if target.store.recipe(name) is None:
                 raise InvalidInputError(f"collection {name!r} is empty: ingest documents first")
             result = target.search_service(name).search(
@@ -215,13 +218,13 @@ def docs_list(
     collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Documents in a collection, with their chunk counts."""
-    with _target(api) as target:
+    settings = _settings()
+    name = collection or settings.collection
+    with _target(api, settings) as target:
         if isinstance(target, Resources):
-            name = collection or target.settings.collection
             store = target.store
             docs = [d.to_dict() for d in store.documents(name)] if store.recipe(name) else []
         else:
-            name = collection or _settings().collection
             docs = remote.documents(target, name)
     if as_json:
         _emit(docs)
@@ -246,9 +249,10 @@ def docs_list(
 @docs_app.command("delete")
 def docs_delete(doc_id: str, collection: CollectionOpt = None, api: ApiOpt = None) -> None:
     """Delete a document and every one of its chunks."""
-    with _target(api) as target:
+    settings = _settings()
+    with _target(api, settings) as target:
         if isinstance(target, Resources):
-            name = collection or target.settings.collection
+            name = collection or settings.collection
             store = target.store
             if store.recipe(name) is None or store.document(name, doc_id) is None:
                 raise NotFoundError(f"no document {doc_id!r} in {name!r}")
@@ -262,7 +266,7 @@ def docs_delete(doc_id: str, collection: CollectionOpt = None, api: ApiOpt = Non
 def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt = False) -> None:
     """Collections, their recipes and sizes (never loads the model)."""
     settings = _settings()
-    with _target(api) as target:
+    with _target(api, settings) as target:
         if isinstance(target, Resources):
             rows: list[dict[str, Any]] = [
                 {

@@ -25,16 +25,6 @@ _HTTP_CODES = {
 }
 
 
-class UnauthorizedError(QuarryError):
-    code = "unauthorized"
-    status = 401
-
-
-class PayloadTooLargeError(QuarryError):
-    code = "payload_too_large"
-    status = 413
-
-
 def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail}}
 

@@ -41,7 +41,3 @@ class PriorityGate:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
-
-    def waiting(self, priority: Priority) -> int:
-        with self._cond:
-            return self._waiting[priority]

@@ -52,7 +52,6 @@ class EmbeddedRedis:
         self._server: Any = None
         self._port: int | None = None
         self._lock = threading.Lock()
-        self.restarts = 0
 
     @property
     def _endpoint_file(self) -> Path:
@@ -67,7 +66,7 @@ class EmbeddedRedis:
         with self._lock:
             if self._server is None or not alive(self._server.pid):
                 self._start()
-            return f"redis://127.0.0.1:{self._port}/0"
+            return self._address()
 
     def _stop_orphan(self) -> None:
         """A server left running by a previous owner that died (we hold the claim now)."""
@@ -86,23 +85,18 @@ class EmbeddedRedis:
         if self._server is None:
             self._stop_orphan()
         else:
-            self.restarts += 1
             log.warning("the embedded Redis died; restarting it on port %s", self._port)
         server = ValkeyServer(
             port=self._port, data_dir=str(self.directory), persist=True, config=_SERVER_CONFIG
         )
         server.start()
         self._server, self._port = server, int(server.port or 0)
-        self._endpoint_file.write_text(json.dumps({"url": self.url_now(), "pid": server.pid}))
+        self._endpoint_file.write_text(json.dumps({"url": self._address(), "pid": server.pid}))
         _watch(os.getpid(), server.pid)
-        log.info("embedded Redis-compatible server (pid %s) at %s", server.pid, self.url_now())
+        log.info("embedded Redis-compatible server (pid %s) at %s", server.pid, self._address())
 
-    def url_now(self) -> str:
+    def _address(self) -> str:
         return f"redis://127.0.0.1:{self._port}/0"
-
-    @property
-    def pid(self) -> int:
-        return int(self._server.pid) if self._server is not None else 0
 
     def stop(self) -> None:
         """Stop the server (it saves to disk)."""

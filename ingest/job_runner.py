@@ -74,7 +74,6 @@ class JobTracker:
             if entry is not None:
                 entry.status = status
                 entry.error = {"code": error.code, "message": error.message} if error else None
-                entry.retry_kind = ""
                 self._changed(force=True)
 
     def file_retry(self, name: str, error: FileError) -> None:
@@ -83,7 +82,6 @@ class JobTracker:
             if entry is not None:
                 entry.status = "retrying"
                 entry.error = {"code": error.code, "message": error.message}
-                entry.retry_kind = error.kind
                 self._changed(force=True)
 
     def check(self) -> None:
@@ -122,7 +120,6 @@ class JobRunner:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.finished: Counter[str] = Counter()
-        self.retries = 0
         self.retry_delay = 2.0
         self.max_retry_delay = 60.0
 
@@ -220,7 +217,7 @@ class JobRunner:
         files_dir.mkdir(parents=True, exist_ok=True)
         for entry in again:
             shutil.move(failed_dir / entry.staged, files_dir / entry.staged)
-            entry.status, entry.error, entry.attempts, entry.retry_kind = "queued", None, 0, ""
+            entry.status, entry.error, entry.attempts = "queued", None, 0
             entry.parsed = entry.chunked = entry.embedded = entry.stored = 0
         job.state, job.error, job.finished_at = "queued", None, None
         job.force, job.cancel_requested = True, False
@@ -277,7 +274,6 @@ class JobRunner:
 
     def _retry_later(self, job: Job, reason: dict[str, str]) -> None:
         """Something the files do not control failed: keep them and try again later."""
-        self.retries += 1
         job.retries += 1
         delay = min(self.retry_delay * 2 ** (job.retries - 1), self.max_retry_delay)
         delay *= random.uniform(0.8, 1.2)
@@ -330,7 +326,7 @@ class JobRunner:
                 code, message = "internal_error", f"{type(exc).__name__}: {exc}"
             for entry in todo:
                 if not entry.finished:
-                    entry.status, entry.retry_kind = "retrying", "transient"
+                    entry.status = "retrying"
                     entry.error = {"code": code, "message": message}
             self._retry_later(job, {"code": code, "message": message})
             return

@@ -32,7 +32,6 @@ class FileProgress:
     stored: int = 0
     error: dict[str, str] | None = None
     attempts: int = 0
-    retry_kind: str = ""  # while retrying: "transient" (a dependency failed)
 
     @property
     def finished(self) -> bool:
@@ -113,7 +112,7 @@ class Job:
     def to_public(self) -> dict[str, Any]:
         """What the API shows: the job without staging internals, plus its progress."""
         files = [
-            {k: v for k, v in asdict(f).items() if k not in ("staged", "retry_kind")}
+            {k: v for k, v in asdict(f).items() if k != "staged"}
             | {"finished": f.finished, "retryable": f.status == "failed" and bool(f.staged)}
             for f in self.files
         ]

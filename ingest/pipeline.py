@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -336,9 +337,8 @@ class IngestPipeline:
             vectors[start : start + len(part)] = part
             self.observer.chunks_embedded(len(part))
             failpoint("embedding")
-            touched = sorted(set(owners[start : start + step]))
-            for d in touched:
-                done[d] += sum(1 for o in owners[start : start + step] if o == d)
+            for d, count in sorted(Counter(owners[start : start + step]).items()):
+                done[d] += count
                 self.observer.file_stage(docs[d].source.name, "embedded", done[d])
         self.store.ensure_collection(self.config.collection, self.config.recipe())
         now = datetime.now(UTC).isoformat(timespec="seconds")

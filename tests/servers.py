@@ -116,3 +116,16 @@ def wait_for_log(log: Path, marker: str, timeout: float = 120) -> None:
     while marker not in log.read_text(errors="replace"):
         assert time.monotonic() < deadline, f"{marker!r} never logged:\n{log.read_text()[-3000:]}"
         time.sleep(0.1)
+
+
+def quarry(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run one `quarry ...` command to its end; its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

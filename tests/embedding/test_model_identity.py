@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -58,16 +56,10 @@ def test_a_collection_opens_with_another_copy_of_the_same_model(
 def test_a_dimension_wider_than_the_model_stops_the_server(
     minilm_path: str, tmp_path: Path
 ) -> None:
-    from ..servers import quarry_env
+    from ..servers import quarry, quarry_env
 
     env = quarry_env(tmp_path / "data", minilm_path, "redis://127.0.0.1:1/0")
     env["QUARRY_EMBEDDING_DIM"] = "4096"
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--port", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = quarry(env, "serve", "--port", "1", timeout=120)
     assert result.returncode == 1
     assert "QUARRY_EMBEDDING_DIM=4096" in result.stderr and "384" in result.stderr
