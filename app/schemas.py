@@ -10,7 +10,8 @@ from retrieval.models import SearchHit
 from retrieval.search import MAX_TOP_K
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-FilterValue = str | int | float | bool | list[str | int | float | bool]
+# Exact matches on keywords, integers and booleans (Qdrant matches no floats exactly).
+FilterValue = str | int | bool | list[str | int | bool]
 
 
 class SearchRequest(BaseModel):
