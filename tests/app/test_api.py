@@ -312,3 +312,10 @@ def test_same_bytes_under_two_names_stay_two_documents(api: TestClient) -> None:
     assert redone["state"] == "done" and redone["files"][0]["status"] == "ingested"
     listed = api.get("/v1/documents").json()["documents"]
     assert [(d["source"], d["chunks"]) for d in listed] == [("b.txt", 1)]
+
+
+def test_a_float_filter_is_refused_not_a_server_error(api: TestClient) -> None:
+    api.post("/v1/documents", files=files(("owls.txt", OWLS.encode())))
+    answer = api.post("/v1/search", json={"query": "owls", "filters": {"version": 1.5}})
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_input"
+    assert "filters" in answer.json()["error"]["message"]
