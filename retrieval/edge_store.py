@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import uuid
@@ -103,7 +104,10 @@ class EdgeStore:
             shard.flush()
             self._shards[collection] = shard
             # Written last: a collection without its recipe file is an unfinished one.
-            (directory / _RECIPE_FILE).write_text(json.dumps(recipe.to_dict()), encoding="utf-8")
+            # Replaced atomically: a search reading it meanwhile sees no file or the whole one.
+            staged = directory / f"{_RECIPE_FILE}.tmp"
+            staged.write_text(json.dumps(recipe.to_dict()), encoding="utf-8")
+            os.replace(staged, directory / _RECIPE_FILE)
             self._recipes[collection] = recipe
 
     def collections(self) -> list[str]:
