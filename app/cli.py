@@ -378,6 +378,13 @@ def _check_dimension(resources: Resources) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="interface (QUARRY_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (QUARRY_PORT)")] = None,
+    embeddings_only: Annotated[
+        bool,
+        typer.Option(
+            "--embeddings-only",
+            help="serve only /v1/embeddings and /v1/models (a GPU node: no store, no jobs)",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP API (uvicorn), on the embedded defaults when nothing is configured."""
     import uvicorn
@@ -387,13 +394,15 @@ def serve(
     settings = _settings()
     bind_host, bind_port = host or settings.host, port or settings.port
     reach = "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
-    resources = Resources(settings, role="quarry serve")
+    role = "quarry serve --embeddings-only" if embeddings_only else "quarry serve"
+    resources = Resources(settings, role=role)
     with _reporting_errors():  # a second server on this data dir stops here, naming the first
         _check_dimension(resources)
-        resources.claim(f"http://{reach}:{bind_port}")
+        if not embeddings_only:  # a model node holds no data dir: many may share a machine
+            resources.claim(f"http://{reach}:{bind_port}")
     level = os.environ.get("QUARRY_LOG_LEVEL", "info").lower()
     uvicorn.run(
-        create_app(settings, resources),
+        create_app(settings, resources, embeddings_only=embeddings_only),
         host=bind_host,
         port=bind_port,
         log_level=level,

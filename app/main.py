@@ -17,11 +17,19 @@ from app.settings import Settings
 from app.state import QuarryState
 
 
-def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    resources: Resources | None = None,
+    *,
+    embeddings_only: bool = False,
+) -> FastAPI:
     """Build the API; nothing is opened until the lifespan starts (`resources` may hold the
-    data dir's claim already, taken by `quarry serve` before it binds its port)."""
+    data dir's claim already, taken by `quarry serve` before it binds its port).
+
+    `embeddings_only` builds a model node: `/v1/embeddings`, `/v1/models` and health only.
+    """
     settings = settings or Settings()
-    state = QuarryState(settings, resources)
+    state = QuarryState(settings, resources, embeddings_only=embeddings_only)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,7 +48,8 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     )
     install_error_handlers(app)
     guarded = [Depends(bearer_scheme)]
-    for module in (documents, jobs, search, embeddings, collections):
+    everything = (documents, jobs, search, embeddings, collections)
+    for module in (embeddings,) if embeddings_only else everything:
         app.include_router(module.router, dependencies=guarded)
     app.include_router(health.router)
     # Added innermost first: the timer sees every answer, the key is checked before the

@@ -7,13 +7,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from embedding.balancer import ServerSnapshot, ServerState
 from embedding.cache import CacheStats
-from embedding.st_embedder import ModelStats
+from embedding.model_inputs import ModelStats
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -27,6 +28,7 @@ class LiveSources:
     queue_depth: Callable[[], int]
     jobs_finished: Callable[[], dict[str, int]]
     batch_depth: Callable[[], dict[str, int]]
+    servers: Callable[[], list[ServerSnapshot]]
 
 
 class _LiveCollector(Collector):
@@ -60,12 +62,38 @@ class _LiveCollector(Collector):
         for batcher, depth in self.sources.batch_depth().items():
             waiting.add_metric([batcher], depth)
         yield waiting
+        yield from _server_metrics(self.sources.servers())
         jobs = CounterMetricFamily(
             "quarry_jobs_finished", "ingestion jobs finished, by final state", labels=["state"]
         )
         for state, count in sorted(self.sources.jobs_finished().items()):
             jobs.add_metric([state], count)
         yield jobs
+
+
+def _server_metrics(servers: list[ServerSnapshot]) -> Iterator[Metric]:
+    """Per remote embedding server: its state, load, and what it has done so far."""
+    labels = ["server"]
+    up = GaugeMetricFamily(
+        "quarry_embedding_server_up", "1 if the server is in service", labels=labels
+    )
+    in_flight = GaugeMetricFamily(
+        "quarry_embedding_server_in_flight", "requests outstanding", labels=labels
+    )
+    requests = CounterMetricFamily(
+        "quarry_embedding_server_requests", "requests answered or failed", labels=labels
+    )
+    errors = CounterMetricFamily("quarry_embedding_server_errors", "failed requests", labels=labels)
+    ejections = CounterMetricFamily(
+        "quarry_embedding_server_ejections", "times taken out of service", labels=labels
+    )
+    for server in servers:
+        up.add_metric([server.url], 0 if server.state is ServerState.EJECTED else 1)
+        in_flight.add_metric([server.url], server.in_flight)
+        requests.add_metric([server.url], server.requests)
+        errors.add_metric([server.url], server.errors)
+        ejections.add_metric([server.url], server.ejections)
+    yield from (up, in_flight, requests, errors, ejections)
 
 
 class Metrics:
@@ -94,6 +122,18 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=self.registry,
         )
+        self.server_latency = Histogram(
+            "quarry_embedding_server_request_seconds",
+            "latency of requests to remote embedding servers",
+            ["server", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "quarry_http_requests_in_flight",
+            "API requests being served (the autoscalers' load signal)",
+            registry=self.registry,
+        )
         self.job_seconds = Histogram(
             "quarry_job_duration_seconds",
             "ingestion job duration by final state",
@@ -101,6 +141,10 @@ class Metrics:
             buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
             registry=self.registry,
         )
+
+    def request_done(self, server: str, seconds: float, ok: bool) -> None:
+        """A remote embedding request ended (the balancer's observer)."""
+        self.server_latency.labels(server, "ok" if ok else "error").observe(seconds)
 
     def watch(self, sources: LiveSources) -> None:
         self.registry.register(_LiveCollector(sources))
@@ -126,6 +170,9 @@ class RequestTimer:
             return
         started = time.perf_counter()
         status = 500
+        counted = scope["path"].startswith("/v1/")
+        if counted:
+            self.metrics.in_flight.inc()
 
         async def record_status(message: Message) -> None:
             nonlocal status
@@ -136,6 +183,8 @@ class RequestTimer:
         try:
             await self.app(scope, receive, record_status)
         finally:
+            if counted:
+                self.metrics.in_flight.dec()
             # The route template ("/v1/documents/{doc_id}"): bounded label values.
             route: Any = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

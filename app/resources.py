@@ -11,10 +11,12 @@ import redis
 
 from app.ownership import DataDirClaim
 from app.settings import Settings
+from embedding.balancer import RequestObserver
 from embedding.cache import CachedEmbedder, RedisVectorCache
 from embedding.errors import ModelLoadError
 from embedding.model_source import ModelSource, resolve_model
 from embedding.redis_server import EmbeddedRedis
+from embedding.remote import RemoteEmbedder, RemoteOptions
 from embedding.st_embedder import SentenceTransformerEmbedder
 from ingest.chunking import Chunker, ChunkStrategy, WholeDocument
 from ingest.ledger import FailureLedger
@@ -41,6 +43,7 @@ class Resources:
         self._lock = threading.Lock()
         self._embedded_redis: EmbeddedRedis | None = None
         self._claim = DataDirClaim(settings.data_dir)
+        self.server_observer: RequestObserver | None = None  # set before first use
 
     @property
     def uses_embedded_parts(self) -> bool:
@@ -59,7 +62,14 @@ class Resources:
     @cached_property
     def model_source(self) -> ModelSource:
         s = self.settings
-        return resolve_model(s.embedding_model, s.embedding_revision, s.served_model_name)
+        return resolve_model(
+            s.embedding_model, s.embedding_revision, s.served_model_name, weights=not self.remote
+        )
+
+    @property
+    def remote(self) -> bool:
+        """The model runs on embedding servers (QUARRY_EMBEDDING_URLS), not here."""
+        return bool(self.settings.embedding_url_list)
 
     def check_dimension(self) -> None:
         """Refuse a Matryoshka size wider than the model, from its config alone.
@@ -76,7 +86,28 @@ class Resources:
             )
 
     @cached_property
-    def base_embedder(self) -> SentenceTransformerEmbedder:
+    def base_embedder(self) -> SentenceTransformerEmbedder | RemoteEmbedder:
+        s = self.settings
+        if self.remote:
+            options = RemoteOptions(
+                urls=s.embedding_url_list,
+                model_name=s.served_model_name or self.model_source.model_id,
+                api_key=s.embedding_api_key,
+                batch_tokens=s.remote_batch_tokens,
+                batch_size=s.remote_batch_size,
+                max_in_flight=s.remote_in_flight,
+                timeout_s=s.remote_timeout_s,
+                retry_s=s.remote_retry_s,
+                health_interval_s=s.remote_health_interval_s,
+                eject_after=s.remote_eject_after,
+            )
+            return RemoteEmbedder(
+                self.model_source,
+                options,
+                dimension=s.embedding_dim,
+                max_length=s.max_length,
+                observer=self.server_observer,
+            )
         return SentenceTransformerEmbedder(
             self.model_source,
             dimension=self.settings.embedding_dim,
@@ -162,11 +193,14 @@ class Resources:
         instruction: str | None = None,
         force: bool = False,
     ) -> IngestPipeline:
+        s = self.settings
         config = PipelineConfig(
             collection=collection,
             recipe=lambda: self.recipe(instruction),
-            parse_workers=self.settings.parse_workers,
+            parse_workers=s.parse_workers,
             force=force,
+            # Remote: one call sends enough requests at once to keep every server busy.
+            embed_slice=s.remote_batch_size * len(s.embedding_url_list) * 2 if self.remote else 32,
         )
         chunker: Callable[[], ChunkStrategy] = WholeDocument if whole_documents else self.chunker
         ledger = FailureLedger(self.settings.data_dir / "failures" / f"{collection}.json")
@@ -195,6 +229,8 @@ class Resources:
             self.parse_pool.close()
         if "store" in self.__dict__:
             self.store.close()
+        if "base_embedder" in self.__dict__ and isinstance(self.base_embedder, RemoteEmbedder):
+            self.base_embedder.close()
         if self._embedded_redis is not None:
             self._embedded_redis.stop()
         self._claim.release()

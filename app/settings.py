@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embedding.instructions import DEFAULT_QUERY_INSTRUCTION
@@ -30,6 +30,21 @@ class Settings(BaseSettings):
     bulk_batch_tokens: int = Field(
         default=0, ge=0, description="tokens per model batch while ingesting; 0 = auto"
     )
+    embedding_urls: str = Field(
+        default="",
+        description="comma-separated OpenAI-compatible embedding servers, each ending in /v1; "
+        "when set, no weights are loaded here",
+    )
+    embedding_api_key: str | None = None
+    remote_batch_tokens: int = Field(default=16384, ge=64, description="tokens per request")
+    remote_batch_size: int = Field(default=32, ge=1, description="texts per request")
+    remote_in_flight: int = Field(default=4, ge=1, description="requests per server at once")
+    remote_timeout_s: float = Field(default=60, gt=0, description="one request's time limit")
+    remote_retry_s: float = Field(
+        default=30, gt=0, description="how long a batch is retried across servers"
+    )
+    remote_health_interval_s: float = Field(default=5, gt=0)
+    remote_eject_after: int = Field(default=3, ge=1, description="consecutive failures")
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     redis_url: str | None = None
@@ -64,6 +79,21 @@ class Settings(BaseSettings):
                 f"QUARRY_CHUNK_TOKENS ({self.chunk_tokens})"
             )
         return self
+
+    @field_validator("embedding_urls")
+    @classmethod
+    def _urls_end_in_v1(cls, value: str) -> str:
+        for url in value.split(","):
+            url = url.strip().rstrip("/")
+            if url and not (url.startswith(("http://", "https://")) and url.endswith("/v1")):
+                raise ValueError(
+                    f"QUARRY_EMBEDDING_URLS: {url!r} must be an http(s) URL ending in /v1"
+                )
+        return value
+
+    @property
+    def embedding_url_list(self) -> tuple[str, ...]:
+        return tuple(u.strip().rstrip("/") for u in self.embedding_urls.split(",") if u.strip())
 
     @property
     def qdrant_path(self) -> Path:

@@ -14,9 +14,11 @@ from app.batcher import MicroBatcher
 from app.metrics import LiveSources, Metrics
 from app.resources import Resources
 from app.settings import Settings
+from embedding.balancer import ServerSnapshot, ServerState
 from embedding.cache import CacheStats
 from embedding.errors import QuarryError
-from embedding.st_embedder import ModelStats
+from embedding.model_inputs import ModelStats
+from embedding.remote import RemoteEmbedder
 from ingest.job_runner import JobRunner
 from ingest.jobs import FileJobStore, Job
 from ingest.originals import Originals
@@ -48,10 +50,18 @@ class OriginalMissingError(QuarryError):
 class QuarryState:
     """The resources, the job runner and the micro-batchers of one API process."""
 
-    def __init__(self, settings: Settings, resources: Resources | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        resources: Resources | None = None,
+        *,
+        embeddings_only: bool = False,
+    ) -> None:
         self.settings = settings
         self.resources = resources or Resources(settings, role="server")
+        self.embeddings_only = embeddings_only
         self.metrics = Metrics()
+        self.resources.server_observer = self.metrics
         self._jobs: JobRunner | None = None
         self.originals = Originals(settings.originals_dir)
         wait = settings.batch_wait_ms / 1000
@@ -80,6 +90,7 @@ class QuarryState:
                     "search": self.search_batcher.depth,
                     "embeddings": self.embed_batcher.depth,
                 },
+                servers=self.embedding_servers,
             )
         )
 
@@ -91,6 +102,10 @@ class QuarryState:
         return self._jobs
 
     def start(self) -> None:
+        if self.embeddings_only:  # a model node: no store, no cache, no jobs, no data dir
+            self.embed_batcher.start()
+            threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+            return
         self.resources.claim()  # first: a second owner of this data dir fails here
         self.search_batcher.start()
         self.embed_batcher.start()
@@ -105,9 +120,12 @@ class QuarryState:
         self._jobs.start()
 
     def _warm_up(self) -> None:
-        """Load the model now, so that the first request does not pay for it."""
+        """Load the model now (or, remote, its tokenizer), so the first request does not wait."""
         try:
-            self.resources.base_embedder.embed_queries(["warm-up"], None)
+            if self.resources.remote:
+                self.resources.base_embedder.special_tokens()
+            else:
+                self.resources.base_embedder.embed_queries(["warm-up"], None)
             self.model_error = None
         except QuarryError as exc:
             self.model_error = exc
@@ -171,6 +189,13 @@ class QuarryState:
     def model_stats(self) -> ModelStats | None:
         return self.resources.base_embedder.stats if self.resources.model_loaded else None
 
+    def embedding_servers(self) -> list[ServerSnapshot]:
+        """The remote embedding servers and their state (none when the model runs here)."""
+        if not self.resources.remote or "base_embedder" not in self.resources.__dict__:
+            return []
+        embedder = self.resources.base_embedder
+        return embedder.balancer.snapshot() if isinstance(embedder, RemoteEmbedder) else []
+
     def cache_stats(self) -> CacheStats:
         """Counts so far; never builds the embedder (a scrape must not load a model)."""
         built = "embedder" in self.resources.__dict__
@@ -195,7 +220,8 @@ class QuarryState:
 
     def _embed_batch(self, key: EmbedKey, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         role, instruction = key
-        embedder = self.resources.embedder
+        resources = self.resources
+        embedder = resources.base_embedder if self.embeddings_only else resources.embedder
         if role == "query":
             vectors = embedder.embed_queries(texts, instruction or self.settings.query_instruction)
             counted = instruction or self.settings.query_instruction
@@ -207,13 +233,9 @@ class QuarryState:
 
     # -- health --------------------------------------------------------------------------
     def readiness(self) -> Readiness:
-        checks: dict[str, dict[str, Any]] = {}
-        if self.model_error is not None:
-            checks["model"] = {"ok": False, "reason": self.model_error.message}
-        elif not self.resources.model_loaded:
-            checks["model"] = {"ok": False, "reason": "the model is still loading"}
-        else:
-            checks["model"] = {"ok": True, "model": self.resources.model_source.model_id}
+        checks: dict[str, dict[str, Any]] = {"model": self._model_check()}
+        if self.embeddings_only:
+            return Readiness("ready" if checks["model"]["ok"] else "not_ready", checks)
         try:
             collections = self.resources.store.collections()
             checks["store"] = {"ok": True, "collections": len(collections)}
@@ -231,3 +253,29 @@ class QuarryState:
         if not (checks["model"]["ok"] and checks["store"]["ok"]):
             return Readiness("not_ready", checks)
         return Readiness("ready" if checks["cache"]["ok"] else "degraded", checks)
+
+    def _model_check(self) -> dict[str, Any]:
+        if self.model_error is not None:
+            return {"ok": False, "reason": self.model_error.message}
+        if self.resources.remote:
+            return self._servers_check()
+        if not self.resources.model_loaded:
+            return {"ok": False, "reason": "the model is still loading"}
+        return {"ok": True, "model": self.resources.model_source.model_id}
+
+    def _servers_check(self) -> dict[str, Any]:
+        """Remote: ready while one server is in service; the rest are named with why."""
+        servers = self.embedding_servers()
+        listed = [
+            {"url": s.url, "state": s.state.value, "in_flight": s.in_flight, "reason": s.reason}
+            for s in servers
+        ]
+        check: dict[str, Any] = {"model": self.resources.model_source.model_id, "servers": listed}
+        out = [s for s in servers if s.state is ServerState.EJECTED]
+        check["ok"] = bool(servers) and len(out) < len(servers)
+        if not servers:
+            check["reason"] = "the embedding servers are not contacted yet"
+        elif out:
+            names = "; ".join(f"{s.url}: {s.reason}" for s in out)
+            check["reason"] = f"{len(out)} of {len(servers)} embedding servers out: {names}"
+        return check

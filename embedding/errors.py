@@ -29,3 +29,17 @@ class InvalidInputError(QuarryError):
 
     code = "invalid_input"
     status = 422
+
+
+class EmbeddingUnavailableError(QuarryError):
+    """No embedding server answered in time; the message says why each one is out."""
+
+    code = "embedding_unavailable"
+    status = 503
+
+
+class EmbeddingServerError(QuarryError):
+    """An embedding server refused a request that no other server would take either."""
+
+    code = "embedding_server_error"
+    status = 502

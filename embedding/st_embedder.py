@@ -7,23 +7,17 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from embedding.batching import pack_batches
 from embedding.errors import ModelLoadError
-from embedding.instructions import format_query
+from embedding.model_inputs import ModelInputs, ModelStats, ensure_trailing_eos
 from embedding.model_source import ModelSource
 from embedding.priority import Priority, PriorityGate
-from embedding.protocol import EmbeddingRecipe
-from embedding.tokenizers import PerThreadTokenizer
 
 log = logging.getLogger(__name__)
-
-# Qwen3-Embedding's own tokenizer appends this to every input; last-token pooling reads it.
-QWEN_EOS = "<|endoftext|>"
 
 
 def _quiet_model_loading() -> None:
@@ -45,38 +39,7 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
-def ensure_trailing_eos(tokenizer: Any) -> None:
-    """Make a Qwen tokenizer append `<|endoftext|>` if its files do not already do so."""
-    from tokenizers import processors
-
-    eos_id = tokenizer.convert_tokens_to_ids(QWEN_EOS)
-    if tokenizer("a")["input_ids"][-1:] == [eos_id]:
-        return
-    backend = tokenizer.backend_tokenizer
-    template = processors.TemplateProcessing(
-        single=f"$A:0 {QWEN_EOS}:0",
-        pair=f"$A:0 {QWEN_EOS}:0 $B:1 {QWEN_EOS}:1",
-        special_tokens=[(QWEN_EOS, eos_id)],
-    )
-    current = backend.post_processor
-    backend.post_processor = (
-        processors.Sequence([current, template]) if current is not None else template
-    )
-    if tokenizer("a")["input_ids"][-1:] != [eos_id]:
-        raise ModelLoadError("could not make the Qwen tokenizer append <|endoftext|>")
-
-
-@dataclass
-class ModelStats:
-    """Work done by the model since start: what /metrics reports."""
-
-    batches: int = 0
-    texts: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-
-
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(ModelInputs):
     """Loads lazily on first use; thread-safe; batches sorted by length and packed to tokens."""
 
     def __init__(
@@ -89,68 +52,15 @@ class SentenceTransformerEmbedder:
         batch_tokens: int = 0,
         bulk_batch_tokens: int = 0,
     ) -> None:
-        self.source = source
-        self._requested_dim = dimension
-        self._max_length_cap = max_length
+        super().__init__(source, dimension=dimension, max_length=max_length)
         self._device_request = device
         self._batch_tokens = batch_tokens
         self._bulk_tokens = bulk_batch_tokens
         self._gate = PriorityGate()
         self._lock = threading.RLock()
         self._model: Any = None
-        self._tokenizer: Any = None
         self.loads = 0
         self.stats = ModelStats()
-        if dimension is not None and source.uses_last_token and not 32 <= dimension <= 1 << 16:
-            raise ModelLoadError(f"QUARRY_EMBEDDING_DIM={dimension} is outside 32..65536")
-
-    @property
-    def recipe(self) -> EmbeddingRecipe:
-        return EmbeddingRecipe(
-            model=self.source.model_id,
-            revision=self.source.revision,
-            dimension=self._requested_dim,
-            normalize=True,
-            max_length=self._max_length_cap,
-            takes_instruction=self.source.uses_last_token,
-        )
-
-    @property
-    def max_tokens(self) -> int:
-        """Longest input the model sees, special tokens included."""
-        own = self.source.max_seq_length or self._max_length_cap
-        return min(own, self._max_length_cap)
-
-    @property
-    def tokenizer(self) -> Any:
-        """This thread's copy of the tokenizer (no weights), for counting tokens.
-
-        Never the model's own instance, which only the model thread touches: a fast
-        tokenizer's call reconfigures it, so threads must not share one.
-        """
-        with self._lock:
-            if self._tokenizer is None:
-                self._tokenizer = PerThreadTokenizer(self.load_tokenizer())
-        return self._tokenizer.get()
-
-    def load_tokenizer(self) -> Any:
-        """A new tokenizer instance of this model, for a caller to own."""
-        from transformers import AutoTokenizer
-
-        kwargs: dict[str, Any] = {"padding_side": "left"} if self.source.uses_last_token else {}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(self.source.path), **kwargs)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load the tokenizer of {self.source.model_id!r}: {exc}"
-            ) from exc
-        if self.source.uses_last_token:
-            ensure_trailing_eos(tokenizer)
-        return tokenizer
-
-    def special_tokens(self) -> int:
-        """Tokens the tokenizer adds around a text (CLS/SEP, or Qwen's trailing EOS)."""
-        return int(self.tokenizer.num_special_tokens_to_add(pair=False))
 
     def _load(self) -> Any:
         with self._lock:
@@ -267,18 +177,7 @@ class SentenceTransformerEmbedder:
         return self._encode(list(texts), Priority.BULK)
 
     def embed_queries(self, texts: Sequence[str], instruction: str | None) -> np.ndarray:
-        if not self.source.uses_last_token:
-            instruction = None
-        return self._encode([format_query(instruction, text) for text in texts], Priority.QUERY)
-
-    def token_counts(self, texts: Sequence[str], instruction: str | None = None) -> list[int]:
-        """Tokens the model reads for each text (as queries when `instruction` is given)."""
-        if instruction is not None and self.source.uses_last_token:
-            texts = [format_query(instruction, text) for text in texts]
-        encoded = self.tokenizer(
-            list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens
-        )["input_ids"]
-        return [len(ids) for ids in encoded]
+        return self._encode(self.as_queries(texts, instruction), Priority.QUERY)
 
     def _encode(self, texts: list[str], priority: Priority) -> np.ndarray:
         model = self._load()

@@ -37,10 +37,14 @@ class Process:
     """One `quarry <command>` process; `start` returns once `ready_path` answers 200."""
 
     def __init__(
-        self, command: str, env: dict[str, str], log: Path, ready_path: str = "/readyz"
+        self,
+        command: str | list[str],
+        env: dict[str, str],
+        log: Path,
+        ready_path: str = "/readyz",
     ) -> None:
         self.port = free_port()
-        self.command = command
+        self.command = [command] if isinstance(command, str) else command
         self.env = env
         self.log = log
         self.ready_path = ready_path
@@ -53,7 +57,7 @@ class Process:
     def start(self, timeout: float = 120) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", self.command, "--port", str(self.port)],
+                [sys.executable, "-m", "app.cli", *self.command, "--port", str(self.port)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -74,8 +78,18 @@ class Process:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its port and connections but answers nothing (hung)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused process cannot exit
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(30)
