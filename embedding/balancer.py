@@ -163,8 +163,12 @@ class Balancer:
             else:
                 backend.errors += 1
                 backend.failures += 1
-                probation = backend.state is ServerState.PROBATION
-                if probation or backend.failures >= self.eject_after:
+                if backend.state is ServerState.EJECTED:
+                    backend.reason = reason or backend.reason  # an in-flight straggler
+                elif (
+                    backend.state is ServerState.PROBATION
+                    or backend.failures >= self.eject_after
+                ):
                     self._eject(backend, reason or "requests failed")
             self._cond.notify_all()
         if self.observer is not None:

@@ -55,6 +55,11 @@ class Process:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting (start several, then `wait_ready` each)."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", *self.command, "--port", str(self.port)],
@@ -62,6 +67,9 @@ class Process:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
             assert self.process.poll() is None, self.log.read_text()[-3000:]
@@ -143,3 +151,41 @@ def quarry(
         text=True,
         timeout=timeout,
     )
+
+
+def embedding_nodes(folder: Path, model: str, count: int, **extra: str) -> list[Process]:
+    """`count` running `quarry serve --embeddings-only` processes (started in parallel)."""
+    env = quarry_env(folder, model, "redis://127.0.0.1:1/0", **extra)
+    nodes = [
+        Process(["serve", "--embeddings-only"], env, folder / f"node{i}.log") for i in range(count)
+    ]
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_ready()
+    return nodes
+
+
+def stored_vectors(data_dir: Path, collection: str) -> dict[str, tuple[str, Any]]:
+    """Every stored chunk id with its text and vector, read from the embedded store."""
+    import numpy as np
+
+    from retrieval.edge_store import EdgeStore
+
+    store = EdgeStore(data_dir / "qdrant")
+    try:
+        found: dict[str, tuple[str, Any]] = {}
+        for doc in store.documents(collection):
+            hits = store.chunks(collection, doc.doc_id)
+            points = store._shard(collection).retrieve(
+                [hit.chunk_id for hit in hits], with_payload=True, with_vector=True
+            )
+            for point in points:
+                vector = point.vector
+                if isinstance(vector, dict):
+                    vector = next(iter(vector.values()))
+                text = (point.payload or {})["text"]
+                found[str(point.id)] = (text, np.asarray(vector, dtype=np.float32))
+        return found
+    finally:
+        store.close()
