@@ -165,10 +165,7 @@ class Balancer:
                 backend.failures += 1
                 if backend.state is ServerState.EJECTED:
                     backend.reason = reason or backend.reason  # an in-flight straggler
-                elif (
-                    backend.state is ServerState.PROBATION
-                    or backend.failures >= self.eject_after
-                ):
+                elif backend.state is ServerState.PROBATION or backend.failures >= self.eject_after:
                     self._eject(backend, reason or "requests failed")
             self._cond.notify_all()
         if self.observer is not None:

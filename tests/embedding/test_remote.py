@@ -85,7 +85,8 @@ def test_qwen3_instruction_and_matryoshka_cut_happen_client_side(
         queries = client.embed_queries(QUERIES[:2], instruction)
         assert queries.shape == (2, 32)
         np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-6)
-        np.testing.assert_allclose(queries, local.embed_queries(QUERIES[:2], instruction), atol=1e-5)
+        expected = local.embed_queries(QUERIES[:2], instruction)
+        np.testing.assert_allclose(queries, expected, atol=1e-5)
         plain = client.embed_queries(QUERIES[:2], None)
         assert not np.allclose(plain, queries, atol=1e-3), "the instruction must change queries"
         docs = client.embed_documents(DOCS[:5])
