@@ -155,6 +155,7 @@ def quarry(
 
 def embedding_nodes(folder: Path, model: str, count: int, **extra: str) -> list[Process]:
     """`count` running `quarry serve --embeddings-only` processes (started in parallel)."""
+    folder.mkdir(parents=True, exist_ok=True)
     env = quarry_env(folder, model, "redis://127.0.0.1:1/0", **extra)
     nodes = [
         Process(["serve", "--embeddings-only"], env, folder / f"node{i}.log") for i in range(count)
@@ -189,3 +190,73 @@ def stored_vectors(data_dir: Path, collection: str) -> dict[str, tuple[str, Any]
         return found
     finally:
         store.close()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Nginx:
+    """Debian's nginx running `deploy/nginx/embeddings.conf` in front of `servers`."""
+
+    def __init__(self, folder: Path, servers: list[str], read_timeout_s: int = 60) -> None:
+        import re
+        import shutil
+
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.binary = binary
+        self.folder = folder
+        self.port = free_port()
+        site = (REPO / "deploy" / "nginx" / "embeddings.conf").read_text()
+        upstreams = "".join(
+            f"    server {s.removeprefix('http://')} max_fails=2 fail_timeout=10s;\n"
+            for s in servers
+        )
+        site, swapped = re.subn(r"    server embeddings:\d+ [^\n]*\n", upstreams, site)
+        assert swapped == 1, "the upstream line of deploy/nginx/embeddings.conf moved"
+        site = site.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
+        site = site.replace("proxy_read_timeout 60s;", f"proxy_read_timeout {read_timeout_s}s;")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "site.conf").write_text(site)
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temp = " ".join(
+            f"{kind}_temp_path {folder / kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (folder / "nginx.conf").write_text(
+            f"{user}worker_processes 1;\npid {folder / 'nginx.pid'};\n"
+            f"error_log {folder / 'error.log'} warn;\nevents {{}}\n"
+            f"http {{\n  access_log off;\n  {temp}\n  include {folder / 'site.conf'};\n}}\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        conf = str(self.folder / "nginx.conf")
+        check = subprocess.run(
+            [self.binary, "-t", "-p", str(self.folder), "-c", conf, "-e", "stderr"],
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stderr
+        self.process = subprocess.Popen(
+            [self.binary, "-p", str(self.folder), "-c", conf, "-e", "stderr", "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.folder / "stderr.log").open("ab"),
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(self.url + "/healthz", timeout=2)
+                return
+            except httpx.HTTPError:
+                assert self.process.poll() is None, (self.folder / "stderr.log").read_text()
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -1,0 +1,148 @@
+"""Ingestion through remote embedding servers, with servers killed and hung mid-ingest.
+
+Both topologies an operator runs: Quarry's own client-side balancing over three
+`quarry serve --embeddings-only` nodes, and Debian's nginx (least_conn) in front of them.
+The stored chunks and vectors must equal a run on the local model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from app.resources import Resources
+from app.settings import Settings
+from ingest.sources import FileSource, expand_paths
+
+from ..conftest import SHARED
+from ..servers import Nginx, Process, embedding_nodes, quarry_env, stored_vectors, wait_job
+from .test_hardening import upload
+
+pytestmark = [
+    pytest.mark.corpus,
+    pytest.mark.skipif(not (SHARED / "docs").is_dir(), reason="../shared/docs is absent"),
+]
+
+
+def _redis(redis_process: Any, db: int) -> str:
+    """Separate Redis databases: a run must not be served from another run's cache."""
+    return str(redis_process.url).rsplit("/", 1)[0] + f"/{db}"
+
+
+@pytest.fixture(scope="module")
+def reference(
+    tmp_path_factory: pytest.TempPathFactory, minilm_path: str, redis_process: Any
+) -> tuple[list[Path], dict[str, tuple[str, np.ndarray]]]:
+    """The readable documents and what the local model stores for them."""
+    data = tmp_path_factory.mktemp("local")
+    settings = Settings(
+        data_dir=data, embedding_model=minilm_path, redis_url=_redis(redis_process, 5)
+    )
+    resources = Resources(settings)
+    try:
+        files, _ = expand_paths([str(SHARED / "docs")])
+        report = resources.pipeline("served").run([FileSource(f, key) for f, key in files])
+    finally:
+        resources.close()
+    failed = {error.file for error in report.errors}
+    readable = [path for path, key in files if key not in failed]
+    return readable, stored_vectors(data, "served")
+
+
+@pytest.fixture()
+def nodes(tmp_path: Path, minilm_path: str) -> Iterator[list[Process]]:
+    running = embedding_nodes(tmp_path / "nodes", minilm_path, 3)
+    yield running
+    for node in running:
+        node.stop()
+
+
+def _ingest_while_failing(
+    api: Process, nodes: list[Process], documents: list[Path]
+) -> dict[str, Any]:
+    job_id = upload(api.url, documents)
+    deadline = time.monotonic() + 300
+    while httpx.get(f"{api.url}/v1/jobs/{job_id}").json()["progress"]["embedded"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    nodes[0].kill()  # a dead server: connections refused
+    time.sleep(0.5)
+    nodes[1].pause()  # a hung server: connections accepted, nothing answered
+    return wait_job(api.url, job_id, timeout=600)
+
+
+def _check_same_as_local(
+    job: dict[str, Any], data_dir: Path, expected: dict[str, tuple[str, np.ndarray]]
+) -> None:
+    assert job["state"] == "done", [f for f in job["files"] if f["status"] != "ingested"]
+    assert all(f["error"] is None for f in job["files"])
+    stored = stored_vectors(data_dir, "served")
+    assert {k: text for k, (text, _) in stored.items()} == {
+        k: text for k, (text, _) in expected.items()
+    }
+    ids = sorted(expected)
+    np.testing.assert_allclose(
+        np.stack([stored[i][1] for i in ids]), np.stack([expected[i][1] for i in ids]), atol=1e-5
+    )
+
+
+def _api(tmp_path: Path, minilm_path: str, redis_url: str, urls: list[str]) -> Process:
+    env = quarry_env(
+        tmp_path / "data",
+        minilm_path,
+        redis_url,
+        QUARRY_COLLECTION="served",
+        QUARRY_EMBEDDING_URLS=",".join(urls),
+        QUARRY_REMOTE_TIMEOUT_S="5",
+        QUARRY_REMOTE_HEALTH_INTERVAL_S="1",
+        QUARRY_REMOTE_BATCH_SIZE="8",
+    )
+    api = Process("serve", env, tmp_path / "api.log")
+    api.start()
+    return api
+
+
+def test_client_side_balancing_survives_a_dead_and_a_hung_server(
+    tmp_path: Path, minilm_path: str, redis_process: Any, nodes: list[Process], reference: Any
+) -> None:
+    documents, expected = reference
+    api = _api(tmp_path, minilm_path, _redis(redis_process, 6), [n.url + "/v1" for n in nodes])
+    try:
+        job = _ingest_while_failing(api, nodes, documents)
+        ready = httpx.get(api.url + "/readyz").json()
+        servers = {s["url"]: s for s in ready["checks"]["model"]["servers"]}
+        assert servers[nodes[0].url + "/v1"]["state"] == "ejected"
+        assert servers[nodes[1].url + "/v1"]["state"] == "ejected"
+        assert ready["status"] == "ready" and "2 of 3" in ready["checks"]["model"]["reason"]
+        metrics = httpx.get(api.url + "/metrics").text
+        assert f'quarry_embedding_server_up{{server="{nodes[2].url}/v1"}} 1.0' in metrics
+        assert f'quarry_embedding_server_up{{server="{nodes[0].url}/v1"}} 0.0' in metrics
+    finally:
+        api.stop()
+    _check_same_as_local(job, tmp_path / "data", expected)
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+    reason="nginx is not installed (apt-get install nginx)",
+)
+def test_nginx_least_conn_in_front_survives_a_dead_and_a_hung_server(
+    tmp_path: Path, minilm_path: str, redis_process: Any, nodes: list[Process], reference: Any
+) -> None:
+    documents, expected = reference
+    nginx = Nginx(tmp_path / "nginx", [n.url for n in nodes], read_timeout_s=4)
+    nginx.start()
+    api = _api(tmp_path, minilm_path, _redis(redis_process, 7), [nginx.url + "/v1"])
+    try:
+        job = _ingest_while_failing(api, nodes, documents)
+    finally:
+        api.stop()
+        nginx.stop()
+    _check_same_as_local(job, tmp_path / "data", expected)
