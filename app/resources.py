@@ -137,10 +137,23 @@ class Resources:
 
     @cached_property
     def store(self) -> VectorStore:
-        if self.settings.qdrant_url:
-            from retrieval.qdrant_store import QdrantServerStore  # qdrant-client imports slowly
+        url = self.settings.qdrant_url
+        if url:
+            # qdrant-client imports slowly: only when a server is configured
+            from retrieval.qdrant_store import QdrantOptions, QdrantServerStore
 
-            return QdrantServerStore.connect(self.settings.qdrant_url, self.settings.qdrant_api_key)
+            s = self.settings
+            options = QdrantOptions(
+                shard_number=s.qdrant_shard_number,
+                replication_factor=s.qdrant_replication_factor,
+                write_consistency_factor=s.qdrant_write_consistency_factor,
+                on_disk=s.qdrant_on_disk,
+                quantization=s.qdrant_quantization,
+                rescore=s.qdrant_rescore,
+                oversampling=s.qdrant_oversampling,
+                tenant_key=s.qdrant_tenant_key,
+            )
+            return QdrantServerStore.connect(url, s.qdrant_api_key, options)
         self.claim()
         return EdgeStore(self.settings.qdrant_path)
 

@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     remote_eject_after: int = Field(default=3, ge=1, description="consecutive failures")
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    qdrant_shard_number: int = Field(default=1, ge=1, description="shards per new collection")
+    qdrant_replication_factor: int = Field(default=1, ge=1, description="copies of each shard")
+    qdrant_write_consistency_factor: int = Field(
+        default=1, ge=1, description="replicas that must confirm a write"
+    )
+    qdrant_on_disk: bool = Field(default=False, description="vectors and payloads on disk")
+    qdrant_quantization: Literal["none", "int8"] = "none"
+    qdrant_rescore: bool = Field(default=True, description="re-score quantized hits exactly")
+    qdrant_oversampling: float = Field(default=2.0, ge=1.0)
+    qdrant_tenant_key: str | None = Field(
+        default=None, description="payload key of a tenant id, indexed with is_tenant"
+    )
     redis_url: str | None = None
     collection: str = Field(default="quarry", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     chunk_tokens: int = Field(default=512, ge=16)
@@ -72,11 +84,17 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(default=2.0, ge=0, description="wait for more requests")
 
     @model_validator(mode="after")
-    def _overlap_below_size(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError(
                 f"QUARRY_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
                 f"QUARRY_CHUNK_TOKENS ({self.chunk_tokens})"
+            )
+        if self.qdrant_write_consistency_factor > self.qdrant_replication_factor:
+            raise ValueError(
+                "QUARRY_QDRANT_WRITE_CONSISTENCY_FACTOR "
+                f"({self.qdrant_write_consistency_factor}) must not exceed "
+                f"QUARRY_QDRANT_REPLICATION_FACTOR ({self.qdrant_replication_factor})"
             )
         return self
 

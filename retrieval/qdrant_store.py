@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -49,7 +50,69 @@ SERVER_FEATURES: dict[str, tuple[int, int]] = {
     "HasIdCondition": (1, 0),
     "FilterSelector": (1, 0),
     "create_payload_index": (1, 0),
+    "ScalarQuantization": (1, 1),  # int8, with rescore and oversampling at query time
+    "write_consistency_factor": (1, 0),
+    "is_tenant": (1, 11),  # a keyword index that co-locates each tenant's points
 }
+
+
+@dataclass(frozen=True)
+class QdrantOptions:
+    """How a new collection is laid out on a Qdrant server or cluster.
+
+    The defaults suit one node. On a cluster: `shard_number` a multiple of the nodes,
+    `replication_factor` 2 or more, `write_consistency_factor` up to it; `on_disk` keeps
+    vectors (and payloads) on disk with int8 `quantization` in RAM, searched with
+    `oversampling` and re-scored with the full vectors.
+    """
+
+    shard_number: int = 1
+    replication_factor: int = 1
+    write_consistency_factor: int = 1
+    on_disk: bool = False
+    quantization: Literal["none", "int8"] = "none"
+    rescore: bool = True
+    oversampling: float = 2.0
+    tenant_key: str | None = None
+
+    def collection_params(self, dimension: int) -> dict[str, Any]:
+        """`create_collection` arguments (the REST API's `CreateCollection` body)."""
+        params: dict[str, Any] = {
+            "vectors_config": models.VectorParams(
+                size=dimension, distance=models.Distance.COSINE, on_disk=self.on_disk
+            ),
+            "shard_number": self.shard_number,
+            "replication_factor": self.replication_factor,
+            "write_consistency_factor": self.write_consistency_factor,
+            "on_disk_payload": self.on_disk,
+        }
+        if self.quantization == "int8":
+            params["quantization_config"] = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(
+                    type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                )
+            )
+        return params
+
+    def search_params(self) -> models.SearchParams | None:
+        if self.quantization == "none":
+            return None
+        return models.SearchParams(
+            quantization=models.QuantizationSearchParams(
+                rescore=self.rescore, oversampling=self.oversampling
+            )
+        )
+
+    def payload_indexes(self) -> dict[str, models.PayloadSchemaType | models.KeywordIndexParams]:
+        """Keyword indexes on the fields Quarry filters on, and the tenant key if any."""
+        indexes: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = dict.fromkeys(
+            INDEXED_FIELDS, models.PayloadSchemaType.KEYWORD
+        )
+        if self.tenant_key:
+            indexes[payload_key(self.tenant_key)] = models.KeywordIndexParams(
+                type=models.KeywordIndexType.KEYWORD, is_tenant=True
+            )
+        return indexes
 
 
 def minimum_server() -> tuple[int, int]:
@@ -60,13 +123,16 @@ def minimum_server() -> tuple[int, int]:
 class QdrantServerStore:
     """The recipe is kept in the collection's own metadata, so every client sees it."""
 
-    def __init__(self, client: QdrantClient) -> None:
+    def __init__(self, client: QdrantClient, options: QdrantOptions | None = None) -> None:
         self.client = client
+        self.options = options or QdrantOptions()
         self._lock = threading.RLock()
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None) -> QdrantServerStore:
-        return cls(QdrantClient(url=url, api_key=api_key, timeout=30))
+    def connect(
+        cls, url: str, api_key: str | None = None, options: QdrantOptions | None = None
+    ) -> QdrantServerStore:
+        return cls(QdrantClient(url=url, api_key=api_key, timeout=30), options)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -97,18 +163,16 @@ class QdrantServerStore:
                 "create collection",
                 self.client.create_collection,
                 collection,
-                vectors_config=models.VectorParams(
-                    size=recipe.dimension, distance=models.Distance.COSINE
-                ),
+                **self.options.collection_params(recipe.dimension),
                 metadata={_RECIPE_KEY: recipe.to_dict()},
             )
-            for name in INDEXED_FIELDS:
+            for name, schema in self.options.payload_indexes().items():
                 self._call(
                     "create index",
                     self.client.create_payload_index,
                     collection,
                     field_name=name,
-                    field_schema=models.PayloadSchemaType.KEYWORD,
+                    field_schema=schema,
                 )
 
     def collections(self) -> list[str]:
@@ -228,11 +292,13 @@ class QdrantServerStore:
     ) -> list[list[SearchHit]]:
         self._require(collection)
         flt = _filter(filters)
+        params = self.options.search_params()
         requests = [
             models.QueryRequest(
                 query=vector.astype(np.float32).tolist(),
                 limit=limit,
                 filter=flt,
+                params=params,
                 with_payload=True,
                 score_threshold=score_threshold,
             )

@@ -18,22 +18,27 @@ from retrieval.protocol import VectorStore
 RECIPE = CollectionRecipe(
     model="m", dimension=8, instruction="find it", revision="r1", max_length=512
 )
-BACKENDS = ["edge", "qdrant-local"] + (["qdrant-server"] if os.environ.get("QDRANT_URL") else [])
+BACKENDS = ["edge", "qdrant-local", "qdrant-local-cluster-settings"] + (
+    ["qdrant-server", "qdrant-server-cluster-settings"] if os.environ.get("QDRANT_URL") else []
+)
+# What a cluster would run with (a single test server takes these too, replication aside).
+CLUSTER = {"shard_number": 2, "on_disk": True, "quantization": "int8", "tenant_key": "tenant"}
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
     from qdrant_client import QdrantClient
 
-    from retrieval.qdrant_store import QdrantServerStore
+    from retrieval.qdrant_store import QdrantOptions, QdrantServerStore
 
     backend: VectorStore
+    options = QdrantOptions(**CLUSTER) if request.param.endswith("cluster-settings") else None
     if request.param == "edge":
         backend = EdgeStore(tmp_path / "edge")
-    elif request.param == "qdrant-local":
-        backend = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")))
+    elif request.param.startswith("qdrant-local"):
+        backend = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), options)
     else:
-        backend = QdrantServerStore.connect(os.environ["QDRANT_URL"])
+        backend = QdrantServerStore.connect(os.environ["QDRANT_URL"], options=options)
     yield backend
     backend.close()
 
