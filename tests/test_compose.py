@@ -32,8 +32,14 @@ def load(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def services() -> dict[str, Any]:
+def all_services() -> dict[str, Any]:
     return dict(load("compose.yaml")["services"])
+
+
+@pytest.fixture(scope="module")
+def services(all_services: dict[str, Any]) -> dict[str, Any]:
+    """What `docker compose up` starts (no profile)."""
+    return {name: s for name, s in all_services.items() if not s.get("profiles")}
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -162,5 +168,32 @@ def test_docker_compose_config_validates() -> None:
 
     result = config(QDRANT_API_KEY="a-secret")
     assert result.returncode == 0, result.stderr
+    scaled = config(QDRANT_API_KEY="a-secret", COMPOSE_PROFILES="scale")
+    assert scaled.returncode == 0, scaled.stderr
     refused = config()
     assert refused.returncode != 0 and "QDRANT_API_KEY" in refused.stderr
+
+
+def test_the_scale_profile_puts_sglang_behind_nginx(all_services: dict[str, Any]) -> None:
+    import re
+
+    embeddings, lb = all_services["embeddings"], all_services["embeddings-lb"]
+    assert embeddings["profiles"] == lb["profiles"] == ["scale"]
+    command = embeddings["command"]
+    assert "--is-embedding" in command
+    model = command[command.index("--model-path") + 1]
+    assert model == env_of(all_services["api"])["QUARRY_EMBEDDING_MODEL"]
+    port = int(command[command.index("--port") + 1])
+    assert port in container_ports(embeddings) and f":{port}/health" in healthcheck_text(embeddings)
+    site_file = next(v.split(":")[0] for v in lb["volumes"] if "embeddings.conf" in v)
+    site = (ROOT / site_file).read_text()
+    assert re.search(rf"server embeddings:{port} ", site)
+    assert "least_conn;" in site and "non_idempotent" in site
+    listen = int(re.search(r"listen (\d+);", site).group(1))  # type: ignore[union-attr]
+    assert listen in container_ports(lb) and f":{listen}/health" in healthcheck_text(lb)
+    # The documented URL for the API reaches the balancer, and is a valid setting.
+    header = (ROOT / "compose.yaml").read_text().split("services:")[0]
+    url = re.search(r"QUARRY_EMBEDDING_URLS=(\S+)", header).group(1)  # type: ignore[union-attr]
+    assert urlparse(url).hostname == "embeddings-lb" and urlparse(url).port == listen
+    assert Settings(_env_file=None, embedding_urls=url).embedding_url_list == (url,)
+    assert env_of(all_services["api"])["QUARRY_EMBEDDING_URLS"] == "${QUARRY_EMBEDDING_URLS:-}"
