@@ -152,3 +152,41 @@ def test_failed_files_can_be_retried_from_the_page(ui_env: str, tmp_path: Path) 
     assert again["attempts"] == 2 and again["state"] == "partial"
     blank_entry = next(f for f in again["files"] if f["name"] == "blank.pdf")
     assert blank_entry["error"]["code"] == "no_text" and blank_entry["retryable"]
+
+
+def test_status_lists_the_embedding_servers_and_why_one_is_out(
+    tmp_path: Path, minilm_path: str, redis_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streamlit as st
+
+    from ..servers import Process, embedding_nodes, free_port, quarry_env
+
+    (node,) = embedding_nodes(tmp_path / "node", minilm_path, 1)
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    env = quarry_env(
+        tmp_path / "data",
+        minilm_path,
+        redis_process.url,
+        QUARRY_EMBEDDING_URLS=f"{node.url}/v1,{dead}",
+        QUARRY_REMOTE_HEALTH_INTERVAL_S="0.5",
+    )
+    api = Process("serve", env, tmp_path / "api.log")
+    try:
+        api.start()
+        deadline = time.monotonic() + 30
+        while "1 of 2" not in str(httpx.get(api.url + "/readyz").json()):
+            assert time.monotonic() < deadline, httpx.get(api.url + "/readyz").json()
+            time.sleep(0.2)
+        monkeypatch.setenv("QUARRY_API_URL", api.url)
+        st.cache_resource.clear()
+        status = page("status")
+        servers = next(
+            frame.value for frame in status.dataframe if "server" in frame.value.columns
+        )
+        rows = {row["server"]: row for row in servers.to_dict("records")}
+        assert rows[dead]["state"] == "ejected" and "connect" in rows[dead]["why"]
+        assert rows[f"{node.url}/v1"]["state"] in ("up", "probation")
+        assert "1 of 2 embedding servers out" in texts(status)
+    finally:
+        api.stop()
+        node.stop()

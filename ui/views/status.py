@@ -26,6 +26,22 @@ if readiness is not None:
                 )
             )
             st.caption(str(detail))
+    servers = readiness["checks"].get("model", {}).get("servers")
+    if servers:
+        st.subheader("Embedding servers")
+        st.dataframe(
+            [
+                {
+                    "server": server["url"],
+                    "state": server["state"],
+                    "in flight": server["in_flight"],
+                    "why": server["reason"] or "",
+                }
+                for server in servers
+            ],
+            hide_index=True,
+            width="stretch",
+        )
 
 stats = call(lambda: api().stats(), "read the statistics")
 if stats is not None:
