@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import fields
 from functools import cached_property
+from typing import Any, TypeVar
 
 import redis
 
@@ -28,6 +30,17 @@ from retrieval.protocol import VectorStore
 from retrieval.search import SearchService
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def settings_for(kind: type[T], settings: Settings, prefix: str, **given: Any) -> T:
+    """A part's options dataclass from the settings named `prefix + field` (or `given`)."""
+    values = {
+        f.name: given[f.name] if f.name in given else getattr(settings, prefix + f.name)
+        for f in fields(kind)  # type: ignore[arg-type]
+    }
+    return kind(**values)
 
 
 class Resources:
@@ -89,17 +102,13 @@ class Resources:
     def base_embedder(self) -> SentenceTransformerEmbedder | RemoteEmbedder:
         s = self.settings
         if self.remote:
-            options = RemoteOptions(
+            options = settings_for(
+                RemoteOptions,
+                s,
+                "remote_",
                 urls=s.embedding_url_list,
                 model_name=s.served_model_name or self.model_source.model_id,
                 api_key=s.embedding_api_key,
-                batch_tokens=s.remote_batch_tokens,
-                batch_size=s.remote_batch_size,
-                max_in_flight=s.remote_in_flight,
-                timeout_s=s.remote_timeout_s,
-                retry_s=s.remote_retry_s,
-                health_interval_s=s.remote_health_interval_s,
-                eject_after=s.remote_eject_after,
             )
             return RemoteEmbedder(
                 self.model_source,
@@ -143,16 +152,7 @@ class Resources:
             from retrieval.qdrant_store import QdrantOptions, QdrantServerStore
 
             s = self.settings
-            options = QdrantOptions(
-                shard_number=s.qdrant_shard_number,
-                replication_factor=s.qdrant_replication_factor,
-                write_consistency_factor=s.qdrant_write_consistency_factor,
-                on_disk=s.qdrant_on_disk,
-                quantization=s.qdrant_quantization,
-                rescore=s.qdrant_rescore,
-                oversampling=s.qdrant_oversampling,
-                tenant_key=s.qdrant_tenant_key,
-            )
+            options = settings_for(QdrantOptions, s, "qdrant_")
             return QdrantServerStore.connect(url, s.qdrant_api_key, options)
         self.claim()
         return EdgeStore(self.settings.qdrant_path)

@@ -48,7 +48,7 @@ class RemoteOptions:
     api_key: str | None = None
     batch_tokens: int = 16384  # TEI's default max_batch_tokens
     batch_size: int = 32  # TEI's default max_client_batch_size
-    max_in_flight: int = 4
+    in_flight: int = 4  # per server
     timeout_s: float = 60.0
     retry_s: float = 30.0
     health_interval_s: float = 5.0
@@ -83,12 +83,12 @@ class RemoteEmbedder(ModelInputs):
         count = len(options.urls)
         self.balancer = Balancer(
             options.urls,
-            max_in_flight=options.max_in_flight,
+            max_in_flight=options.in_flight,
             eject_after=options.eject_after,
             observer=observer,
         )
         headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
-        slots = count * (options.max_in_flight + 1)
+        slots = count * (options.in_flight + 1)
         self._client = httpx.Client(
             headers=headers,
             timeout=options.timeout_s,

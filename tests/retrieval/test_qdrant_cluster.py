@@ -108,3 +108,25 @@ def test_one_node_defaults_send_no_cluster_or_quantization_settings(tmp_path: Pa
 def test_a_write_consistency_above_the_replication_factor_is_refused() -> None:
     with pytest.raises(ValueError, match="WRITE_CONSISTENCY_FACTOR"):
         Settings(qdrant_replication_factor=2, qdrant_write_consistency_factor=3)
+
+
+def test_the_server_store_takes_its_layout_from_the_settings(tmp_path: Path) -> None:
+    from app.resources import Resources
+
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        qdrant_url="http://127.0.0.1:9",  # never contacted: clients connect on first call
+        redis_url="redis://127.0.0.1:9/0",
+        qdrant_shard_number=6,
+        qdrant_replication_factor=2,
+        qdrant_quantization="int8",
+        qdrant_tenant_key="tenant",
+    )
+    resources = Resources(settings)
+    store = resources.store
+    assert isinstance(store, QdrantServerStore)
+    assert store.options == QdrantOptions(
+        shard_number=6, replication_factor=2, quantization="int8", tenant_key="tenant"
+    )
+    resources.close()
