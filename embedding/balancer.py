@@ -58,7 +58,8 @@ class Backend:
         self.requests = 0
         self.errors = 0
         self.ejections = 0
-        self.failures = 0  # consecutive
+        self.failures = 0  # consecutive failed requests
+        self.failed_probes = 0  # consecutive failed health checks
         self.reason: str | None = "not checked yet"
         self.health_path: str | None = None
 
@@ -172,17 +173,26 @@ class Balancer:
             self.observer.request_done(backend.url, seconds, ok)
 
     def probed(self, backend: Backend, ok: bool, reason: str | None) -> None:
-        """Record an active health check's result."""
+        """Record an active health check's result.
+
+        A server in service goes out after two failed checks in a row, not one: behind a
+        single URL (a Kubernetes Service, nginx) one check meets one replica, and one bad
+        replica must not take the whole address out.
+        """
         with self._cond:
+            backend.failed_probes = 0 if ok else backend.failed_probes + 1
             if ok and backend.state is not ServerState.UP:
                 if backend.state is ServerState.EJECTED:
                     log.info("embedding server %s passed its health check", backend.url)
                 backend.state, backend.failures = ServerState.PROBATION, 0
                 backend.reason = "health check passed; on probation until a request succeeds"
-            elif not ok and backend.state is not ServerState.EJECTED:
+            elif not ok and (
+                backend.state is ServerState.PROBATION
+                or (backend.state is ServerState.UP and backend.failed_probes >= 2)
+            ):
                 self._eject(backend, reason or "health check failed")
-            elif not ok:
-                backend.reason = reason
+            else:  # up and passing, up with one miss, or out and still failing
+                backend.reason = None if ok else reason
             self._cond.notify_all()
 
     def _eject(self, backend: Backend, reason: str) -> None:

@@ -85,3 +85,15 @@ def test_every_server_out_means_no_server_and_a_reason() -> None:
     assert balancer.all_ejected()
     assert balancer.acquire(Priority.QUERY, set(), 1) is None
     assert balancer.out_of_service().count("cannot connect") == 2
+
+
+def test_a_server_in_service_needs_two_failed_checks_in_a_row_to_go_out() -> None:
+    balancer = trusted()
+    backend = balancer.backends[0]
+    balancer.probed(backend, False, "health check timed out")
+    assert backend.state is ServerState.UP  # one replica behind one URL may be the bad one
+    balancer.probed(backend, True, None)
+    balancer.probed(backend, False, "health check timed out")
+    assert backend.state is ServerState.UP  # not in a row
+    balancer.probed(backend, False, "health check timed out")
+    assert backend.state is ServerState.EJECTED and backend.reason == "health check timed out"
