@@ -25,12 +25,12 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import httpx  # noqa: E402
+import httpx
 
-from app.resources import Resources  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from ingest.evaluation import load_beir  # noqa: E402
-from ingest.sources import FileSource, Source, expand_paths  # noqa: E402
+from app.resources import Resources
+from app.settings import Settings
+from ingest.evaluation import load_beir
+from ingest.sources import FileSource, Source, expand_paths
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact"
 

@@ -180,9 +180,7 @@ def test_status_lists_the_embedding_servers_and_why_one_is_out(
         monkeypatch.setenv("QUARRY_API_URL", api.url)
         st.cache_resource.clear()
         status = page("status")
-        servers = next(
-            frame.value for frame in status.dataframe if "server" in frame.value.columns
-        )
+        servers = next(frame.value for frame in status.dataframe if "server" in frame.value.columns)
         rows = {row["server"]: row for row in servers.to_dict("records")}
         assert rows[dead]["state"] == "ejected" and "connect" in rows[dead]["why"]
         assert rows[f"{node.url}/v1"]["state"] in ("up", "probation")
