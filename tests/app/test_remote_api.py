@@ -35,7 +35,12 @@ def test_with_every_server_out_jobs_wait_search_fails_fast_and_readyz_says_why(
     api = Process("serve", env, tmp_path / "api.log", ready_path="/healthz")
     api.start()
     try:
-        _wait(lambda: httpx.get(api.url + "/readyz").status_code == 503, "readyz 503")
+
+        def out_named() -> bool:
+            answer = httpx.get(api.url + "/readyz")
+            return answer.status_code == 503 and url in answer.text
+
+        _wait(out_named, "readyz 503, naming the server")
         ready = httpx.get(api.url + "/readyz").json()
         assert ready["status"] == "not_ready"
         reason = ready["checks"]["model"]["reason"]

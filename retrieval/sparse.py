@@ -1,0 +1,66 @@
+"""BM25 term weights as sparse vectors, in Qdrant's own BM25 tokenisation (qdrant-edge).
+
+Documents get BM25 term-frequency weights (k, b, average length); a query gets weight 1
+per distinct term; the store multiplies by IDF at query time (the sparse vector's IDF
+modifier), so `query . document` is the document's BM25 score. The same vectors go to the
+embedded store and to a Qdrant server.
+
+Tokens come from the multilingual tokenizer (word boundaries for scripts with spaces,
+dictionary segmentation for Chinese, Japanese and Korean), lower-cased, with English stop
+words removed and English words stemmed (Snowball); other scripts pass through unstemmed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import qdrant_edge as qe
+
+SPARSE_VECTOR = "bm25"  # the sparse vector's name in every collection that has one
+# What the stored weights mean: a collection records it and searches it the same way.
+BM25_SCHEME = "qdrant-bm25/multilingual/english/k1.2-b0.75-avg256"
+
+
+@dataclass(frozen=True)
+class SparseVec:
+    """Non-zero term weights: term hash -> weight."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
+
+
+class Bm25Encoder:
+    """Thread-safe (one model per thread); cheap to build."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _model(self) -> qe.Bm25:
+        model = getattr(self._local, "model", None)
+        if model is None:
+            config = qe.Bm25Config(
+                k=1.2,
+                b=0.75,
+                avg_len=256,
+                tokenizer=qe.TokenizerType.Multilingual,
+                language="english",
+            )
+            model = self._local.model = qe.Bm25(config)
+        return model
+
+    def documents(self, texts: Sequence[str]) -> list[SparseVec]:
+        model = self._model()
+        return [_vec(model.embed_document(text)) for text in texts]
+
+    def queries(self, texts: Sequence[str]) -> list[SparseVec]:
+        model = self._model()
+        return [_vec(model.embed_query(text)) for text in texts]
+
+
+def _vec(vector: qe.SparseVector) -> SparseVec:
+    return SparseVec(tuple(vector.indices), tuple(vector.values))
