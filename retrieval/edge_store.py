@@ -8,6 +8,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,19 @@ import qdrant_edge as qe
 
 from retrieval.errors import NotFoundError, StoreUnavailableError
 from retrieval.models import (
+    DENSE,
     HEAD_FIELDS,
     INDEXED_FIELDS,
     ChunkRecord,
     CollectionRecipe,
     DocumentInfo,
     SearchHit,
+    SearchPlan,
     chunk_id,
     payload_key,
 )
-from retrieval.protocol import Filters
+from retrieval.protocol import Filters, SparseEncoder
+from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_FILE = "recipe.json"
 
@@ -41,6 +45,64 @@ def _filter(filters: Filters | None) -> qe.Filter | None:
 
 def _doc_condition(doc_id: str) -> qe.FieldCondition:
     return qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id))
+
+
+def _sparse(vector: SparseVec) -> qe.SparseVector:
+    return qe.SparseVector(list(vector.indices), list(vector.values))
+
+
+def _config(recipe: CollectionRecipe) -> qe.EdgeConfig:
+    sparse = (
+        {SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+        if recipe.sparse
+        else None
+    )
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=recipe.dimension, distance=qe.Distance.Cosine),
+        sparse_vectors=sparse,
+        hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=10_000),
+    )
+
+
+def _query(
+    dense: np.ndarray | None,
+    sparse: SparseVec | None,
+    plan: SearchPlan,
+    limit: int,
+    flt: qe.Filter | None,
+    threshold: float | None,
+) -> qe.QueryRequest:
+    """One Query API request: a nearest search, or prefetches fused by RRF."""
+
+    def nearest(which: str) -> Any:
+        if which == "sparse":
+            return qe.Query.Nearest(_sparse(sparse or SparseVec((), ())), using=SPARSE_VECTOR)
+        assert dense is not None
+        return qe.Query.Nearest(dense.astype(np.float32).tolist(), using="")
+
+    if plan.mode != "hybrid":
+        return qe.QueryRequest(
+            limit=limit,
+            query=nearest(plan.mode),
+            filter=flt,
+            with_payload=True,
+            score_threshold=threshold,
+        )
+    depth = max(plan.candidates, limit)
+    prefetches = [
+        qe.Prefetch(limit=depth, query=nearest("dense"), filter=flt, score_threshold=threshold)
+    ]
+    if sparse:  # a query of stop words only has no terms to match
+        prefetches.append(qe.Prefetch(limit=depth, query=nearest("sparse"), filter=flt))
+    weights = list(plan.weights)[: len(prefetches)] if plan.weights else None
+    return qe.QueryRequest(
+        limit=limit,
+        prefetches=prefetches,
+        query=qe.Fusion.Rrf(k=plan.rrf_k, weights=weights),  # type: ignore[arg-type]
+        filter=flt,
+        with_payload=True,
+    )
 
 
 class EdgeStore:
@@ -61,6 +123,8 @@ class EdgeStore:
             if shard is not None:
                 return shard
             path = self._dir(collection) / "shard"
+            if not path.exists() and (path.parent / "shard.old").exists():
+                os.replace(path.parent / "shard.old", path)  # a backfill died mid-swap
             if not path.exists():
                 raise NotFoundError(f"collection {collection!r} does not exist")
             try:
@@ -91,24 +155,69 @@ class EdgeStore:
                 return
             directory = self._dir(collection)
             directory.mkdir(parents=True, exist_ok=True)
-            config = qe.EdgeConfig(
-                vectors=qe.EdgeVectorParams(size=recipe.dimension, distance=qe.Distance.Cosine),
-                hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
-                optimizers=qe.EdgeOptimizersConfig(indexing_threshold=10_000),
-            )
-            shard = qe.EdgeShard.create(str(directory / "shard"), config)
-            for name in INDEXED_FIELDS:
-                shard.update(
-                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
-                )
-            shard.flush()
-            self._shards[collection] = shard
+            self._shards[collection] = self._create_shard(directory / "shard", recipe)
             # Written last: a collection without its recipe file is an unfinished one.
-            # Replaced atomically: a search reading it meanwhile sees no file or the whole one.
-            staged = directory / f"{_RECIPE_FILE}.tmp"
-            staged.write_text(json.dumps(recipe.to_dict()), encoding="utf-8")
-            os.replace(staged, directory / _RECIPE_FILE)
-            self._recipes[collection] = recipe
+            self._write_recipe(collection, recipe)
+
+    @staticmethod
+    def _create_shard(path: Path, recipe: CollectionRecipe) -> qe.EdgeShard:
+        shard = qe.EdgeShard.create(str(path), _config(recipe))
+        for name in INDEXED_FIELDS:
+            shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+        shard.flush()
+        return shard
+
+    def _write_recipe(self, collection: str, recipe: CollectionRecipe) -> None:
+        """Replaced atomically: a search reading it meanwhile sees the old or the new file."""
+        directory = self._dir(collection)
+        staged = directory / f"{_RECIPE_FILE}.tmp"
+        staged.write_text(json.dumps(recipe.to_dict()), encoding="utf-8")
+        os.replace(staged, directory / _RECIPE_FILE)
+        self._recipes[collection] = recipe
+
+    def add_sparse(self, collection: str, scheme: str, encode: SparseEncoder) -> int:
+        """Give an older collection BM25 vectors from its stored chunk text (no re-embedding).
+
+        The shard is rebuilt beside the old one with the sparse vector in its layout, then
+        swapped in; searches wait for the swap (the store's lock), never see half of it.
+        """
+        with self._lock:
+            recipe = self.recipe(collection)
+            if recipe is None:
+                raise NotFoundError(f"collection {collection!r} does not exist")
+            if recipe.sparse:
+                return 0
+            upgraded = replace(recipe, sparse=scheme)
+            directory = self._dir(collection)
+            fresh_path = directory / "shard.new"
+            shutil.rmtree(fresh_path, ignore_errors=True)
+            fresh = self._create_shard(fresh_path, upgraded)
+            old = self._shard(collection)
+            copied = 0
+            offset: Any = None
+            while True:
+                page, offset = old.scroll(
+                    qe.ScrollRequest(offset=offset, limit=256, with_payload=True, with_vector=True)
+                )
+                weights = encode([str((r.payload or {}).get("text", "")) for r in page])
+                points = [
+                    qe.Point(r.id, {"": _dense(r.vector), SPARSE_VECTOR: _sparse(w)}, r.payload)
+                    for r, w in zip(page, weights, strict=True)
+                ]
+                if points:
+                    fresh.update(qe.UpdateOperation.upsert_points(points))
+                copied += len(points)
+                if offset is None:
+                    break
+            fresh.flush()
+            fresh.close()
+            old.close()
+            del self._shards[collection]
+            os.replace(directory / "shard", directory / "shard.old")
+            os.replace(fresh_path, directory / "shard")
+            self._write_recipe(collection, upgraded)
+            shutil.rmtree(directory / "shard.old", ignore_errors=True)
+            return copied
 
     def collections(self) -> list[str]:
         if not self.root.exists():
@@ -126,8 +235,18 @@ class EdgeStore:
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return
-        points = [qe.Point(r.id, r.vector.astype(np.float32).tolist(), r.payload) for r in records]
         with self._lock:
+            with_sparse = bool(self.recipe(collection) and self.recipe(collection).sparse)  # type: ignore[union-attr]
+            points = [
+                qe.Point(
+                    r.id,
+                    {"": r.vector.astype(np.float32).tolist(), SPARSE_VECTOR: _sparse(r.sparse)}
+                    if with_sparse and r.sparse is not None
+                    else r.vector.astype(np.float32).tolist(),
+                    r.payload,
+                )
+                for r in records
+            ]
             shard = self._shard(collection)
             shard.update(qe.UpdateOperation.upsert_points(points))
             shard.flush()
@@ -203,22 +322,27 @@ class EdgeStore:
     def search(
         self,
         collection: str,
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         limit: int,
         filters: Filters | None = None,
         score_threshold: float | None = None,
+        *,
+        sparse: Sequence[SparseVec] | None = None,
+        plan: SearchPlan = DENSE,
     ) -> list[list[SearchHit]]:
         shard = self._shard(collection)
         flt = _filter(filters)
+        count = len(vectors) if vectors is not None else len(sparse or [])
         requests = [
-            qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(vector.astype(np.float32).tolist()),
-                filter=flt,
-                with_payload=True,
-                score_threshold=score_threshold,
+            _query(
+                vectors[i] if vectors is not None else None,
+                sparse[i] if sparse is not None else None,
+                plan,
+                limit,
+                flt,
+                score_threshold,
             )
-            for vector in vectors
+            for i in range(count)
         ]
         if len(requests) == 1:
             results = [shard.query(requests[0])]
@@ -238,3 +362,10 @@ class EdgeStore:
             for shard in self._shards.values():
                 shard.close()
             self._shards.clear()
+
+
+def _dense(vector: Any) -> list[float]:
+    """The unnamed dense vector of a retrieved point, however the engine returns it."""
+    if isinstance(vector, dict):
+        vector = vector[""]
+    return [float(x) for x in vector]

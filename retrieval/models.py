@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from embedding.errors import InvalidInputError
 from retrieval.errors import RecipeMismatchError
+from retrieval.sparse import SparseVec
 
 # Payload keys that sit at the top level; any other filter key is user metadata.
 TOP_LEVEL_FIELDS = ("doc_id", "source")
@@ -44,6 +45,9 @@ class CollectionRecipe:
     revision: str = ""
     normalize: bool = True
     max_length: int = 0
+    # The collection's layout, fixed when it is created (not part of the identity: an older
+    # collection without sparse vectors keeps working dense-only, and can be backfilled).
+    sparse: str = ""  # the BM25 scheme of its sparse vectors; "" = none
 
     IDENTITY = ("model", "revision", "dimension", "normalize", "max_length")
 
@@ -59,6 +63,7 @@ class CollectionRecipe:
             revision=str(data.get("revision") or ""),
             normalize=bool(data.get("normalize", True)),
             max_length=int(data.get("max_length") or 0),
+            sparse=str(data.get("sparse") or ""),
         )
 
     def check(self, wanted: CollectionRecipe, collection: str) -> None:
@@ -87,11 +92,32 @@ class CollectionRecipe:
 
 @dataclass(frozen=True)
 class ChunkRecord:
-    """One point: its id, vector and payload."""
+    """One point: its id, dense vector, BM25 term weights and payload."""
 
     id: str
     vector: np.ndarray
     payload: dict[str, Any]
+    sparse: SparseVec | None = None
+
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How to search: which vectors, and how their candidate lists are fused.
+
+    `hybrid` runs the dense and the sparse search as prefetches of `candidates` each and
+    fuses them with reciprocal rank fusion (`rrf_k`; `weights` = dense, sparse).
+    """
+
+    mode: SearchMode = "dense"
+    candidates: int = 100
+    rrf_k: int = 60
+    weights: tuple[float, float] | None = None
+
+
+DENSE = SearchPlan()
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from retrieval.models import ChunkRecord, CollectionRecipe, DocumentInfo, SearchHit
+from retrieval.models import (
+    DENSE,
+    ChunkRecord,
+    CollectionRecipe,
+    DocumentInfo,
+    SearchHit,
+    SearchPlan,
+)
+from retrieval.sparse import SparseVec
 
 Filters = Mapping[str, Any]
+SparseEncoder = Callable[[list[str]], list[SparseVec]]
 
 
 class VectorStore(Protocol):
@@ -47,12 +56,21 @@ class VectorStore(Protocol):
     def search(
         self,
         collection: str,
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         limit: int,
         filters: Filters | None = None,
         score_threshold: float | None = None,
+        *,
+        sparse: Sequence[SparseVec] | None = None,
+        plan: SearchPlan = DENSE,
     ) -> list[list[SearchHit]]:
-        """One hit list per query vector, best first."""
+        """One hit list per query, best first: dense `vectors`, `sparse` term weights or
+        both, as `plan` says (a hybrid query's scores are fused ranks, not similarities)."""
+        ...
+
+    def add_sparse(self, collection: str, scheme: str, encode: SparseEncoder) -> int:
+        """Give a collection without sparse vectors BM25 vectors computed by `encode` from
+        its stored chunk text; returns the points updated (0 when it has them already)."""
         ...
 
     def optimize(self, collection: str) -> None: ...

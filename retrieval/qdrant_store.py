@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -12,16 +12,19 @@ from qdrant_client import QdrantClient, models
 
 from retrieval.errors import NotFoundError, StoreUnavailableError
 from retrieval.models import (
+    DENSE,
     HEAD_FIELDS,
     INDEXED_FIELDS,
     ChunkRecord,
     CollectionRecipe,
     DocumentInfo,
     SearchHit,
+    SearchPlan,
     chunk_id,
     payload_key,
 )
-from retrieval.protocol import Filters
+from retrieval.protocol import Filters, SparseEncoder
+from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_KEY = "quarry_recipe"
 
@@ -41,6 +44,55 @@ def _doc_condition(doc_id: str) -> models.FieldCondition:
     return models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))
 
 
+def _sparse(vector: SparseVec) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+
+def _point(record: ChunkRecord, with_sparse: bool) -> models.PointStruct:
+    dense = record.vector.astype(np.float32).tolist()
+    if with_sparse and record.sparse is not None:
+        vector: Any = {"": dense, SPARSE_VECTOR: _sparse(record.sparse)}
+    else:
+        vector = dense
+    return models.PointStruct(id=record.id, vector=vector, payload=record.payload)
+
+
+def _query(
+    dense: np.ndarray | None,
+    sparse: SparseVec | None,
+    plan: SearchPlan,
+    limit: int,
+    flt: models.Filter | None,
+    threshold: float | None,
+    params: models.SearchParams | None,
+) -> models.QueryRequest:
+    """One Query API request: a nearest search, or prefetches fused by RRF."""
+    dense_query = dense.astype(np.float32).tolist() if dense is not None else None
+    sparse_query = _sparse(sparse or SparseVec((), ()))
+    common: dict[str, Any] = {"limit": limit, "filter": flt, "with_payload": True}
+    if plan.mode == "dense":
+        return models.QueryRequest(
+            query=dense_query, params=params, score_threshold=threshold, **common
+        )
+    if plan.mode == "sparse":
+        return models.QueryRequest(
+            query=sparse_query, using=SPARSE_VECTOR, score_threshold=threshold, **common
+        )
+    depth = max(plan.candidates, limit)
+    prefetch = [
+        models.Prefetch(
+            query=dense_query, limit=depth, filter=flt, params=params, score_threshold=threshold
+        )
+    ]
+    if sparse:  # a query of stop words only has no terms to match
+        prefetch.append(
+            models.Prefetch(query=sparse_query, using=SPARSE_VECTOR, limit=depth, filter=flt)
+        )
+    weights = list(plan.weights)[: len(prefetch)] if plan.weights else None
+    fusion = models.RrfQuery(rrf=models.Rrf(k=plan.rrf_k, weights=weights))
+    return models.QueryRequest(query=fusion, prefetch=prefetch, **common)
+
+
 # The Qdrant server features this store uses, with the first release that has each; the
 # images pinned in compose.yaml and deploy/ are checked against it by the test suite.
 SERVER_FEATURES: dict[str, tuple[int, int]] = {
@@ -53,6 +105,8 @@ SERVER_FEATURES: dict[str, tuple[int, int]] = {
     "ScalarQuantization": (1, 1),  # int8, with rescore and oversampling at query time
     "write_consistency_factor": (1, 0),
     "is_tenant": (1, 11),  # a keyword index that co-locates each tenant's points
+    "SparseVectorParams": (1, 10),  # with the IDF modifier: BM25 scored by the server
+    "RrfQuery": (1, 17),  # reciprocal rank fusion with k and per-prefetch weights
 }
 
 
@@ -75,7 +129,7 @@ class QdrantOptions:
     oversampling: float = 2.0
     tenant_key: str | None = None
 
-    def collection_params(self, dimension: int) -> dict[str, Any]:
+    def collection_params(self, dimension: int, sparse: bool = False) -> dict[str, Any]:
         """`create_collection` arguments (the REST API's `CreateCollection` body)."""
         params: dict[str, Any] = {
             "vectors_config": models.VectorParams(
@@ -86,6 +140,10 @@ class QdrantOptions:
             "write_consistency_factor": self.write_consistency_factor,
             "on_disk_payload": self.on_disk,
         }
+        if sparse:
+            params["sparse_vectors_config"] = {
+                SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+            }
         if self.quantization == "int8":
             params["quantization_config"] = models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(
@@ -163,7 +221,7 @@ class QdrantServerStore:
                 "create collection",
                 self.client.create_collection,
                 collection,
-                **self.options.collection_params(recipe.dimension),
+                **self.options.collection_params(recipe.dimension, bool(recipe.sparse)),
                 metadata={_RECIPE_KEY: recipe.to_dict()},
             )
             for name, schema in self.options.payload_indexes().items():
@@ -185,13 +243,58 @@ class QdrantServerStore:
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return
-        points = [
-            models.PointStruct(
-                id=r.id, vector=r.vector.astype(np.float32).tolist(), payload=r.payload
-            )
-            for r in records
-        ]
+        recipe = self.recipe(collection)
+        with_sparse = bool(recipe and recipe.sparse)
+        points = [_point(r, with_sparse) for r in records]
         self._call("upsert", self.client.upsert, collection, points=points, wait=True)
+
+    def add_sparse(self, collection: str, scheme: str, encode: SparseEncoder) -> int:
+        """Give an older collection BM25 vectors from its stored chunk text (no re-embedding).
+
+        A server cannot add a vector to a collection, so the points are copied to a new
+        collection with the sparse vector, then back into the original name, recreated.
+        The collection is missing for the moment between; the copy survives a crash.
+        """
+        with self._lock:
+            recipe = self.recipe(collection)
+            if recipe is None:
+                raise NotFoundError(f"collection {collection!r} does not exist")
+            if recipe.sparse:
+                return 0
+            upgraded = replace(recipe, sparse=scheme)
+            staging = f"{collection}.sparse-upgrade"
+            if self._call("lookup", self.client.collection_exists, staging):
+                self.drop_collection(staging)
+            self.ensure_collection(staging, upgraded)
+            copied = self._copy(collection, staging, encode)
+            self.drop_collection(collection)
+            self.ensure_collection(collection, upgraded)
+            self._copy(staging, collection, encode)
+            self.drop_collection(staging)
+            return copied
+
+    def _copy(self, source: str, target: str, encode: SparseEncoder) -> int:
+        copied = 0
+        offset = None
+        while True:
+            page, offset = self._call(
+                "scroll",
+                self.client.scroll,
+                source,
+                limit=256,
+                offset=offset,
+                with_payload=True,
+                with_vectors=True,
+            )
+            weights = encode([str((p.payload or {}).get("text", "")) for p in page])
+            records = [
+                ChunkRecord(str(p.id), _dense(p.vector), p.payload or {}, w)
+                for p, w in zip(page, weights, strict=True)
+            ]
+            self.upsert(target, records)
+            copied += len(records)
+            if offset is None:
+                return copied
 
     def _count(self, collection: str, flt: models.Filter | None) -> int:
         result = self._call("count", self.client.count, collection, count_filter=flt, exact=True)
@@ -285,24 +388,29 @@ class QdrantServerStore:
     def search(
         self,
         collection: str,
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         limit: int,
         filters: Filters | None = None,
         score_threshold: float | None = None,
+        *,
+        sparse: Sequence[SparseVec] | None = None,
+        plan: SearchPlan = DENSE,
     ) -> list[list[SearchHit]]:
         self._require(collection)
         flt = _filter(filters)
         params = self.options.search_params()
+        count = len(vectors) if vectors is not None else len(sparse or [])
         requests = [
-            models.QueryRequest(
-                query=vector.astype(np.float32).tolist(),
-                limit=limit,
-                filter=flt,
-                params=params,
-                with_payload=True,
-                score_threshold=score_threshold,
+            _query(
+                vectors[i] if vectors is not None else None,
+                sparse[i] if sparse is not None else None,
+                plan,
+                limit,
+                flt,
+                score_threshold,
+                params,
             )
-            for vector in vectors
+            for i in range(count)
         ]
         responses = self._call(
             "search", self.client.query_batch_points, collection, requests=requests
@@ -317,3 +425,10 @@ class QdrantServerStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _dense(vector: Any) -> np.ndarray:
+    """The unnamed dense vector of a scrolled point, however the client returns it."""
+    if isinstance(vector, dict):
+        vector = vector[""]
+    return np.asarray(vector, dtype=np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 
 from retrieval.edge_store import EdgeStore
 from retrieval.errors import RecipeMismatchError
-from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id
+from retrieval.models import ChunkRecord, CollectionRecipe, SearchPlan, chunk_id
 from retrieval.protocol import VectorStore
+from retrieval.sparse import BM25_SCHEME, Bm25Encoder
 
 RECIPE = CollectionRecipe(
     model="m", dimension=8, instruction="find it", revision="r1", max_length=512
@@ -162,3 +164,68 @@ def test_pruning_drops_chunks_past_a_shorter_new_parse(store: VectorStore, name:
     assert store.prune_source(name, "doc.txt", "doc", 1) == 2
     info = store.document(name, "doc")
     assert info is not None and info.chunks == 1 and info.complete
+
+
+TEXTS = {
+    "owls": "Owls hunt mice at night with silent flight",
+    "coffee": "Espresso coffee is brewed with hot water",
+    "cheese": "Mice eat cheese in the kitchen at night",
+}
+# Dense vectors that disagree with the words: dense alone ranks coffee first for Q.
+DENSE = {"owls": vec(0.2, 1), "coffee": vec(1, 0), "cheese": vec(0, 1)}
+Q = vec(1, 0.1)
+
+
+def text_records(encoder: Bm25Encoder | None) -> list[ChunkRecord]:
+    out = []
+    for doc, text in TEXTS.items():
+        (sparse,) = encoder.documents([text]) if encoder else (None,)
+        payload = {"doc_id": doc, "source": f"{doc}.txt", "chunk_index": 0, "chunk_count": 1}
+        out.append(ChunkRecord(chunk_id(doc, 0), DENSE[doc], payload | {"text": text}, sparse))
+    return out
+
+
+def test_sparse_and_hybrid_search_fuse_both_lists(store: VectorStore, name: str) -> None:
+    encoder = Bm25Encoder()
+    store.ensure_collection(name, replace(RECIPE, sparse=BM25_SCHEME))
+    assert store.recipe(name) == replace(RECIPE, sparse=BM25_SCHEME)
+    store.upsert(name, text_records(encoder))
+    words = encoder.queries(["mice hunting at night"])
+    sparse = store.search(name, None, 3, sparse=words, plan=SearchPlan("sparse"))[0]
+    assert {h.doc_id for h in sparse} == {"owls", "cheese"}  # coffee shares no term
+    assert sparse[0].doc_id == "owls"  # "hunting" stems to "hunt": two terms match
+    dense = store.search(name, Q[None, :], 3)[0]
+    assert dense[0].doc_id == "coffee"
+    hybrid = store.search(name, Q[None, :], 3, sparse=words, plan=SearchPlan("hybrid"))[0]
+    assert [h.doc_id for h in hybrid][:1] == ["owls"]  # second in dense, first in sparse
+    assert {h.doc_id for h in hybrid} == set(TEXTS)
+    leaning = SearchPlan("hybrid", rrf_k=1, weights=(5.0, 1.0))  # dense counts 5 times
+    assert store.search(name, Q[None, :], 3, sparse=words, plan=leaning)[0][0].doc_id == "coffee"
+    stop_words = encoder.queries(["the and of"])
+    assert store.search(name, None, 3, sparse=stop_words, plan=SearchPlan("sparse")) == [[]]
+    fallback = store.search(name, Q[None, :], 3, sparse=stop_words, plan=SearchPlan("hybrid"))
+    assert [h.doc_id for h in fallback[0]] == [h.doc_id for h in dense]
+    filtered = store.search(
+        name, Q[None, :], 3, {"doc_id": "cheese"}, sparse=words, plan=SearchPlan("hybrid")
+    )
+    assert [h.doc_id for h in filtered[0]] == ["cheese"]
+
+
+def test_a_dense_only_collection_is_backfilled_without_re_embedding(
+    store: VectorStore, name: str
+) -> None:
+    encoder = Bm25Encoder()
+    store.ensure_collection(name, RECIPE)
+    store.upsert(name, text_records(None))
+    before = store.search(name, Q[None, :], 3)[0]
+    assert store.add_sparse(name, BM25_SCHEME, encoder.documents) == len(TEXTS)
+    assert store.recipe(name) == replace(RECIPE, sparse=BM25_SCHEME)
+    after = store.search(name, Q[None, :], 3)[0]
+    assert [(h.chunk_id, round(h.score, 5)) for h in after] == [
+        (h.chunk_id, round(h.score, 5)) for h in before
+    ]  # the dense vectors came through untouched
+    words = encoder.queries(["kitchen cheese"])
+    sparse = store.search(name, None, 3, sparse=words, plan=SearchPlan("sparse"))[0]
+    assert [h.doc_id for h in sparse] == ["cheese"] and sparse[0].text == TEXTS["cheese"]
+    assert store.add_sparse(name, BM25_SCHEME, encoder.documents) == 0  # already done
+    assert store.count(name) == len(TEXTS)
