@@ -38,6 +38,12 @@ console = Console(stderr=True)
 
 CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="collection name")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+ModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mode", help="dense, sparse (BM25) or hybrid (default: hybrid where BM25 vectors exist)"
+    ),
+]
 
 
 ApiOpt = Annotated[
@@ -161,11 +167,12 @@ def search(
     filters: Annotated[list[str] | None, typer.Option("--filter", help="key=value")] = None,
     instruction: Annotated[str | None, typer.Option(help="task instruction for this query")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="minimum score")] = None,
+    mode: ModeOpt = None,
     collection: CollectionOpt = None,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Semantic search with an instructed query."""
+    """Search: dense (instructed query), sparse (BM25) or hybrid (both, fused)."""
     with _reporting_errors():
         wanted = parse_pairs(filters, "--filter")
     settings = _settings()
@@ -174,13 +181,15 @@ def search(
             name = collection or settings.collection
             if target.store.recipe(name) is None:
                 raise InvalidInputError(f"collection {name!r} is empty: ingest documents first")
-            result = target.search_service(name).search(
+            service = target.search_service(name)
+            result = service.search(
                 name,
                 query,
                 top_k=k,
                 filters=wanted,
                 instruction=instruction,
                 score_threshold=threshold,
+                plan=service.plan(mode),
             )
             hits = [hit.to_dict() for hit in result.hits]
         else:
@@ -192,6 +201,7 @@ def search(
                 instruction,
                 collection=collection,
                 score_threshold=threshold,
+                mode=mode,
             )
             keys = ("score", "doc_id", "chunk_id", "source", "page", "text")
             hits = [{key: hit.get(key) for key in keys} for hit in answer["hits"]]
@@ -316,6 +326,20 @@ def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt
     Console().print(table)
 
 
+@app.command(name="backfill-sparse")
+def backfill_sparse(collection: CollectionOpt = None, api: ApiOpt = None) -> None:
+    """Add BM25 vectors to a collection built before they existed (no re-embedding)."""
+    settings = _settings()
+    name = collection or settings.collection
+    with _target(api, settings) as target:
+        if isinstance(target, Resources):
+            updated = target.backfill_sparse(name)
+        else:
+            updated = int(remote.call(target.backfill_sparse, name)["chunks_updated"])
+    said = f"{updated} chunks now have BM25 vectors" if updated else "it has them already"
+    console.print(f"{name}: {said}; hybrid search is its default now")
+
+
 @app.command("eval")
 def eval_command(
     dataset: Annotated[
@@ -328,6 +352,7 @@ def eval_command(
     instruction: Annotated[
         str | None, typer.Option(help="query instruction (Qwen3 models)")
     ] = None,
+    mode: ModeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """nDCG@10 and Recall@100 on a BEIR dataset, through the normal pipeline and search."""
@@ -335,9 +360,9 @@ def eval_command(
 
     with _resources() as res:
         sources, queries, qrels = load_beir(dataset, split)
-        mode = "whole" if whole_documents else "chunked"
+        chunking = "whole" if whole_documents else "chunked"
         base = res.base_embedder.recipe
-        collection = f"eval-{dataset.name}-{mode}-{base.fingerprint()[:8]}"
+        collection = f"eval-{dataset.name}-{chunking}-{base.fingerprint()[:8]}"
         show = not as_json and console.is_terminal
         with RichIngestProgress(len(sources), console, enabled=show) as progress:
             pipeline = res.pipeline(
@@ -346,11 +371,14 @@ def eval_command(
             res.check_recipe_early(collection)
             scores, report = evaluate(
                 pipeline,
-                res.search_service(collection),
+                lambda: res.search_service(collection),
                 sources,
                 queries,
                 qrels,
                 instruction or res.settings.query_instruction,
+                mode,
+                # An eval collection from before BM25 vectors existed gets them now.
+                prepare=lambda: res.backfill_sparse(collection) if mode != "dense" else 0,
             )
         if report.errors:
             console.print(
@@ -360,7 +388,7 @@ def eval_command(
             _emit(scores)
         else:
             console.print(
-                f"{dataset.name} ({mode}): nDCG@10 {scores['ndcg@10']:.2f}  "
+                f"{dataset.name} ({chunking}, {scores['mode']}): nDCG@10 {scores['ndcg@10']:.2f}  "
                 f"Recall@100 {scores['recall@100']:.2f}  over {scores['queries']} queries"
             )
 

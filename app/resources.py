@@ -25,9 +25,10 @@ from ingest.ledger import FailureLedger
 from ingest.parse_pool import ParseLimits, ParsePool
 from ingest.pipeline import IngestObserver, IngestPipeline, PipelineConfig
 from retrieval.edge_store import EdgeStore
-from retrieval.models import CollectionRecipe
+from retrieval.models import CollectionRecipe, SearchPlan
 from retrieval.protocol import VectorStore
 from retrieval.search import SearchService
+from retrieval.sparse import BM25_SCHEME, Bm25Encoder
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ class Resources:
             revision=self.model_source.revision,
             normalize=True,
             max_length=base.max_tokens,
+            sparse=BM25_SCHEME if self.settings.sparse_vectors else "",
         )
 
     def check_recipe_early(self, collection: str) -> None:
@@ -230,8 +232,27 @@ class Resources:
         if stored is not None:
             self.check_recipe_early(collection)
             stored.check(self.recipe(), collection)
-        default = stored.instruction if stored else self.settings.query_instruction
-        return SearchService(self.embedder, self.store, default)
+        s = self.settings
+        return SearchService(
+            self.embedder,
+            self.store,
+            stored.instruction if stored else s.query_instruction,
+            sparse=bool(stored and stored.sparse),
+            defaults=SearchPlan(
+                "hybrid" if stored and stored.sparse else "dense",
+                candidates=s.hybrid_candidates,
+                rrf_k=s.rrf_k,
+            ),
+        )
+
+    def backfill_sparse(self, collection: str) -> int:
+        """Give a collection built before BM25 vectors existed its sparse vectors, from the
+        stored chunk text (no re-embedding); returns the chunks updated (0: had them).
+
+        Raises:
+            NotFoundError: no such collection.
+        """
+        return self.store.add_sparse(collection, BM25_SCHEME, Bm25Encoder().documents)
 
     @property
     def model_loaded(self) -> bool:

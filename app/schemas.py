@@ -28,6 +28,22 @@ class SearchRequest(BaseModel):
     )
     score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
     collection: str | None = Field(default=None, pattern=COLLECTION_PATTERN)
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        default=None,
+        description="dense vectors, BM25 terms, or both fused by RRF (default: hybrid when "
+        "the collection has BM25 vectors, else dense)",
+    )
+    rrf_k: int | None = Field(default=None, ge=1, le=1000, description="RRF's k (hybrid)")
+    weights: tuple[float, float] | None = Field(
+        default=None, description="hybrid: the weight of the dense and of the BM25 ranking"
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not all(0 < w <= 100 for w in value):
+            raise ValueError("each weight must be above 0 and at most 100")
+        return value
 
     @field_validator("query")
     @classmethod
@@ -60,6 +76,7 @@ class SearchResponse(BaseModel):
     query: str
     collection: str
     instruction: str
+    mode: str = Field(description="how it was searched: dense, sparse or hybrid")
     hits: list[Hit]
     timings_ms: dict[str, float]
 

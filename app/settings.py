@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     )
     remote_health_interval_s: float = Field(default=5, gt=0)
     remote_eject_after: int = Field(default=3, ge=1, description="consecutive failures")
+    sparse_vectors: bool = Field(
+        default=True, description="new collections also get BM25 sparse vectors (hybrid search)"
+    )
+    rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k for hybrid")
+    hybrid_candidates: int = Field(
+        default=100, ge=1, le=10_000, description="hits each hybrid prefetch brings to the fusion"
+    )
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_shard_number: int = Field(default=1, ge=1, description="shards per new collection")

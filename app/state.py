@@ -28,7 +28,10 @@ from retrieval.search import SearchResult
 
 log = logging.getLogger(__name__)
 
-SearchKey = tuple[str, str | None, int, str, float | None]
+# collection, instruction, top_k, filters (JSON), threshold, mode, rrf_k, weights
+SearchKey = tuple[
+    str, str | None, int, str, float | None, str | None, int | None, tuple[float, float] | None
+]
 EmbedKey = tuple[str, str | None]  # (role, instruction)
 
 
@@ -202,7 +205,7 @@ class QuarryState:
         return self.resources.embedder.stats if built else CacheStats()
 
     def _search_batch(self, key: SearchKey, queries: list[str]) -> list[SearchResult]:
-        collection, instruction, top_k, filters_json, threshold = key
+        collection, instruction, top_k, filters_json, threshold, mode, rrf_k, weights = key
         if self.resources.store.recipe(collection) is None:
             raise NotFoundError(
                 f"collection {collection!r} does not exist yet: upload documents first",
@@ -216,6 +219,7 @@ class QuarryState:
             filters=json.loads(filters_json),
             instruction=instruction,
             score_threshold=threshold,
+            plan=service.plan(mode, rrf_k, weights),
         )
 
     def _embed_batch(self, key: EmbedKey, texts: list[str]) -> list[tuple[np.ndarray, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +73,31 @@ def score_run(
 
 def evaluate(
     pipeline: IngestPipeline,
-    search: SearchService,
+    search_service: Callable[[], SearchService],
     sources: list[TextSource],
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     instruction: str | None = None,
-) -> tuple[dict[str, float], IngestReport]:
-    """Ingest the corpus, run every query, fold chunk hits to documents (best chunk wins)."""
+    mode: str | None = None,
+    prepare: Callable[[], object] = lambda: None,
+) -> tuple[dict[str, Any], IngestReport]:
+    """Ingest the corpus, run every query in `mode` (the collection's default when None),
+    fold chunk hits to documents (best chunk wins). `prepare` runs between the two."""
     report = pipeline.run(sources)
+    prepare()
+    search = search_service()
+    plan = search.plan(mode)
     collection = pipeline.config.collection
     ids = list(queries)
     run: dict[str, dict[str, float]] = {}
     for start in range(0, len(ids), QUERY_BATCH):
         batch = ids[start : start + QUERY_BATCH]
         results = search.search_many(
-            collection, [queries[q] for q in batch], top_k=CHUNK_DEPTH, instruction=instruction
+            collection,
+            [queries[q] for q in batch],
+            top_k=CHUNK_DEPTH,
+            instruction=instruction,
+            plan=plan,
         )
         for query_id, result in zip(batch, results, strict=True):
             docs: dict[str, float] = {}
@@ -95,4 +105,4 @@ def evaluate(
                 beir_id = str(hit.metadata.get("beir_id", hit.doc_id))
                 docs[beir_id] = max(docs.get(beir_id, -1.0), hit.score)
             run[query_id] = docs
-    return score_run(qrels, run), report
+    return score_run(qrels, run) | {"mode": plan.mode}, report

@@ -35,6 +35,7 @@ from ingest.parse_pool import ParsePool
 from ingest.sources import FileSource, Source, content_hash, document_id
 from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id
 from retrieval.protocol import VectorStore
+from retrieval.sparse import Bm25Encoder
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class IngestPipeline:
         self._chunker: ChunkStrategy | None = None
         self._chunker_lock = threading.Lock()
         self.embedder_used = False
+        self._bm25 = Bm25Encoder()
 
     def _get_chunker(self) -> ChunkStrategy:
         with self._chunker_lock:
@@ -341,6 +343,9 @@ class IngestPipeline:
                 done[d] += count
                 self.observer.file_stage(docs[d].source.name, "embedded", done[d])
         self.store.ensure_collection(self.config.collection, self.config.recipe())
+        stored = self.store.recipe(self.config.collection)
+        # BM25 weights only where the collection has a sparse vector (older ones do not).
+        weights = self._bm25.documents(texts) if stored and stored.sparse else [None] * len(texts)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         records: list[ChunkRecord] = []
         row = 0
@@ -360,7 +365,9 @@ class IngestPipeline:
                     **doc.doc_fields,
                 }
                 records.append(
-                    ChunkRecord(chunk_id(doc.doc_id, chunk.index), vectors[row], payload)
+                    ChunkRecord(
+                        chunk_id(doc.doc_id, chunk.index), vectors[row], payload, weights[row]
+                    )
                 )
                 row += 1
         return _Batch(records, docs)

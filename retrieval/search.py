@@ -1,17 +1,21 @@
-"""Query-instructed semantic search: (cached) query embedding, then a filtered top-k."""
+"""Query-instructed search: dense (cached query embedding), sparse (BM25) or both fused."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from embedding.errors import InvalidInputError
 from embedding.protocol import Embedder
-from retrieval.models import SearchHit
+from retrieval.models import SearchHit, SearchMode, SearchPlan
 from retrieval.protocol import Filters, VectorStore
+from retrieval.sparse import Bm25Encoder
 
 MAX_TOP_K = 1000
+MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
 
 
 @dataclass
@@ -19,15 +23,60 @@ class SearchResult:
     hits: list[SearchHit]
     timings_ms: dict[str, float] = field(default_factory=dict)
     instruction: str = ""
+    mode: str = "dense"
 
 
 class SearchService:
-    """Embeds queries with the collection's instruction (or an override) and searches."""
+    """Embeds queries with the collection's instruction (or an override) and searches.
 
-    def __init__(self, embedder: Embedder, store: VectorStore, default_instruction: str) -> None:
+    A collection with sparse vectors is searched `hybrid` unless a request says otherwise;
+    one without them only `dense`.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        default_instruction: str,
+        *,
+        sparse: bool = False,
+        defaults: SearchPlan = SearchPlan(),  # noqa: B008 - frozen, never mutated
+    ) -> None:
         self.embedder = embedder
         self.store = store
         self.default_instruction = default_instruction
+        self.has_sparse = sparse
+        self.defaults = defaults
+        self._bm25 = Bm25Encoder()
+
+    def plan(
+        self,
+        mode: str | None = None,
+        rrf_k: int | None = None,
+        weights: tuple[float, float] | None = None,
+    ) -> SearchPlan:
+        """The request's plan: its own choices over the collection's defaults.
+
+        Raises:
+            InvalidInputError: an unknown mode, or a sparse one on a dense-only collection.
+        """
+        chosen = mode or self.defaults.mode
+        if chosen not in MODES:
+            raise InvalidInputError(
+                f"mode: {chosen!r} is not one of {', '.join(MODES)}", detail={"field": "mode"}
+            )
+        if chosen != "dense" and not self.has_sparse:
+            raise InvalidInputError(
+                f"mode: {chosen!r} needs the collection's BM25 vectors, and it has none "
+                "(built before they existed): run `quarry backfill-sparse` on it first",
+                detail={"field": "mode"},
+            )
+        return replace(
+            self.defaults,
+            mode=chosen,
+            rrf_k=rrf_k or self.defaults.rrf_k,
+            weights=weights,
+        )
 
     def search_many(
         self,
@@ -38,6 +87,7 @@ class SearchService:
         filters: Filters | None = None,
         instruction: str | None = None,
         score_threshold: float | None = None,
+        plan: SearchPlan | None = None,
     ) -> list[SearchResult]:
         """Search several queries at once (one model batch, one store batch)."""
         if not 1 <= top_k <= MAX_TOP_K:
@@ -47,19 +97,27 @@ class SearchService:
                 raise InvalidInputError(
                     f"query #{position + 1} is empty", detail={"field": "query"}
                 )
-        started = time.perf_counter()
+        plan = plan or self.plan()
         instruction = instruction or self.default_instruction
-        vectors = self.embedder.embed_queries(list(queries), instruction)
-        embedded = time.perf_counter()
-        hits = self.store.search(collection, vectors, top_k, filters, score_threshold)
-        done = time.perf_counter()
+        timings: dict[str, float] = {"batch_size": float(len(queries))}
+        vectors: np.ndarray | None = None
+        if plan.mode != "sparse":
+            started = time.perf_counter()
+            vectors = self.embedder.embed_queries(list(queries), instruction)
+            timings["embed_ms"] = (time.perf_counter() - started) * 1000
+        sparse = None
+        if plan.mode != "dense":
+            started = time.perf_counter()
+            sparse = self._bm25.queries(list(queries))
+            timings["sparse_encode_ms"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        hits = self.store.search(
+            collection, vectors, top_k, filters, score_threshold, sparse=sparse, plan=plan
+        )
+        # One Query API call runs the prefetches and the fusion together, in the store.
+        timings["search_ms"] = (time.perf_counter() - started) * 1000
         # Stages run once for the whole batch: each query waited for all of it.
-        timings = {
-            "embed_ms": (embedded - started) * 1000,
-            "search_ms": (done - embedded) * 1000,
-            "batch_size": float(len(queries)),
-        }
-        return [SearchResult(row, dict(timings), instruction) for row in hits]
+        return [SearchResult(row, dict(timings), instruction, plan.mode) for row in hits]
 
     def search(
         self,
@@ -70,6 +128,7 @@ class SearchService:
         filters: Filters | None = None,
         instruction: str | None = None,
         score_threshold: float | None = None,
+        plan: SearchPlan | None = None,
     ) -> SearchResult:
         return self.search_many(
             collection,
@@ -78,4 +137,5 @@ class SearchService:
             filters=filters,
             instruction=instruction,
             score_threshold=score_threshold,
+            plan=plan,
         )[0]

@@ -134,8 +134,11 @@ class ApiClient:
         *,
         collection: str | None = None,
         score_threshold: float | None = None,
+        mode: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"query": query, "top_k": top_k, "filters": filters or {}}
+        if mode:
+            body["mode"] = mode
         if instruction:
             body["instruction"] = instruction
         if collection:
@@ -163,6 +166,10 @@ class ApiClient:
 
     def collections(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/collections")
+        return result
+
+    def backfill_sparse(self, collection: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/collections/{collection}/sparse")
         return result
 
     def stats(self) -> dict[str, Any]:

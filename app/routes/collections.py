@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
-from app.schemas import COMMON_ERRORS, CollectionOut
+from app.schemas import COMMON_ERRORS, CollectionOut, error_responses
 from retrieval.summaries import summarize_collections
 
 router = APIRouter(prefix="/v1", tags=["collections"], responses=COMMON_ERRORS)
@@ -25,6 +25,14 @@ async def list_collections(state: State) -> dict[str, Any]:
         "default": state.settings.collection,
         "collections": await run_in_threadpool(_collections, state),
     }
+
+
+@router.post("/collections/{name}/sparse", responses=error_responses(404))
+async def backfill_sparse(state: State, name: str) -> dict[str, Any]:
+    """Give a collection built before BM25 vectors existed its sparse vectors (hybrid and
+    sparse search), computed from its stored chunk text without re-embedding anything."""
+    updated = await run_in_threadpool(state.resources.backfill_sparse, name)
+    return {"collection": name, "chunks_updated": updated}
 
 
 @router.get("/stats")

@@ -28,15 +28,20 @@ async def search(state: State, body: SearchRequest) -> SearchResponse:
         body.top_k,
         json.dumps(body.filters, sort_keys=True),
         body.score_threshold,
+        body.mode,
+        body.rrf_k,
+        body.weights,
     )
     [result] = await state.search_batcher.submit(key, [body.query])
     timings = dict(result.timings_ms)
     timings["total_ms"] = (time.perf_counter() - started) * 1000
-    timings["queue_ms"] = max(timings["total_ms"] - timings["embed_ms"] - timings["search_ms"], 0)
+    stages = sum(v for k, v in timings.items() if k.endswith("_ms") and k != "total_ms")
+    timings["queue_ms"] = max(timings["total_ms"] - stages, 0)
     return SearchResponse(
         query=body.query,
         collection=collection,
         instruction=result.instruction,
+        mode=result.mode,
         hits=[Hit.bounded(hit, state.settings.max_hit_chars) for hit in result.hits],
         timings_ms={k: round(v, 3) for k, v in timings.items()},
     )

@@ -53,7 +53,7 @@ def test_small_dataset_end_to_end(resources: Resources, tmp_path: Path, whole: b
     )
     pipeline = resources.pipeline("eval-mini", whole_documents=whole)
     scores, report = evaluate(
-        pipeline, resources.search_service("eval-mini"), sources, queries, qrels
+        pipeline, lambda: resources.search_service("eval-mini"), sources, queries, qrels
     )
     assert report.ingested == 4 and scores["queries"] == 3
     assert scores["ndcg@10"] == 100.0 and scores["recall@100"] == 100.0
