@@ -90,6 +90,24 @@ def build_random_qwen3(
     return target
 
 
+def build_random_qwen3_reranker(
+    target: Path, shape: dict[str, Any] | None = None, *, seed: int = 0
+) -> Path:
+    """A random-weight Qwen3 causal LM laid out like Qwen/Qwen3-Reranker-*: its LM head
+    gives the "yes"/"no" logits the reranker is scored by; the plain Qwen tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    # Qwen3's own vocabulary size: the chat tokens (<think> ...) lie past the tokenizer's base.
+    config = Qwen3Config(**({**TINY, "vocab_size": 151936} if shape is None else shape))
+    model = Qwen3ForCausalLM(config).eval()
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(str(qwen_tokenizer_dir())).save_pretrained(target)
+    return target
+
+
 def _write_sentence_transformers_files(target: Path, hidden: int) -> None:
     (target / "1_Pooling").mkdir(exist_ok=True)
     files: dict[str, Any] = {

@@ -85,6 +85,13 @@ def test_upload_search_documents_status(ui_env: str, tmp_path: Path) -> None:
     assert any("owls.pdf" in m.value and "####" in m.value for m in search.markdown)
 
     # Filters: only coffee.md, by source.
+    assert "hybrid" in " ".join(c.value for c in search.caption)  # the default here
+    search.selectbox(key="mode").select("Words (BM25)")
+    search.button(key="search_submit").click().run()
+    assert "sparse" in " ".join(c.value for c in search.caption)
+    first = next(m.value for m in search.markdown if m.value.startswith("**1."))
+    assert "owls.pdf" in first  # "hunting" matches "hunt" once stemmed
+    search.selectbox(key="mode").select("The collection's default")
     search.multiselect(key="sources").select("coffee.md")
     search.button(key="search_submit").click().run()
     sources = [m.value for m in search.markdown if m.value.startswith("**")]

@@ -10,6 +10,12 @@ from ui.common import api, call, page_header, tags_of
 from ui.highlight import highlight
 
 CUSTOM = "Custom…"
+MODES: dict[str, str | None] = {
+    "The collection's default": None,
+    "Hybrid (meaning + words)": "hybrid",
+    "Meaning (dense)": "dense",
+    "Words (BM25)": "sparse",
+}
 PRESET_NAMES = {
     "web_search": "Web search",
     "question_answering": "Question answering",
@@ -91,9 +97,16 @@ with st.form("search"):
         instruction = instruction_picker(call(lambda: api().instructions(), "load the presets"))
     with col2:
         top_k = st.slider("Results", 1, 50, 10, key="top_k")
-    col3, col4 = st.columns(2)
+    col3, col4, col5 = st.columns([2, 2, 2])
     chosen_sources = col3.multiselect("Sources", sources, key="sources")
     chosen_tags = col4.multiselect("Tags", all_tags, key="tags")
+    mode_label = col5.selectbox(
+        "Match by",
+        list(MODES),
+        key="mode",
+        help="Hybrid (the default where it can) fuses the meaning-based and the word-based "
+        "rankings; collections built before word vectors existed search by meaning only.",
+    )
     go = st.form_submit_button(
         "Search", type="primary", icon=":material/search:", key="search_submit"
     )
@@ -110,7 +123,8 @@ if go:
             filters["tags"] = chosen_tags
         st.session_state.pop("open_doc", None)
         st.session_state["results"] = call(
-            lambda: api().search(query, top_k, filters, instruction), "search"
+            lambda: api().search(query, top_k, filters, instruction, mode=MODES[mode_label]),
+            "search",
         )
 
 if "open_doc" in st.session_state:
@@ -121,10 +135,14 @@ results = st.session_state.get("results")
 if results:
     hits = results["hits"]
     timings = results["timings_ms"]
+    stages = ", ".join(
+        f"{name.removesuffix('_ms').replace('_', ' ')} {value:.0f} ms"
+        for name, value in timings.items()
+        if name.endswith("_ms") and name not in ("total_ms", "queue_ms")
+    )
     st.caption(
-        f"{len(hits)} results in {timings.get('total_ms', 0):.0f} ms "
-        f"(embedding {timings.get('embed_ms', 0):.0f} ms, "
-        f"search {timings.get('search_ms', 0):.0f} ms)"
+        f"{len(hits)} results in {timings.get('total_ms', 0):.0f} ms, "
+        f"{results.get('mode', 'dense')} ({stages})"
     )
     if not hits:
         st.info("Nothing matched. Try other words or fewer filters.")
