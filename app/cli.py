@@ -168,6 +168,9 @@ def search(
     instruction: Annotated[str | None, typer.Option(help="task instruction for this query")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="minimum score")] = None,
     mode: ModeOpt = None,
+    rerank: Annotated[
+        bool, typer.Option("--rerank", help="rescore the candidates with QUARRY_RERANK_MODEL")
+    ] = False,
     collection: CollectionOpt = None,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
@@ -190,6 +193,7 @@ def search(
                 instruction=instruction,
                 score_threshold=threshold,
                 plan=service.plan(mode),
+                rerank=rerank,
             )
             hits = [hit.to_dict() for hit in result.hits]
         else:
@@ -202,6 +206,7 @@ def search(
                 collection=collection,
                 score_threshold=threshold,
                 mode=mode,
+                rerank=rerank,
             )
             keys = ("score", "doc_id", "chunk_id", "source", "page", "text")
             hits = [{key: hit.get(key) for key in keys} for hit in answer["hits"]]

@@ -15,10 +15,11 @@ from app.ownership import DataDirClaim
 from app.settings import Settings
 from embedding.balancer import RequestObserver
 from embedding.cache import CachedEmbedder, RedisVectorCache
-from embedding.errors import ModelLoadError
+from embedding.errors import InvalidInputError, ModelLoadError
 from embedding.model_source import ModelSource, resolve_model
 from embedding.redis_server import EmbeddedRedis
 from embedding.remote import RemoteEmbedder, RemoteOptions
+from embedding.rerankers import Reranker, load_reranker
 from embedding.st_embedder import SentenceTransformerEmbedder
 from ingest.chunking import Chunker, ChunkStrategy, WholeDocument
 from ingest.ledger import FailureLedger
@@ -223,6 +224,25 @@ class Resources:
             self.store, lambda: self.embedder, chunker, config, observer, ledger, self.parse_pool
         )
 
+    @cached_property
+    def reranker(self) -> Reranker:
+        """The configured reranker (loaded on its first use, not here).
+
+        Raises:
+            InvalidInputError: none is configured.
+            ModelLoadError: QUARRY_RERANK_MODEL is neither on disk nor downloadable.
+        """
+        s = self.settings
+        if not (s.rerank_model or s.rerank_url):
+            raise InvalidInputError(
+                "rerank: no reranker is configured; set QUARRY_RERANK_MODEL (a CrossEncoder "
+                "or Qwen3-Reranker) or QUARRY_RERANK_URL (a /rerank server)",
+                detail={"field": "rerank"},
+            )
+        return load_reranker(
+            s.rerank_model or "", device=s.device, max_length=s.max_length, url=s.rerank_url
+        )
+
     def search_service(self, collection: str) -> SearchService:
         """Search `collection` after checking that its vectors match our model's.
 
@@ -243,6 +263,8 @@ class Resources:
                 candidates=s.hybrid_candidates,
                 rrf_k=s.rrf_k,
             ),
+            reranker=lambda: self.reranker,
+            rerank_top_n=s.rerank_top_n,
         )
 
     def backfill_sparse(self, collection: str) -> int:

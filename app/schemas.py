@@ -38,6 +38,13 @@ class SearchRequest(BaseModel):
         default=None, description="hybrid: the weight of the dense and of the BM25 ranking"
     )
 
+    rerank: bool = Field(
+        default=False, description="score the candidates again with QUARRY_RERANK_MODEL"
+    )
+    rerank_top_n: int | None = Field(
+        default=None, ge=1, le=MAX_TOP_K, description="candidates to rerank (default 50)"
+    )
+
     @field_validator("weights")
     @classmethod
     def _positive(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -216,3 +223,27 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 # Every /v1 route can answer these.
 COMMON_ERRORS = error_responses(401, 413, 422, 500, 503)
+
+
+class RerankRequest(BaseModel):
+    """The Cohere / vLLM / infinity `/rerank` body (plus Quarry's `instruction`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    query: str = Field(min_length=1, max_length=8192)
+    documents: list[str] = Field(min_length=1, max_length=1000)
+    top_n: int | None = Field(default=None, ge=1)
+    instruction: str | None = Field(default=None, max_length=1024)
+    return_documents: bool = False
+
+
+class RerankItem(BaseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, str] | None = None
+
+
+class RerankResponse(BaseModel):
+    model: str
+    results: list[RerankItem]

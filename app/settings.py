@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     hybrid_candidates: int = Field(
         default=100, ge=1, le=10_000, description="hits each hybrid prefetch brings to the fusion"
     )
+    rerank_model: str | None = Field(
+        default=None,
+        description="a CrossEncoder or Qwen3-Reranker (folder or hub id); enables rerank",
+    )
+    rerank_url: str | None = Field(
+        default=None, description="a /rerank server (TEI; or infinity/vLLM at a URL ending in /v1)"
+    )
+    rerank_top_n: int = Field(
+        default=50, ge=1, le=1000, description="candidates a reranked search rescores"
+    )
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_shard_number: int = Field(default=1, ge=1, description="shards per new collection")

@@ -28,10 +28,23 @@ from retrieval.search import SearchResult
 
 log = logging.getLogger(__name__)
 
-# collection, instruction, top_k, filters (JSON), threshold, mode, rrf_k, weights
-SearchKey = tuple[
-    str, str | None, int, str, float | None, str | None, int | None, tuple[float, float] | None
-]
+
+@dataclass(frozen=True)
+class SearchKey:
+    """What queries must share to be searched in one batch."""
+
+    collection: str
+    instruction: str | None
+    top_k: int
+    filters_json: str
+    threshold: float | None
+    mode: str | None = None
+    rrf_k: int | None = None
+    weights: tuple[float, float] | None = None
+    rerank: bool = False
+    rerank_top_n: int | None = None
+
+
 EmbedKey = tuple[str, str | None]  # (role, instruction)
 
 
@@ -205,7 +218,7 @@ class QuarryState:
         return self.resources.embedder.stats if built else CacheStats()
 
     def _search_batch(self, key: SearchKey, queries: list[str]) -> list[SearchResult]:
-        collection, instruction, top_k, filters_json, threshold, mode, rrf_k, weights = key
+        collection = key.collection
         if self.resources.store.recipe(collection) is None:
             raise NotFoundError(
                 f"collection {collection!r} does not exist yet: upload documents first",
@@ -215,11 +228,13 @@ class QuarryState:
         return service.search_many(
             collection,
             queries,
-            top_k=top_k,
-            filters=json.loads(filters_json),
-            instruction=instruction,
-            score_threshold=threshold,
-            plan=service.plan(mode, rrf_k, weights),
+            top_k=key.top_k,
+            filters=json.loads(key.filters_json),
+            instruction=key.instruction,
+            score_threshold=key.threshold,
+            plan=service.plan(key.mode, key.rrf_k, key.weights),
+            rerank=key.rerank,
+            rerank_top_n=key.rerank_top_n,
         )
 
     def _embed_batch(self, key: EmbedKey, texts: list[str]) -> list[tuple[np.ndarray, int]]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from embedding.errors import InvalidInputError
 from embedding.protocol import Embedder
+from embedding.rerankers import Reranker
 from retrieval.models import SearchHit, SearchMode, SearchPlan
 from retrieval.protocol import Filters, VectorStore
 from retrieval.sparse import Bm25Encoder
@@ -41,12 +42,16 @@ class SearchService:
         *,
         sparse: bool = False,
         defaults: SearchPlan = SearchPlan(),  # noqa: B008 - frozen, never mutated
+        reranker: Callable[[], Reranker] | None = None,
+        rerank_top_n: int = 50,
     ) -> None:
         self.embedder = embedder
         self.store = store
         self.default_instruction = default_instruction
         self.has_sparse = sparse
         self.defaults = defaults
+        self._reranker = reranker
+        self.rerank_top_n = rerank_top_n
         self._bm25 = Bm25Encoder()
 
     def plan(
@@ -88,8 +93,14 @@ class SearchService:
         instruction: str | None = None,
         score_threshold: float | None = None,
         plan: SearchPlan | None = None,
+        rerank: bool = False,
+        rerank_top_n: int | None = None,
     ) -> list[SearchResult]:
-        """Search several queries at once (one model batch, one store batch)."""
+        """Search several queries at once (one model batch, one store batch).
+
+        With `rerank`, the best `rerank_top_n` candidates (at least `top_k`) are scored
+        again by the reranker and the top `top_k` of them returned, with its scores.
+        """
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
         for position, query in enumerate(queries):
@@ -99,6 +110,8 @@ class SearchService:
                 )
         plan = plan or self.plan()
         instruction = instruction or self.default_instruction
+        reranker = self._rerank_model() if rerank else None
+        depth = max(top_k, rerank_top_n or self.rerank_top_n) if reranker else top_k
         timings: dict[str, float] = {"batch_size": float(len(queries))}
         vectors: np.ndarray | None = None
         if plan.mode != "sparse":
@@ -112,12 +125,24 @@ class SearchService:
             timings["sparse_encode_ms"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         hits = self.store.search(
-            collection, vectors, top_k, filters, score_threshold, sparse=sparse, plan=plan
+            collection, vectors, depth, filters, score_threshold, sparse=sparse, plan=plan
         )
         # One Query API call runs the prefetches and the fusion together, in the store.
         timings["search_ms"] = (time.perf_counter() - started) * 1000
+        if reranker is not None:
+            started = time.perf_counter()
+            hits = [
+                _reranked(reranker, query, row, instruction, top_k)
+                for query, row in zip(queries, hits, strict=True)
+            ]
+            timings["rerank_ms"] = (time.perf_counter() - started) * 1000
         # Stages run once for the whole batch: each query waited for all of it.
         return [SearchResult(row, dict(timings), instruction, plan.mode) for row in hits]
+
+    def _rerank_model(self) -> Reranker:
+        if self._reranker is None:
+            raise InvalidInputError("rerank: no reranker is configured", detail={"field": "rerank"})
+        return self._reranker()
 
     def search(
         self,
@@ -129,6 +154,8 @@ class SearchService:
         instruction: str | None = None,
         score_threshold: float | None = None,
         plan: SearchPlan | None = None,
+        rerank: bool = False,
+        rerank_top_n: int | None = None,
     ) -> SearchResult:
         return self.search_many(
             collection,
@@ -138,4 +165,15 @@ class SearchService:
             instruction=instruction,
             score_threshold=score_threshold,
             plan=plan,
+            rerank=rerank,
+            rerank_top_n=rerank_top_n,
         )[0]
+
+
+def _reranked(
+    reranker: Reranker, query: str, hits: list[SearchHit], instruction: str, top_k: int
+) -> list[SearchHit]:
+    """The candidates in the reranker's order, carrying its scores; the best `top_k`."""
+    scores = reranker.rerank(query, [hit.text for hit in hits], instruction)
+    ranked = sorted(zip(scores, hits, strict=True), key=lambda pair: -pair[0])
+    return [replace(hit, score=score) for score, hit in ranked[:top_k]]

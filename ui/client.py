@@ -135,10 +135,13 @@ class ApiClient:
         collection: str | None = None,
         score_threshold: float | None = None,
         mode: str | None = None,
+        rerank: bool = False,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"query": query, "top_k": top_k, "filters": filters or {}}
         if mode:
             body["mode"] = mode
+        if rerank:
+            body["rerank"] = True
         if instruction:
             body["instruction"] = instruction
         if collection:

@@ -17,6 +17,9 @@ from app.schemas import (
     EmbeddingsResponse,
     ModelCard,
     ModelList,
+    RerankItem,
+    RerankRequest,
+    RerankResponse,
     Usage,
     error_responses,
 )
@@ -88,4 +91,23 @@ async def create_embeddings(state: State, body: EmbeddingsRequest) -> Embeddings
         data=data,
         model=body.model,
         usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+    )
+
+
+@router.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True)
+async def rerank(state: State, body: RerankRequest) -> RerankResponse:
+    """Score documents against a query with QUARRY_RERANK_MODEL (the Cohere / vLLM shape)."""
+    reranker = await run_in_threadpool(lambda: state.resources.reranker)
+    scores = await run_in_threadpool(reranker.rerank, body.query, body.documents, body.instruction)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n]
+    return RerankResponse(
+        model=state.settings.rerank_model or state.settings.rerank_url or "",
+        results=[
+            RerankItem(
+                index=i,
+                relevance_score=scores[i],
+                document={"text": body.documents[i]} if body.return_documents else None,
+            )
+            for i in order
+        ],
     )

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from app.deps import State
 from app.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
+from app.state import SearchKey
 from embedding.instructions import PRESETS
 
 router = APIRouter(
@@ -22,7 +23,7 @@ async def search(state: State, body: SearchRequest) -> SearchResponse:
     """Top-k chunks for a query, with each stage's timing."""
     started = time.perf_counter()
     collection = body.collection or state.settings.collection
-    key = (
+    key = SearchKey(
         collection,
         body.instruction,
         body.top_k,
@@ -31,6 +32,8 @@ async def search(state: State, body: SearchRequest) -> SearchResponse:
         body.mode,
         body.rrf_k,
         body.weights,
+        body.rerank,
+        body.rerank_top_n,
     )
     [result] = await state.search_batcher.submit(key, [body.query])
     timings = dict(result.timings_ms)

@@ -107,6 +107,11 @@ with st.form("search"):
         help="Hybrid (the default where it can) fuses the meaning-based and the word-based "
         "rankings; collections built before word vectors existed search by meaning only.",
     )
+    rerank = st.checkbox(
+        "Rerank the candidates",
+        key="rerank",
+        help="Scores the best 50 again with the server's reranker (QUARRY_RERANK_MODEL).",
+    )
     go = st.form_submit_button(
         "Search", type="primary", icon=":material/search:", key="search_submit"
     )
@@ -123,7 +128,9 @@ if go:
             filters["tags"] = chosen_tags
         st.session_state.pop("open_doc", None)
         st.session_state["results"] = call(
-            lambda: api().search(query, top_k, filters, instruction, mode=MODES[mode_label]),
+            lambda: api().search(
+                query, top_k, filters, instruction, mode=MODES[mode_label], rerank=rerank
+            ),
             "search",
         )
 
