@@ -214,7 +214,15 @@ def load_reranker(
     """
     if url:
         return RemoteReranker(url, name)
-    source = resolve_model(name)
+    try:
+        source = resolve_model(name)
+    except ModelLoadError as exc:
+        raise ModelLoadError(
+            f"Cannot load the reranker {name!r}: it is not a local folder, not in the Hugging "
+            "Face cache, and could not be downloaded. Set QUARRY_RERANK_MODEL to a local "
+            "CrossEncoder or Qwen3-Reranker folder, or QUARRY_RERANK_URL to a /rerank server.",
+            detail={"model": name},
+        ) from exc
     if source.uses_last_token:  # a Qwen3 causal LM: the yes/no reranker
         return Qwen3Reranker(source.path, device=device, max_length=max_length)
     return CrossEncoderReranker(source.path, device=device, max_length=min(max_length, 512))

@@ -104,7 +104,7 @@ def test_a_cross_encoder_scores_pairs_in_order(tmp_path: Path, minilm_path: str)
 
 
 def test_a_reranker_that_cannot_be_found_says_what_to_set(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="QUARRY_EMBEDDING_MODEL|local model"):
+    with pytest.raises(ModelLoadError, match="QUARRY_RERANK_MODEL"):
         load_reranker("Qwen/Qwen3-Reranker-0.6B-not-here")
     broken = tmp_path / "broken"
     broken.mkdir()
