@@ -358,6 +358,10 @@ def eval_command(
         str | None, typer.Option(help="query instruction (Qwen3 models)")
     ] = None,
     mode: ModeOpt = None,
+    vectors: Annotated[
+        str | None,
+        typer.Option(help="full, small or two-stage (collections with a small Matryoshka vector)"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """nDCG@10 and Recall@100 on a BEIR dataset, through the normal pipeline and search."""
@@ -384,6 +388,7 @@ def eval_command(
                 mode,
                 # An eval collection from before BM25 vectors existed gets them now.
                 prepare=lambda: res.backfill_sparse(collection) if mode != "dense" else 0,
+                vectors=vectors,
             )
         if report.errors:
             console.print(
@@ -393,8 +398,10 @@ def eval_command(
             _emit(scores)
         else:
             console.print(
-                f"{dataset.name} ({chunking}, {scores['mode']}): nDCG@10 {scores['ndcg@10']:.2f}  "
-                f"Recall@100 {scores['recall@100']:.2f}  over {scores['queries']} queries"
+                f"{dataset.name} ({chunking}, {scores['mode']}, {scores['vectors']}): "
+                f"nDCG@10 {scores['ndcg@10']:.2f}  "
+                f"Recall@100 {scores['recall@100']:.2f}  over {scores['queries']} queries, "
+                f"{scores['ms_per_query']:.1f} ms a query"
             )
 
 

@@ -182,15 +182,37 @@ class Resources:
     ) -> CollectionRecipe:
         """This configuration's recipe (the dimension loads the model unless given)."""
         base = self.base_embedder
+        dimension = dimension or base.dimension
         return CollectionRecipe(
             model=self.model_source.model_id,
-            dimension=dimension or base.dimension,
+            dimension=dimension,
             instruction=instruction or self.settings.query_instruction,
             revision=self.model_source.revision,
             normalize=True,
             max_length=base.max_tokens,
             sparse=BM25_SCHEME if self.settings.sparse_vectors else "",
+            small_dim=self._small_dim(dimension),
         )
+
+    def _small_dim(self, dimension: int) -> int:
+        """QUARRY_SMALL_DIM, checked against the model (a Matryoshka one, and wider).
+
+        Raises:
+            InvalidInputError: the model is not Matryoshka-trained, or not that wide.
+        """
+        small = self.settings.small_dim
+        if not small:
+            return 0
+        if not self.model_source.uses_last_token:
+            raise InvalidInputError(
+                f"QUARRY_SMALL_DIM={small}: {self.model_source.model_id!r} is not a Matryoshka "
+                "model (Qwen3-Embedding is); its prefixes are not embeddings. Unset it."
+            )
+        if not 32 <= small < dimension:
+            raise InvalidInputError(
+                f"QUARRY_SMALL_DIM={small} must be from 32 to below the dimension ({dimension})"
+            )
+        return small
 
     def check_recipe_early(self, collection: str) -> None:
         """Fail before any work when the collection was built otherwise (no model load)."""
@@ -262,6 +284,7 @@ class Resources:
                 "hybrid" if stored and stored.sparse else "dense",
                 candidates=s.hybrid_candidates,
                 rrf_k=s.rrf_k,
+                vectors="two-stage" if stored and stored.small_dim else "full",
             ),
             reranker=lambda: self.reranker,
             rerank_top_n=s.rerank_top_n,

@@ -38,6 +38,11 @@ class SearchRequest(BaseModel):
         default=None, description="hybrid: the weight of the dense and of the BM25 ranking"
     )
 
+    vectors: Literal["full", "small", "two-stage"] | None = Field(
+        default=None,
+        description="dense search on the full vector, the small Matryoshka one, or the small "
+        "one's candidates rescored on the full (the default where a small one is stored)",
+    )
     rerank: bool = Field(
         default=False, description="score the candidates again with QUARRY_RERANK_MODEL"
     )

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     sparse_vectors: bool = Field(
         default=True, description="new collections also get BM25 sparse vectors (hybrid search)"
     )
+    small_dim: int = Field(
+        default=0,
+        ge=0,
+        description="new collections of a Matryoshka model (Qwen3-Embedding) also store this "
+        "prefix of each vector (int8), searched first and rescored on the full vector; 0 = off",
+    )
     rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k for hybrid")
     hybrid_candidates: int = Field(
         default=100, ge=1, le=10_000, description="hits each hybrid prefetch brings to the fusion"

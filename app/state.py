@@ -43,6 +43,7 @@ class SearchKey:
     weights: tuple[float, float] | None = None
     rerank: bool = False
     rerank_top_n: int | None = None
+    vectors: str | None = None
 
 
 EmbedKey = tuple[str, str | None]  # (role, instruction)
@@ -232,7 +233,7 @@ class QuarryState:
             filters=json.loads(key.filters_json),
             instruction=key.instruction,
             score_threshold=key.threshold,
-            plan=service.plan(key.mode, key.rrf_k, key.weights),
+            plan=service.plan(key.mode, key.rrf_k, key.weights, key.vectors),
             rerank=key.rerank,
             rerank_top_n=key.rerank_top_n,
         )

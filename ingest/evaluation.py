@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,16 +81,18 @@ def evaluate(
     instruction: str | None = None,
     mode: str | None = None,
     prepare: Callable[[], object] = lambda: None,
+    vectors: str | None = None,
 ) -> tuple[dict[str, Any], IngestReport]:
     """Ingest the corpus, run every query in `mode` (the collection's default when None),
     fold chunk hits to documents (best chunk wins). `prepare` runs between the two."""
     report = pipeline.run(sources)
     prepare()
     search = search_service()
-    plan = search.plan(mode)
+    plan = search.plan(mode, vectors=vectors)
     collection = pipeline.config.collection
     ids = list(queries)
     run: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
     for start in range(0, len(ids), QUERY_BATCH):
         batch = ids[start : start + QUERY_BATCH]
         results = search.search_many(
@@ -105,4 +108,6 @@ def evaluate(
                 beir_id = str(hit.metadata.get("beir_id", hit.doc_id))
                 docs[beir_id] = max(docs.get(beir_id, -1.0), hit.score)
             run[query_id] = docs
-    return score_run(qrels, run) | {"mode": plan.mode}, report
+    per_query = 1000 * (time.perf_counter() - started) / max(len(ids), 1)
+    described = {"mode": plan.mode, "vectors": plan.vectors, "ms_per_query": round(per_query, 2)}
+    return score_run(qrels, run) | described, report

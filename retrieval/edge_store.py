@@ -20,6 +20,7 @@ from retrieval.models import (
     DENSE,
     HEAD_FIELDS,
     INDEXED_FIELDS,
+    SMALL_VECTOR,
     ChunkRecord,
     CollectionRecipe,
     DocumentInfo,
@@ -29,6 +30,7 @@ from retrieval.models import (
     payload_key,
 )
 from retrieval.protocol import Filters, SparseEncoder
+from retrieval.query_plan import Nearest, Rrf, Stage, build, full_vector, point_vectors
 from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_FILE = "recipe.json"
@@ -52,56 +54,58 @@ def _sparse(vector: SparseVec) -> qe.SparseVector:
 
 
 def _config(recipe: CollectionRecipe) -> qe.EdgeConfig:
+    full = qe.EdgeVectorParams(size=recipe.dimension, distance=qe.Distance.Cosine)
+    vectors: qe.EdgeVectorParams | dict[str, qe.EdgeVectorParams] = full
+    if recipe.small_dim:  # the prefix searched first, int8 in RAM
+        small = qe.EdgeVectorParams(
+            size=recipe.small_dim,
+            distance=qe.Distance.Cosine,
+            quantization_config=qe.ScalarQuantizationConfig(
+                type=qe.ScalarType.Int8, quantile=0.99, always_ram=True
+            ),
+        )
+        vectors = {recipe.dense_vector: full, SMALL_VECTOR: small}
     sparse = (
         {SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
         if recipe.sparse
         else None
     )
     return qe.EdgeConfig(
-        vectors=qe.EdgeVectorParams(size=recipe.dimension, distance=qe.Distance.Cosine),
+        vectors=vectors,
         sparse_vectors=sparse,
         hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=10_000),
     )
 
 
-def _query(
-    dense: np.ndarray | None,
-    sparse: SparseVec | None,
-    plan: SearchPlan,
-    limit: int,
-    flt: qe.Filter | None,
-    threshold: float | None,
-) -> qe.QueryRequest:
-    """One Query API request: a nearest search, or prefetches fused by RRF."""
+def _vector(value: list[float] | SparseVec) -> Any:
+    return _sparse(value) if isinstance(value, SparseVec) else value
 
-    def nearest(which: str) -> Any:
-        if which == "sparse":
-            return qe.Query.Nearest(_sparse(sparse or SparseVec((), ())), using=SPARSE_VECTOR)
-        assert dense is not None
-        return qe.Query.Nearest(dense.astype(np.float32).tolist(), using="")
 
-    if plan.mode != "hybrid":
-        return qe.QueryRequest(
-            limit=limit,
-            query=nearest(plan.mode),
-            filter=flt,
-            with_payload=True,
-            score_threshold=threshold,
-        )
-    depth = max(plan.candidates, limit)
-    prefetches = [
-        qe.Prefetch(limit=depth, query=nearest("dense"), filter=flt, score_threshold=threshold)
-    ]
-    if sparse:  # a query of stop words only has no terms to match
-        prefetches.append(qe.Prefetch(limit=depth, query=nearest("sparse"), filter=flt))
-    weights = list(plan.weights)[: len(prefetches)] if plan.weights else None
+def _edge_query(query: Nearest | Rrf) -> Any:
+    if isinstance(query, Rrf):
+        return qe.Fusion.Rrf(k=query.k, weights=query.weights)
+    return qe.Query.Nearest(_vector(query.vector), using=query.using)
+
+
+def _prefetch(stage: Stage, flt: qe.Filter | None) -> qe.Prefetch:
+    return qe.Prefetch(
+        limit=stage.limit,
+        query=_edge_query(stage.query),
+        prefetches=[_prefetch(p, flt) for p in stage.prefetch] or None,
+        filter=flt,
+        score_threshold=stage.threshold,
+    )
+
+
+def _request(stage: Stage, flt: qe.Filter | None) -> qe.QueryRequest:
     return qe.QueryRequest(
-        limit=limit,
-        prefetches=prefetches,
-        query=qe.Fusion.Rrf(k=plan.rrf_k, weights=weights),  # type: ignore[arg-type]
+        limit=stage.limit,
+        query=_edge_query(stage.query),
+        prefetches=[_prefetch(p, flt) for p in stage.prefetch] or None,
         filter=flt,
         with_payload=True,
+        score_threshold=stage.threshold,
     )
 
 
@@ -201,7 +205,11 @@ class EdgeStore:
                 )
                 weights = encode([str((r.payload or {}).get("text", "")) for r in page])
                 points = [
-                    qe.Point(r.id, {"": _dense(r.vector), SPARSE_VECTOR: _sparse(w)}, r.payload)
+                    qe.Point(
+                        r.id,
+                        _layout(point_vectors(upgraded, full_vector(recipe, r.vector), w)),
+                        r.payload,
+                    )
                     for r, w in zip(page, weights, strict=True)
                 ]
                 if points:
@@ -236,15 +244,11 @@ class EdgeStore:
         if not records:
             return
         with self._lock:
-            with_sparse = bool(self.recipe(collection) and self.recipe(collection).sparse)  # type: ignore[union-attr]
+            recipe = self.recipe(collection)
+            if recipe is None:
+                raise NotFoundError(f"collection {collection!r} does not exist")
             points = [
-                qe.Point(
-                    r.id,
-                    {"": r.vector.astype(np.float32).tolist(), SPARSE_VECTOR: _sparse(r.sparse)}
-                    if with_sparse and r.sparse is not None
-                    else r.vector.astype(np.float32).tolist(),
-                    r.payload,
-                )
+                qe.Point(r.id, _layout(point_vectors(recipe, r.vector, r.sparse)), r.payload)
                 for r in records
             ]
             shard = self._shard(collection)
@@ -331,26 +335,33 @@ class EdgeStore:
         plan: SearchPlan = DENSE,
     ) -> list[list[SearchHit]]:
         shard = self._shard(collection)
+        recipe = self.recipe(collection)
+        if recipe is None:
+            raise NotFoundError(f"collection {collection!r} does not exist")
         flt = _filter(filters)
         count = len(vectors) if vectors is not None else len(sparse or [])
-        requests = [
-            _query(
+        stages = [
+            build(
+                recipe,
+                plan,
                 vectors[i] if vectors is not None else None,
                 sparse[i] if sparse is not None else None,
-                plan,
                 limit,
-                flt,
                 score_threshold,
             )
             for i in range(count)
         ]
+        requests = [_request(stage, flt) for stage in stages if stage is not None]
         if len(requests) == 1:
-            results = [shard.query(requests[0])]
+            found = [shard.query(requests[0])]
         else:
-            results = shard.query_batch(qe.QueryBatchRequest(requests))
+            found = shard.query_batch(qe.QueryBatchRequest(requests)) if requests else []
+        answers = iter(found)
         return [
-            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in points]
-            for points in results
+            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in next(answers)]
+            if stage is not None
+            else []
+            for stage in stages
         ]
 
     def optimize(self, collection: str) -> None:
@@ -364,8 +375,7 @@ class EdgeStore:
             self._shards.clear()
 
 
-def _dense(vector: Any) -> list[float]:
-    """The unnamed dense vector of a retrieved point, however the engine returns it."""
-    if isinstance(vector, dict):
-        vector = vector[""]
-    return [float(x) for x in vector]
+def _layout(vectors: list[float] | dict[str, list[float] | SparseVec]) -> Any:
+    if isinstance(vectors, dict):
+        return {name: _vector(value) for name, value in vectors.items()}
+    return vectors

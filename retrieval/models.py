@@ -48,8 +48,14 @@ class CollectionRecipe:
     # The collection's layout, fixed when it is created (not part of the identity: an older
     # collection without sparse vectors keeps working dense-only, and can be backfilled).
     sparse: str = ""  # the BM25 scheme of its sparse vectors; "" = none
+    small_dim: int = 0  # a Matryoshka prefix stored beside the full vector; 0 = none
 
     IDENTITY = ("model", "revision", "dimension", "normalize", "max_length")
+
+    @property
+    def dense_vector(self) -> str:
+        """The full dense vector's name: unnamed, unless a small one sits beside it."""
+        return "full" if self.small_dim else ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +70,7 @@ class CollectionRecipe:
             normalize=bool(data.get("normalize", True)),
             max_length=int(data.get("max_length") or 0),
             sparse=str(data.get("sparse") or ""),
+            small_dim=int(data.get("small_dim") or 0),
         )
 
     def check(self, wanted: CollectionRecipe, collection: str) -> None:
@@ -101,11 +108,20 @@ class ChunkRecord:
 
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
+DenseVectors = Literal["full", "small", "two-stage"]
+SMALL_VECTOR = "small"
+
+
+def small_of(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The Matryoshka prefix of each vector, normalised again."""
+    cut = np.asarray(vectors, dtype=np.float32)[..., :dim]
+    norms = np.linalg.norm(cut, axis=-1, keepdims=True)
+    return np.asarray(cut / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """How to search: which vectors, and how their candidate lists are fused.
+    """How to search: which vectors, and how their candidate lists are combined.
 
     `hybrid` runs the dense and the sparse search as prefetches of `candidates` each and
     fuses them with reciprocal rank fusion (`rrf_k`; `weights` = dense, sparse).
@@ -115,6 +131,10 @@ class SearchPlan:
     candidates: int = 100
     rrf_k: int = 60
     weights: tuple[float, float] | None = None
+    # With a small vector: search it alone, or take its candidates (`oversampling` times
+    # the results, at least `candidates`) and rescore them on the full vector.
+    vectors: DenseVectors = "full"
+    oversampling: int = 4
 
 
 DENSE = SearchPlan()

@@ -15,6 +15,7 @@ from retrieval.models import (
     DENSE,
     HEAD_FIELDS,
     INDEXED_FIELDS,
+    SMALL_VECTOR,
     ChunkRecord,
     CollectionRecipe,
     DocumentInfo,
@@ -24,6 +25,7 @@ from retrieval.models import (
     payload_key,
 )
 from retrieval.protocol import Filters, SparseEncoder
+from retrieval.query_plan import Nearest, Rrf, Stage, build, full_vector, point_vectors
 from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_KEY = "quarry_recipe"
@@ -48,49 +50,56 @@ def _sparse(vector: SparseVec) -> models.SparseVector:
     return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
-def _point(record: ChunkRecord, with_sparse: bool) -> models.PointStruct:
-    dense = record.vector.astype(np.float32).tolist()
-    if with_sparse and record.sparse is not None:
-        vector: Any = {"": dense, SPARSE_VECTOR: _sparse(record.sparse)}
-    else:
-        vector = dense
-    return models.PointStruct(id=record.id, vector=vector, payload=record.payload)
+def _vector(value: list[float] | SparseVec) -> Any:
+    return _sparse(value) if isinstance(value, SparseVec) else value
 
 
-def _query(
-    dense: np.ndarray | None,
-    sparse: SparseVec | None,
-    plan: SearchPlan,
-    limit: int,
-    flt: models.Filter | None,
-    threshold: float | None,
-    params: models.SearchParams | None,
+def _point(recipe: CollectionRecipe, record: ChunkRecord) -> models.PointStruct:
+    vectors = point_vectors(recipe, record.vector, record.sparse)
+    laid_out: Any = (
+        {name: _vector(value) for name, value in vectors.items()}
+        if isinstance(vectors, dict)
+        else vectors
+    )
+    return models.PointStruct(id=record.id, vector=laid_out, payload=record.payload)
+
+
+def _server_query(query: Nearest | Rrf) -> tuple[Any, str | None]:
+    """The query and the vector it uses (None: the unnamed one, or a fusion)."""
+    if isinstance(query, Rrf):
+        return models.RrfQuery(rrf=models.Rrf(k=query.k, weights=query.weights)), None
+    return _vector(query.vector), query.using or None
+
+
+def _prefetch(
+    stage: Stage, flt: models.Filter | None, params: models.SearchParams | None
+) -> models.Prefetch:
+    query, using = _server_query(stage.query)
+    return models.Prefetch(
+        query=query,
+        using=using,
+        limit=stage.limit,
+        prefetch=[_prefetch(p, flt, params) for p in stage.prefetch] or None,
+        filter=flt,
+        params=params if isinstance(stage.query, Nearest) else None,
+        score_threshold=stage.threshold,
+    )
+
+
+def _request(
+    stage: Stage, flt: models.Filter | None, params: models.SearchParams | None
 ) -> models.QueryRequest:
-    """One Query API request: a nearest search, or prefetches fused by RRF."""
-    dense_query = dense.astype(np.float32).tolist() if dense is not None else None
-    sparse_query = _sparse(sparse or SparseVec((), ()))
-    common: dict[str, Any] = {"limit": limit, "filter": flt, "with_payload": True}
-    if plan.mode == "dense":
-        return models.QueryRequest(
-            query=dense_query, params=params, score_threshold=threshold, **common
-        )
-    if plan.mode == "sparse":
-        return models.QueryRequest(
-            query=sparse_query, using=SPARSE_VECTOR, score_threshold=threshold, **common
-        )
-    depth = max(plan.candidates, limit)
-    prefetch = [
-        models.Prefetch(
-            query=dense_query, limit=depth, filter=flt, params=params, score_threshold=threshold
-        )
-    ]
-    if sparse:  # a query of stop words only has no terms to match
-        prefetch.append(
-            models.Prefetch(query=sparse_query, using=SPARSE_VECTOR, limit=depth, filter=flt)
-        )
-    weights = list(plan.weights)[: len(prefetch)] if plan.weights else None
-    fusion = models.RrfQuery(rrf=models.Rrf(k=plan.rrf_k, weights=weights))
-    return models.QueryRequest(query=fusion, prefetch=prefetch, **common)
+    query, using = _server_query(stage.query)
+    return models.QueryRequest(
+        query=query,
+        using=using,
+        limit=stage.limit,
+        prefetch=[_prefetch(p, flt, params) for p in stage.prefetch] or None,
+        filter=flt,
+        params=params if isinstance(stage.query, Nearest) else None,
+        score_threshold=stage.threshold,
+        with_payload=True,
+    )
 
 
 # The Qdrant server features this store uses, with the first release that has each; the
@@ -129,18 +138,31 @@ class QdrantOptions:
     oversampling: float = 2.0
     tenant_key: str | None = None
 
-    def collection_params(self, dimension: int, sparse: bool = False) -> dict[str, Any]:
+    def collection_params(self, recipe: CollectionRecipe) -> dict[str, Any]:
         """`create_collection` arguments (the REST API's `CreateCollection` body)."""
+        full = models.VectorParams(
+            size=recipe.dimension, distance=models.Distance.COSINE, on_disk=self.on_disk
+        )
+        vectors: models.VectorParams | dict[str, models.VectorParams] = full
+        if recipe.small_dim:  # the prefix searched first, int8 in RAM
+            small = models.VectorParams(
+                size=recipe.small_dim,
+                distance=models.Distance.COSINE,
+                quantization_config=models.ScalarQuantization(
+                    scalar=models.ScalarQuantizationConfig(
+                        type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                    )
+                ),
+            )
+            vectors = {recipe.dense_vector: full, SMALL_VECTOR: small}
         params: dict[str, Any] = {
-            "vectors_config": models.VectorParams(
-                size=dimension, distance=models.Distance.COSINE, on_disk=self.on_disk
-            ),
+            "vectors_config": vectors,
             "shard_number": self.shard_number,
             "replication_factor": self.replication_factor,
             "write_consistency_factor": self.write_consistency_factor,
             "on_disk_payload": self.on_disk,
         }
-        if sparse:
+        if recipe.sparse:
             params["sparse_vectors_config"] = {
                 SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
             }
@@ -221,7 +243,7 @@ class QdrantServerStore:
                 "create collection",
                 self.client.create_collection,
                 collection,
-                **self.options.collection_params(recipe.dimension, bool(recipe.sparse)),
+                **self.options.collection_params(recipe),
                 metadata={_RECIPE_KEY: recipe.to_dict()},
             )
             for name, schema in self.options.payload_indexes().items():
@@ -244,8 +266,9 @@ class QdrantServerStore:
         if not records:
             return
         recipe = self.recipe(collection)
-        with_sparse = bool(recipe and recipe.sparse)
-        points = [_point(r, with_sparse) for r in records]
+        if recipe is None:
+            raise NotFoundError(f"collection {collection!r} does not exist")
+        points = [_point(recipe, r) for r in records]
         self._call("upsert", self.client.upsert, collection, points=points, wait=True)
 
     def add_sparse(self, collection: str, scheme: str, encode: SparseEncoder) -> int:
@@ -266,14 +289,16 @@ class QdrantServerStore:
             if self._call("lookup", self.client.collection_exists, staging):
                 self.drop_collection(staging)
             self.ensure_collection(staging, upgraded)
-            copied = self._copy(collection, staging, encode)
+            copied = self._copy(collection, recipe, staging, encode)
             self.drop_collection(collection)
             self.ensure_collection(collection, upgraded)
-            self._copy(staging, collection, encode)
+            self._copy(staging, upgraded, collection, encode)
             self.drop_collection(staging)
             return copied
 
-    def _copy(self, source: str, target: str, encode: SparseEncoder) -> int:
+    def _copy(
+        self, source: str, layout: CollectionRecipe, target: str, encode: SparseEncoder
+    ) -> int:
         copied = 0
         offset = None
         while True:
@@ -288,7 +313,7 @@ class QdrantServerStore:
             )
             weights = encode([str((p.payload or {}).get("text", "")) for p in page])
             records = [
-                ChunkRecord(str(p.id), _dense(p.vector), p.payload or {}, w)
+                ChunkRecord(str(p.id), full_vector(layout, p.vector), p.payload or {}, w)
                 for p, w in zip(page, weights, strict=True)
             ]
             self.upsert(target, records)
@@ -396,28 +421,35 @@ class QdrantServerStore:
         sparse: Sequence[SparseVec] | None = None,
         plan: SearchPlan = DENSE,
     ) -> list[list[SearchHit]]:
-        self._require(collection)
+        recipe = self.recipe(collection)
+        if recipe is None:
+            raise NotFoundError(f"collection {collection!r} does not exist")
         flt = _filter(filters)
         params = self.options.search_params()
         count = len(vectors) if vectors is not None else len(sparse or [])
-        requests = [
-            _query(
+        stages = [
+            build(
+                recipe,
+                plan,
                 vectors[i] if vectors is not None else None,
                 sparse[i] if sparse is not None else None,
-                plan,
                 limit,
-                flt,
                 score_threshold,
-                params,
             )
             for i in range(count)
         ]
-        responses = self._call(
-            "search", self.client.query_batch_points, collection, requests=requests
+        requests = [_request(stage, flt, params) for stage in stages if stage is not None]
+        found = (
+            self._call("search", self.client.query_batch_points, collection, requests=requests)
+            if requests
+            else []
         )
+        answers = iter(found)
         return [
-            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in response.points]
-            for response in responses
+            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in next(answers).points]
+            if stage is not None
+            else []
+            for stage in stages
         ]
 
     def optimize(self, collection: str) -> None:
@@ -425,10 +457,3 @@ class QdrantServerStore:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _dense(vector: Any) -> np.ndarray:
-    """The unnamed dense vector of a scrolled point, however the client returns it."""
-    if isinstance(vector, dict):
-        vector = vector[""]
-    return np.asarray(vector, dtype=np.float32)

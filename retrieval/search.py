@@ -11,12 +11,13 @@ import numpy as np
 from embedding.errors import InvalidInputError
 from embedding.protocol import Embedder
 from embedding.rerankers import Reranker
-from retrieval.models import SearchHit, SearchMode, SearchPlan
+from retrieval.models import DenseVectors, SearchHit, SearchMode, SearchPlan
 from retrieval.protocol import Filters, VectorStore
 from retrieval.sparse import Bm25Encoder
 
 MAX_TOP_K = 1000
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
+VECTORS: tuple[DenseVectors, ...] = ("full", "small", "two-stage")
 
 
 @dataclass
@@ -59,6 +60,7 @@ class SearchService:
         mode: str | None = None,
         rrf_k: int | None = None,
         weights: tuple[float, float] | None = None,
+        vectors: str | None = None,
     ) -> SearchPlan:
         """The request's plan: its own choices over the collection's defaults.
 
@@ -76,11 +78,24 @@ class SearchService:
                 "(built before they existed): run `quarry backfill-sparse` on it first",
                 detail={"field": "mode"},
             )
+        dense = vectors or self.defaults.vectors
+        if dense not in VECTORS:
+            raise InvalidInputError(
+                f"vectors: {dense!r} is not one of {', '.join(VECTORS)}",
+                detail={"field": "vectors"},
+            )
+        if dense != "full" and self.defaults.vectors == "full":
+            raise InvalidInputError(
+                f"vectors: {dense!r} needs a small vector, and the collection stores none "
+                "(QUARRY_SMALL_DIM was not set when it was created)",
+                detail={"field": "vectors"},
+            )
         return replace(
             self.defaults,
             mode=chosen,
             rrf_k=rrf_k or self.defaults.rrf_k,
             weights=weights,
+            vectors=dense,
         )
 
     def search_many(

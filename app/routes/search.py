@@ -34,6 +34,7 @@ async def search(state: State, body: SearchRequest) -> SearchResponse:
         body.weights,
         body.rerank,
         body.rerank_top_n,
+        body.vectors,
     )
     [result] = await state.search_batcher.submit(key, [body.query])
     timings = dict(result.timings_ms)

@@ -57,3 +57,63 @@ def test_small_dataset_end_to_end(resources: Resources, tmp_path: Path, whole: b
     )
     assert report.ingested == 4 and scores["queries"] == 3
     assert scores["ndcg@10"] == 100.0 and scores["recall@100"] == 100.0
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_every_mode_reports_the_same_shape(resources: Resources, tmp_path: Path, mode: str) -> None:
+    sources, queries, qrels = load_beir(write_beir(tmp_path / "mini"), "test")
+    pipeline = resources.pipeline("eval-modes")
+    scores, _ = evaluate(
+        pipeline, lambda: resources.search_service("eval-modes"), sources, queries, qrels, mode=mode
+    )
+    assert set(scores) == {"ndcg@10", "recall@100", "queries", "mode", "vectors", "ms_per_query"}
+    assert scores["mode"] == mode and scores["queries"] == 3 and scores["ms_per_query"] > 0
+    assert scores["ndcg@10"] == 100.0  # each query shares words and meaning with its doc
+
+
+def test_two_stage_matryoshka_with_a_qwen3_model(
+    tmp_path: Path, tiny_qwen: Path, redis_process: object
+) -> None:
+    from app.settings import Settings
+
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        embedding_model=str(tiny_qwen),
+        redis_url=redis_process.url,  # type: ignore[attr-defined]
+        small_dim=32,
+    )
+    resources = Resources(settings)
+    try:
+        sources, queries, qrels = load_beir(write_beir(tmp_path / "mini"), "test")
+        pipeline = resources.pipeline("two-stage")
+        results = {}
+        for vectors in ("full", "small", "two-stage"):
+            results[vectors], _ = evaluate(
+                pipeline,
+                lambda: resources.search_service("two-stage"),
+                sources,
+                queries,
+                qrels,
+                mode="dense",
+                vectors=vectors,
+            )
+        recipe = resources.store.recipe("two-stage")
+        assert recipe is not None and recipe.small_dim == 32 and recipe.dimension == 64
+        assert {r["vectors"] for r in results.values()} == {"full", "small", "two-stage"}
+        # With every document a candidate, two-stage ranks exactly as the full vector.
+        assert results["two-stage"]["ndcg@10"] == results["full"]["ndcg@10"]
+        assert resources.search_service("two-stage").plan().vectors == "two-stage"
+    finally:
+        resources.close()
+
+
+def test_a_small_vector_needs_a_matryoshka_model(settings: object) -> None:
+    from embedding.errors import InvalidInputError
+
+    resources = Resources(settings.model_copy(update={"small_dim": 64}))  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(InvalidInputError, match="not a Matryoshka model"):
+            resources.recipe()
+    finally:
+        resources.close()

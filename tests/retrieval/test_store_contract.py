@@ -229,3 +229,32 @@ def test_a_dense_only_collection_is_backfilled_without_re_embedding(
     assert [h.doc_id for h in sparse] == ["cheese"] and sparse[0].text == TEXTS["cheese"]
     assert store.add_sparse(name, BM25_SCHEME, encoder.documents) == 0  # already done
     assert store.count(name) == len(TEXTS)
+
+
+def test_two_stage_search_rescores_small_vector_candidates_on_the_full_one(
+    store: VectorStore, name: str
+) -> None:
+    rng = np.random.default_rng(7)
+    recipe = replace(RECIPE, small_dim=4)
+    store.ensure_collection(name, recipe)
+    assert store.recipe(name) == recipe
+    full = rng.normal(size=(40, 8)).astype(np.float32)
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    store.upsert(name, records("m", "m.txt", list(full)))
+    query = full[3] + rng.normal(scale=0.3, size=8).astype(np.float32)
+    query /= np.linalg.norm(query)
+    exact = np.argsort(-(full @ query))
+    scores = {
+        mode: store.search(name, query[None, :], 5, plan=SearchPlan(vectors=mode))[0]
+        for mode in ("full", "small", "two-stage")
+    }
+    assert [h.chunk_index for h in scores["full"]] == list(exact[:5])
+    small_q = query[:4] / np.linalg.norm(query[:4])
+    small_full = full[:, :4] / np.linalg.norm(full[:, :4], axis=1, keepdims=True)
+    assert scores["small"][0].chunk_index == int(np.argmax(small_full @ small_q))
+    # Two-stage: the full vector's scores, over the small vector's candidates.
+    two = scores["two-stage"]
+    assert all(abs(h.score - float(full[h.chunk_index] @ query)) < 1e-4 for h in two)
+    plan = SearchPlan(vectors="two-stage", candidates=40)  # every point a candidate
+    everything = store.search(name, query[None, :], 5, plan=plan)[0]
+    assert [h.chunk_index for h in everything] == list(exact[:5])
