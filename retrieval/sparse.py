@@ -19,8 +19,11 @@ from dataclasses import dataclass
 import qdrant_edge as qe
 
 SPARSE_VECTOR = "bm25"  # the sparse vector's name in every collection that has one
+# BM25's expected document length, in its tokens (stop words dropped): a passage or a chunk
+# of a few hundred model tokens holds about this many. It weighs long chunks against short.
+AVERAGE_LENGTH = 100
 # What the stored weights mean: a collection records it and searches it the same way.
-BM25_SCHEME = "qdrant-bm25/multilingual/english/k1.2-b0.75-avg256"
+BM25_SCHEME = "qdrant-bm25/multilingual/english/k1.2-b0.75-avg100"
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class Bm25Encoder:
             config = qe.Bm25Config(
                 k=1.2,
                 b=0.75,
-                avg_len=256,
+                avg_len=AVERAGE_LENGTH,
                 tokenizer=qe.TokenizerType.Multilingual,
                 language="english",
             )

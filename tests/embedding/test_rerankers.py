@@ -46,9 +46,7 @@ def model_card_scores(path: Path, query: str, docs: list[str], instruction: str)
     suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     prefix_tokens = tokenizer.encode(prefix, add_special_tokens=False)
     suffix_tokens = tokenizer.encode(suffix, add_special_tokens=False)
-    pairs = [
-        f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in docs
-    ]
+    pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in docs]
     inputs = tokenizer(
         pairs,
         padding=False,
