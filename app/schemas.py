@@ -49,6 +49,11 @@ class SearchRequest(BaseModel):
     rerank_top_n: int | None = Field(
         default=None, ge=1, le=MAX_TOP_K, description="candidates to rerank (default 50)"
     )
+    profile: bool = Field(
+        default=False,
+        description="hybrid: also time each prefetch alone (prefetch_dense_ms, "
+        "prefetch_sparse_ms) and the fusion's share (fusion_ms)",
+    )
 
     @field_validator("weights")
     @classmethod

@@ -44,6 +44,7 @@ class SearchKey:
     rerank: bool = False
     rerank_top_n: int | None = None
     vectors: str | None = None
+    profile: bool = False
 
 
 EmbedKey = tuple[str, str | None]  # (role, instruction)
@@ -236,6 +237,7 @@ class QuarryState:
             plan=service.plan(key.mode, key.rrf_k, key.weights, key.vectors),
             rerank=key.rerank,
             rerank_top_n=key.rerank_top_n,
+            profile=key.profile,
         )
 
     def _embed_batch(self, key: EmbedKey, texts: list[str]) -> list[tuple[np.ndarray, int]]:

@@ -13,7 +13,7 @@ from embedding.protocol import Embedder
 from embedding.rerankers import Reranker
 from retrieval.models import DenseVectors, SearchHit, SearchMode, SearchPlan
 from retrieval.protocol import Filters, VectorStore
-from retrieval.sparse import Bm25Encoder
+from retrieval.sparse import Bm25Encoder, SparseVec
 
 MAX_TOP_K = 1000
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
@@ -110,11 +110,14 @@ class SearchService:
         plan: SearchPlan | None = None,
         rerank: bool = False,
         rerank_top_n: int | None = None,
+        profile: bool = False,
     ) -> list[SearchResult]:
         """Search several queries at once (one model batch, one store batch).
 
         With `rerank`, the best `rerank_top_n` candidates (at least `top_k`) are scored
         again by the reranker and the top `top_k` of them returned, with its scores.
+        With `profile`, a hybrid search also runs each prefetch alone to time it; the
+        fusion's own share is what the fused query took beyond them.
         """
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
@@ -144,6 +147,8 @@ class SearchService:
         )
         # One Query API call runs the prefetches and the fusion together, in the store.
         timings["search_ms"] = (time.perf_counter() - started) * 1000
+        if profile and plan.mode == "hybrid":
+            timings |= self._profile(collection, vectors, sparse, plan, depth, filters, timings)
         if reranker is not None:
             started = time.perf_counter()
             hits = [
@@ -153,6 +158,32 @@ class SearchService:
             timings["rerank_ms"] = (time.perf_counter() - started) * 1000
         # Stages run once for the whole batch: each query waited for all of it.
         return [SearchResult(row, dict(timings), instruction, plan.mode) for row in hits]
+
+    def _profile(
+        self,
+        collection: str,
+        vectors: np.ndarray | None,
+        sparse: list[SparseVec] | None,
+        plan: SearchPlan,
+        depth: int,
+        filters: Filters | None,
+        timings: dict[str, float],
+    ) -> dict[str, float]:
+        """Each prefetch of a hybrid search, run alone at the prefetch's depth, timed."""
+        alone = max(plan.candidates, depth)
+        out: dict[str, float] = {}
+        stages: tuple[tuple[str, SearchMode], ...] = (
+            ("prefetch_dense_ms", "dense"),
+            ("prefetch_sparse_ms", "sparse"),
+        )
+        for name, mode in stages:
+            started = time.perf_counter()
+            self.store.search(
+                collection, vectors, alone, filters, sparse=sparse, plan=replace(plan, mode=mode)
+            )
+            out[name] = (time.perf_counter() - started) * 1000
+        out["fusion_ms"] = max(timings["search_ms"] - sum(out.values()), 0.0)
+        return out
 
     def _rerank_model(self) -> Reranker:
         if self._reranker is None:
@@ -171,6 +202,7 @@ class SearchService:
         plan: SearchPlan | None = None,
         rerank: bool = False,
         rerank_top_n: int | None = None,
+        profile: bool = False,
     ) -> SearchResult:
         return self.search_many(
             collection,
@@ -182,6 +214,7 @@ class SearchService:
             plan=plan,
             rerank=rerank,
             rerank_top_n=rerank_top_n,
+            profile=profile,
         )[0]
 
 

@@ -53,6 +53,10 @@ def test_the_modes_search_differently_and_hybrid_is_the_default(client: TestClie
     default = search(client, query="where do mice hunt at night")
     assert default["mode"] == "hybrid"
     assert {"embed_ms", "sparse_encode_ms", "search_ms"} <= set(default["timings_ms"])
+    profiled = search(client, query="where do mice hunt at night", profile=True)
+    stages = {"prefetch_dense_ms", "prefetch_sparse_ms", "fusion_ms"}
+    assert stages <= set(profiled["timings_ms"]) and not stages & set(default["timings_ms"])
+    assert [h["chunk_id"] for h in profiled["hits"]] == [h["chunk_id"] for h in default["hits"]]
     sparse = search(client, query="hunting mice", mode="sparse")
     assert sparse["mode"] == "sparse" and "embed_ms" not in sparse["timings_ms"]
     assert {h["source"] for h in sparse["hits"]} == {"owls.txt", "cheese.txt"}  # words only
