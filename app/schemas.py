@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from retrieval.models import SearchHit
 from retrieval.search import MAX_TOP_K
 
-COLLECTION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+COLLECTION_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"  # no leading dot: never ".."
 # Exact matches on keywords, integers and booleans (Qdrant matches no floats exactly).
 FilterValue = str | int | bool | list[str | int | bool]
 

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         default=None, description="payload key of a tenant id, indexed with is_tenant"
     )
     redis_url: str | None = None
-    collection: str = Field(default="quarry", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    collection: str = Field(default="quarry", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
     chunk_tokens: int = Field(default=512, ge=16)
     chunk_overlap: int = Field(default=64, ge=0)
     parse_workers: int = Field(default=2, ge=1, le=32)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
-from app.schemas import COMMON_ERRORS, CollectionOut, error_responses
+from app.schemas import COLLECTION_PATTERN, COMMON_ERRORS, CollectionOut, error_responses
 from retrieval.summaries import summarize_collections
 
 router = APIRouter(prefix="/v1", tags=["collections"], responses=COMMON_ERRORS)
@@ -28,7 +28,9 @@ async def list_collections(state: State) -> dict[str, Any]:
 
 
 @router.post("/collections/{name}/sparse", responses=error_responses(404))
-async def backfill_sparse(state: State, name: str) -> dict[str, Any]:
+async def backfill_sparse(
+    state: State, name: Annotated[str, Path(pattern=COLLECTION_PATTERN)]
+) -> dict[str, Any]:
     """Give a collection built before BM25 vectors existed its sparse vectors (hybrid and
     sparse search), computed from its stored chunk text without re-embedding anything."""
     updated = await run_in_threadpool(state.resources.backfill_sparse, name)
