@@ -10,7 +10,10 @@
     micro-batching on and then off (QUARRY_BATCH_MAX_ITEMS=1, server restarted);
 (d) fresh queries at a steady rate while the server is idle, then while it ingests a
     large upload (slices of ../shared/bulk's novel, or generated text): p50 / p99 of both
-    and the ratio of the p99s (queries go first at the model: target <= 5x).
+    and the ratio of the p99s (queries go first at the model: target <= 5x);
+(e) open loop on repeated queries (embeddings cached: the store's share shows) in mode
+    dense and in mode hybrid (dense + BM25 fused): p50 / p99 and the ratio of the p50s
+    (target <= 2x). `--only-modes` runs (e) alone.
 
 The 100k chunks get clustered random vectors written straight into the store (embedding
 100k texts on 2 CPU cores would take most of an hour and does not change search cost).
@@ -44,6 +47,7 @@ from app.settings import Settings  # noqa: E402
 from embedding.model_source import resolve_model  # noqa: E402
 from retrieval.edge_store import EdgeStore  # noqa: E402
 from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id  # noqa: E402
+from retrieval.sparse import BM25_SCHEME, Bm25Encoder  # noqa: E402
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 COLLECTION = "bench"
@@ -55,7 +59,10 @@ WORDS = _VOCABULARY.split()
 
 def populate(data_dir: Path, points: int, dim: int) -> None:
     source = resolve_model(MODEL)
-    recipe = CollectionRecipe(source.model_id, dim, Settings(_env_file=None).query_instruction)
+    recipe = CollectionRecipe(
+        source.model_id, dim, Settings(_env_file=None).query_instruction, sparse=BM25_SCHEME
+    )
+    bm25 = Bm25Encoder()
     rng = np.random.default_rng(42)
     centres = rng.normal(size=(200, dim)).astype(np.float32)
     words = np.array(WORDS)
@@ -66,10 +73,12 @@ def populate(data_dir: Path, points: int, dim: int) -> None:
         vectors = centres[rng.integers(0, 200, n)] + rng.normal(scale=0.35, size=(n, dim))
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         records = []
+        texts = [" ".join(words[rng.integers(0, len(words), 60)]) for _ in range(n)]
+        weights = bm25.documents(texts)
         for offset in range(n):
             i = start + offset
             doc = f"doc-{i // 50:05d}"
-            text = " ".join(words[rng.integers(0, len(words), 60)])
+            text = texts[offset]
             payload = {
                 "doc_id": doc,
                 "source": f"{doc}.pdf",
@@ -79,7 +88,9 @@ def populate(data_dir: Path, points: int, dim: int) -> None:
                 "page": 1 + (i % 50) // 5,
                 "meta": {"team": f"t{i % 10}"},
             }
-            records.append(ChunkRecord(chunk_id(doc, i % 50), vectors[offset], payload))
+            records.append(
+                ChunkRecord(chunk_id(doc, i % 50), vectors[offset], payload, weights[offset])
+            )
         store.upsert(COLLECTION, records)
     store.optimize(COLLECTION)
     store.close()
@@ -169,8 +180,11 @@ class Pool:
             self.idle.append(conn)
 
 
-def search_body(query: str) -> bytes:
-    return json.dumps({"query": query, "top_k": 10}).encode()
+def search_body(query: str, mode: str | None = None) -> bytes:
+    body: dict[str, object] = {"query": query, "top_k": 10}
+    if mode:
+        body["mode"] = mode
+    return json.dumps(body).encode()
 
 
 def fresh_queries() -> Callable[[], str]:
@@ -186,7 +200,9 @@ def repeated_queries(pool_size: int = 20) -> tuple[list[str], Callable[[], str]]
     return queries, lambda: next(cycle)
 
 
-async def open_loop(port: int, make: Callable[[], str], rate: float, seconds: float) -> dict:
+async def open_loop(
+    port: int, make: Callable[[], str], rate: float, seconds: float, mode: str | None = None
+) -> dict:
     pool = Pool(port)
     latencies: list[float] = []
     errors = 0
@@ -201,7 +217,7 @@ async def open_loop(port: int, make: Callable[[], str], rate: float, seconds: fl
         errors += status != 200
 
     tasks = [
-        asyncio.create_task(one(start + i / rate, search_body(make())))
+        asyncio.create_task(one(start + i / rate, search_body(make(), mode)))
         for i in range(int(rate * seconds))
     ]
     await asyncio.gather(*tasks)
@@ -259,6 +275,24 @@ async def warm(port: int, queries: list[str]) -> None:
     pool = Pool(port)
     for query in queries:
         assert await pool.post("/v1/search", search_body(query)) == 200
+
+
+def modes_latency(port: int, repeated: Callable[[], str], args: argparse.Namespace) -> dict:
+    """(e): the same cached queries searched dense, then hybrid."""
+    results = {}
+    for mode in ("dense", "hybrid"):
+        key = f"modes_{mode}"
+        results[key] = asyncio.run(open_loop(port, repeated, args.rate, args.seconds, mode))
+        print(key, results[key], flush=True)
+    dense, hybrid = results["modes_dense"], results["modes_hybrid"]
+    ratio = hybrid["p50_ms"] / max(dense["p50_ms"], 1e-9)
+    print(
+        f"repeated queries at {args.rate:.0f} req/s, {args.points:,} chunks: dense p50 "
+        f"{dense['p50_ms']:.2f} p99 {dense['p99_ms']:.2f} ms; hybrid p50 {hybrid['p50_ms']:.2f} "
+        f"p99 {hybrid['p99_ms']:.2f} ms; hybrid p50 / dense p50 {ratio:.2f}x (target <= 2x)",
+        flush=True,
+    )
+    return results
 
 
 def ingest_corpus(folder: Path, files: int) -> list[Path]:
@@ -338,6 +372,7 @@ def main() -> None:
     parser.add_argument("--ingest-seconds", type=float, default=30.0)
     parser.add_argument("--ingest-files", type=int, default=120)
     parser.add_argument("--only-ingest", action="store_true", help="run (d) alone")
+    parser.add_argument("--only-modes", action="store_true", help="run (e) alone")
     args = parser.parse_args()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -348,12 +383,16 @@ def main() -> None:
 
         server = Server(data_dir, {})
         try:
+            queries, repeated = repeated_queries()
+            asyncio.run(warm(server.port, queries))
+            if not args.only_ingest:
+                results |= modes_latency(server.port, repeated, args)
+            if args.only_modes:
+                return
             results["search_ingest"] = search_during_ingest(server, args, data_dir)
             if args.only_ingest:
                 print(json.dumps(results))
                 return
-            queries, repeated = repeated_queries()
-            asyncio.run(warm(server.port, queries))
             fresh = fresh_queries()
             for label, make in (("repeated", repeated), ("fresh", fresh)):
                 key = f"open_loop_{label}"
