@@ -30,7 +30,15 @@ from retrieval.models import (
     payload_key,
 )
 from retrieval.protocol import Filters, SparseEncoder
-from retrieval.query_plan import Nearest, Rrf, Stage, build, full_vector, point_vectors
+from retrieval.query_plan import (
+    Nearest,
+    Rrf,
+    Stage,
+    build_all,
+    full_vector,
+    point_vectors,
+    regroup,
+)
 from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_FILE = "recipe.json"
@@ -339,30 +347,14 @@ class EdgeStore:
         if recipe is None:
             raise NotFoundError(f"collection {collection!r} does not exist")
         flt = _filter(filters)
-        count = len(vectors) if vectors is not None else len(sparse or [])
-        stages = [
-            build(
-                recipe,
-                plan,
-                vectors[i] if vectors is not None else None,
-                sparse[i] if sparse is not None else None,
-                limit,
-                score_threshold,
-            )
-            for i in range(count)
-        ]
+        stages = build_all(recipe, plan, vectors, sparse, limit, score_threshold)
         requests = [_request(stage, flt) for stage in stages if stage is not None]
         if len(requests) == 1:
             found = [shard.query(requests[0])]
         else:
             found = shard.query_batch(qe.QueryBatchRequest(requests)) if requests else []
-        answers = iter(found)
-        return [
-            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in next(answers)]
-            if stage is not None
-            else []
-            for stage in stages
-        ]
+        hits = [[SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in f] for f in found]
+        return regroup(stages, hits)
 
     def optimize(self, collection: str) -> None:
         with self._lock:

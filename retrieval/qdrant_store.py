@@ -25,7 +25,15 @@ from retrieval.models import (
     payload_key,
 )
 from retrieval.protocol import Filters, SparseEncoder
-from retrieval.query_plan import Nearest, Rrf, Stage, build, full_vector, point_vectors
+from retrieval.query_plan import (
+    Nearest,
+    Rrf,
+    Stage,
+    build_all,
+    full_vector,
+    point_vectors,
+    regroup,
+)
 from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_KEY = "quarry_recipe"
@@ -426,31 +434,18 @@ class QdrantServerStore:
             raise NotFoundError(f"collection {collection!r} does not exist")
         flt = _filter(filters)
         params = self.options.search_params()
-        count = len(vectors) if vectors is not None else len(sparse or [])
-        stages = [
-            build(
-                recipe,
-                plan,
-                vectors[i] if vectors is not None else None,
-                sparse[i] if sparse is not None else None,
-                limit,
-                score_threshold,
-            )
-            for i in range(count)
-        ]
+        stages = build_all(recipe, plan, vectors, sparse, limit, score_threshold)
         requests = [_request(stage, flt, params) for stage in stages if stage is not None]
         found = (
             self._call("search", self.client.query_batch_points, collection, requests=requests)
             if requests
             else []
         )
-        answers = iter(found)
-        return [
-            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in next(answers).points]
-            if stage is not None
-            else []
-            for stage in stages
+        hits = [
+            [SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in response.points]
+            for response in found
         ]
+        return regroup(stages, hits)
 
     def optimize(self, collection: str) -> None:
         """The server indexes in the background; nothing to do here."""

@@ -6,12 +6,16 @@ vector, or prefetches fused by reciprocal rank fusion, each stage with its own d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from retrieval.models import SMALL_VECTOR, CollectionRecipe, SearchPlan, small_of
 from retrieval.sparse import SPARSE_VECTOR, SparseVec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,32 @@ def full_vector(recipe: CollectionRecipe, stored: object) -> np.ndarray:
     if isinstance(stored, dict):
         stored = stored[recipe.dense_vector]
     return np.asarray(stored, dtype=np.float32)
+
+
+def build_all(
+    recipe: CollectionRecipe,
+    plan: SearchPlan,
+    dense: np.ndarray | None,
+    sparse: Sequence[SparseVec] | None,
+    limit: int,
+    threshold: float | None,
+) -> list[Stage | None]:
+    """The stages of each query in a batch (dense rows, sparse vectors, or both)."""
+    count = len(dense) if dense is not None else len(sparse or [])
+    return [
+        build(
+            recipe,
+            plan,
+            dense[i] if dense is not None else None,
+            sparse[i] if sparse is not None else None,
+            limit,
+            threshold,
+        )
+        for i in range(count)
+    ]
+
+
+def regroup(stages: Sequence[Stage | None], answers: Sequence[list[T]]) -> list[list[T]]:
+    """The store's answers to the queries it was sent, and nothing for those it was not."""
+    given = iter(answers)
+    return [next(given) if stage is not None else [] for stage in stages]
