@@ -183,8 +183,8 @@ def stored_vectors(data_dir: Path, collection: str) -> dict[str, tuple[str, Any]
             )
             for point in points:
                 vector = point.vector
-                if isinstance(vector, dict):
-                    vector = next(iter(vector.values()))
+                if isinstance(vector, dict):  # named vectors: the full dense one
+                    vector = vector["full"] if "full" in vector else vector[""]
                 text = (point.payload or {})["text"]
                 found[str(point.id)] = (text, np.asarray(vector, dtype=np.float32))
         return found
