@@ -217,10 +217,7 @@ class RemoteEmbedder(ModelInputs):
             try:
                 response = self._client.post(backend.url + "/embeddings", json=payload)
                 vectors = self._read(backend.url, response, len(texts))
-            except _TooLarge:
-                self.balancer.release(backend, time.perf_counter() - started, ok=True)
-                raise
-            except EmbeddingServerError:
+            except (_TooLarge, EmbeddingServerError):  # the server worked; the input did not
                 self.balancer.release(backend, time.perf_counter() - started, ok=True)
                 raise
             except (httpx.HTTPError, _Retry) as exc:
