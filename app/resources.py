@@ -15,14 +15,16 @@ from app.ownership import DataDirClaim
 from app.settings import Settings
 from embedding.balancer import RequestObserver
 from embedding.cache import CachedEmbedder, RedisVectorCache
+from embedding.default_model import ModelChoice, choose_model
 from embedding.errors import InvalidInputError, ModelLoadError
-from embedding.model_source import ModelSource, resolve_model
+from embedding.model_source import ModelSource
 from embedding.redis_server import EmbeddedRedis
 from embedding.remote import RemoteEmbedder, RemoteOptions
 from embedding.rerankers import Reranker, load_reranker
 from embedding.st_embedder import SentenceTransformerEmbedder
 from ingest.chunking import Chunker, ChunkStrategy, WholeDocument
 from ingest.ledger import FailureLedger
+from ingest.ocr import OcrOptions, missing_languages, parse_languages, tesseract_available
 from ingest.parse_pool import ParseLimits, ParsePool
 from ingest.pipeline import IngestObserver, IngestPipeline, PipelineConfig
 from retrieval.edge_store import EdgeStore
@@ -75,11 +77,21 @@ class Resources:
                 self._claim.acquire(self.role, url)
 
     @cached_property
-    def model_source(self) -> ModelSource:
+    def model_choice(self) -> ModelChoice:
+        """The model in use (configured, or the best default this machine can load)."""
         s = self.settings
-        return resolve_model(
-            s.embedding_model, s.embedding_revision, s.served_model_name, weights=not self.remote
+        gpu_allowed = s.device == "auto" or s.device.startswith("cuda")
+        return choose_model(
+            s.embedding_model,
+            s.embedding_revision,
+            s.served_model_name,
+            weights=not self.remote,
+            cuda=None if gpu_allowed else False,
         )
+
+    @property
+    def model_source(self) -> ModelSource:
+        return self.model_choice.source
 
     @property
     def remote(self) -> bool:
@@ -160,6 +172,23 @@ class Resources:
         return EdgeStore(self.settings.qdrant_path)
 
     @cached_property
+    def ocr_options(self) -> OcrOptions:
+        """QUARRY_OCR_*; configured packs Tesseract lacks are named in the log and /readyz."""
+        s = self.settings
+        options = OcrOptions(
+            parse_languages(s.ocr_languages), s.ocr_detect_script, s.ocr_dpi, s.ocr_threads
+        )
+        missing = missing_languages(options)
+        if missing and tesseract_available():
+            log.warning(
+                "QUARRY_OCR_LANGUAGES names packs Tesseract lacks here: %s (install "
+                "tesseract-ocr-<pack>, e.g. apt-get install %s)",
+                ", ".join(missing),
+                " ".join(f"tesseract-ocr-{m.replace('_', '-')}" for m in missing),
+            )
+        return options
+
+    @cached_property
     def parse_pool(self) -> ParsePool:
         s = self.settings
         limits = ParseLimits(
@@ -167,6 +196,9 @@ class Resources:
             timeout_s=s.parse_timeout_s,
             memory_mb=s.parse_memory_mb,
             max_inflated_mb=s.max_inflated_mb,
+            ocr=self.ocr_options,
+            ocr_page_s=s.ocr_page_timeout_s,
+            convert_timeout_s=s.convert_timeout_s,
         )
         return ParsePool(limits)
 

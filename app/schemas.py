@@ -79,6 +79,7 @@ class Hit(BaseModel):
     page: int | None
     text: str
     metadata: dict[str, Any]
+    ocr: bool = Field(default=False, description="the text was read from a scan or image (OCR)")
     truncated: bool = Field(default=False, description="text cut at QUARRY_MAX_HIT_CHARS")
 
     @classmethod

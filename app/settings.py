@@ -17,7 +17,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUARRY_", env_file=".env", extra="ignore")
 
     data_dir: Path = Path("./data")
-    embedding_model: str = "Qwen/Qwen3-Embedding-4B"
+    embedding_model: str = Field(
+        default="",
+        description="hub id or folder; unset: Qwen3-Embedding-4B with a CUDA GPU, else "
+        "Qwen3-Embedding-0.6B, else the packaged all-MiniLM-L6-v2 (see embedding/default_model)",
+    )
     embedding_revision: str | None = None
     served_model_name: str | None = Field(
         default=None, description="the model's public name, whatever folder it is read from"
@@ -90,6 +94,22 @@ class Settings(BaseSettings):
     parse_timeout_s: float = Field(default=300, gt=0, description="time limit to parse one file")
     parse_memory_mb: int = Field(
         default=3072, ge=256, description="address space of one parse worker process"
+    )
+    ocr_languages: str = Field(
+        default="eng",
+        description="Tesseract language packs OCR reads with (`eng+deu`); the script each "
+        "page is written in adds its pack when installed",
+    )
+    ocr_detect_script: bool = Field(
+        default=True, description="turn scans upright and add the language of their script"
+    )
+    ocr_dpi: int = Field(default=200, ge=72, le=600, description="PDF pages rendered for OCR")
+    ocr_threads: int = Field(default=2, ge=1, le=32, description="pages of one PDF OCR'd at once")
+    ocr_page_timeout_s: float = Field(
+        default=30, gt=0, description="more time a PDF gets per page (its pages may need OCR)"
+    )
+    convert_timeout_s: float = Field(
+        default=120, gt=0, description="LibreOffice's time limit for a legacy office file"
     )
     max_inflated_mb: int = Field(
         default=512, ge=1, description="what a zip-based document's parts may inflate to"

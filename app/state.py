@@ -22,6 +22,7 @@ from embedding.remote import RemoteEmbedder
 from ingest.job_runner import JobRunner
 from ingest.jobs import FileJobStore, Job
 from ingest.originals import Originals
+from ingest.parsing import tools_report
 from ingest.uploads import stage_upload
 from retrieval.errors import NotFoundError
 from retrieval.search import SearchResult
@@ -265,6 +266,7 @@ class QuarryState:
             checks["store"] = {"ok": False, "reason": exc.message}
         except Exception as exc:
             checks["store"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"}
+        checks["parsers"] = tools_report(self.resources.ocr_options)
         if self.resources.cache.ping():
             checks["cache"] = {"ok": True}
         else:
@@ -282,8 +284,14 @@ class QuarryState:
         if self.resources.remote:
             return self._servers_check()
         if not self.resources.model_loaded:
-            return {"ok": False, "reason": "the model is still loading"}
-        return {"ok": True, "model": self.resources.model_source.model_id}
+            return {"ok": False, "reason": "the model is still loading", **self.model_info()}
+        return {"ok": True, **self.model_info()}
+
+    def model_info(self) -> dict[str, Any]:
+        """The model in use, why it was chosen, and the warning when it is a fallback."""
+        choice = self.resources.model_choice
+        info = {"model": choice.source.model_id, "chosen": choice.reason}
+        return info | ({"warning": choice.warning} if choice.warning else {})
 
     def _servers_check(self) -> dict[str, Any]:
         """Remote: ready while one server is in service; the rest are named with why."""
@@ -292,7 +300,7 @@ class QuarryState:
             {"url": s.url, "state": s.state.value, "in_flight": s.in_flight, "reason": s.reason}
             for s in servers
         ]
-        check: dict[str, Any] = {"model": self.resources.model_source.model_id, "servers": listed}
+        check: dict[str, Any] = {**self.model_info(), "servers": listed}
         out = [s for s in servers if s.state is ServerState.EJECTED]
         check["ok"] = bool(servers) and len(out) < len(servers)
         if not servers:

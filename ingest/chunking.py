@@ -33,7 +33,9 @@ class WholeDocument:
     def chunk(self, elements: Sequence[Element]) -> list[Chunk]:
         text = _SEPARATOR.join(e.text for e in elements)
         types = tuple(dict.fromkeys(e.type for e in elements))
-        return [Chunk(index=0, text=text, tokens=0, page=None, element_types=types)] if text else []
+        ocr = any(e.ocr for e in elements)
+        chunk = Chunk(index=0, text=text, tokens=0, page=None, element_types=types, ocr=ocr)
+        return [chunk] if text else []
 
 
 @dataclass
@@ -163,7 +165,7 @@ class Chunker:
     def _pieces(self, elements: Sequence[Element]) -> list[_Piece]:
         """Elements with token counts; over-long ones split into windows."""
         bounded = [
-            Element(part, e.type, e.page, e.languages)
+            Element(part, e.type, e.page, e.languages, e.ocr)
             for e in elements
             for part in split_by_chars(e.text, self.max_chars)
         ]
@@ -199,6 +201,7 @@ class Chunker:
                         page=min(pages) if pages else None,
                         element_types=types,
                         languages=languages,
+                        ocr=any(p.element.ocr for p in group),
                     )
                 )
         return chunks

@@ -16,6 +16,7 @@ class Element:
     type: str
     page: int | None = None
     languages: tuple[str, ...] = ()
+    ocr: bool = False  # read from an image of the page, not from a text layer
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Chunk:
     page: int | None
     element_types: tuple[str, ...]
     languages: tuple[str, ...] = ()
+    ocr: bool = False
 
 
 class ParseError(QuarryError):

@@ -17,13 +17,15 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 from pebble import ProcessExpired, ProcessPool
 
 from ingest.models import Element, ParseError, Stopped, TransientError
+from ingest.ocr import OcrOptions
+from ingest.parsing import ParseOptions, parse_file
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ _PRELOAD = [
     "unstructured.partition.docx",
     "unstructured.partition.pdf",
     "unstructured.partition.email",
+    "unstructured.partition.image",
+    "pypdfium2",
     "spacy",
 ]
 _OUT_OF_MEMORY = ("failed to map segment", "cannot allocate memory", "std::bad_alloc")
@@ -48,6 +52,30 @@ class ParseLimits:
     timeout_s: float = 300.0
     memory_mb: int = 3072  # address space of one worker process
     max_inflated_mb: int = 512  # what the parts of a zip-based document may inflate to
+    ocr: OcrOptions = field(default_factory=OcrOptions)
+    ocr_page_s: float = 30.0  # more time a PDF gets per page, for the pages it must OCR
+    convert_timeout_s: float = 120.0
+
+    def options(self) -> ParseOptions:
+        return ParseOptions(self.max_inflated_mb * 1024 * 1024, self.ocr, self.convert_timeout_s)
+
+
+def pdf_page_count(path: Path) -> int:
+    """Pages of a PDF by poppler's `pdfinfo`, in its own process (a hostile file must not
+    reach a parser inside the server); 1 when it cannot tell."""
+    import subprocess
+
+    try:
+        info = subprocess.run(
+            ["pdfinfo", str(path)], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return 1
+    for line in info.stdout.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "Pages:" and words[1].isdigit():
+            return max(1, int(words[1]))
+    return 1
 
 
 def _start_worker(memory_mb: int) -> None:
@@ -55,6 +83,8 @@ def _start_worker(memory_mb: int) -> None:
     address space is bounded as a backstop (a process that meets that limit can wedge, so
     the parent kills a worker well before, when its resident memory passes `memory_mb`)."""
     os.nice(10)
+    # Tesseract's OpenMP threads fight each other when workers OCR side by side.
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     mapped = psutil.Process().memory_info().vms  # the libraries, mapped once by the fork server
     limit = mapped + 2 * memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -79,11 +109,9 @@ def _kill_over(pids: list[int], limit_bytes: int) -> None:
             continue
 
 
-def _parse_in_worker(path: str, name: str, max_inflated: int) -> list[Element]:
-    from ingest.parsing import parse_file
-
+def _parse_in_worker(path: str, name: str, options: ParseOptions) -> list[Element]:
     try:
-        return parse_file(Path(path), name, max_inflated)
+        return parse_file(Path(path), name, options)
     except ParseError:
         raise
     except MemoryError as exc:
@@ -132,10 +160,10 @@ class ParsePool:
             ParseError: the file's own fault, `timeout` and `too_large` included.
             Stopped: raised by `check` (called twice a second); the worker is killed.
         """
-        inflated = self.limits.max_inflated_mb * 1024 * 1024
+        timeout_s = self.time_limit(path)
         try:
             future = self._get().submit(
-                _parse_in_worker, self.limits.timeout_s, str(path), name, inflated
+                _parse_in_worker, timeout_s, str(path), name, self.limits.options()
             )
         except (BrokenProcessPool, RuntimeError) as exc:  # a pool that lost its workers
             self._discard()
@@ -176,9 +204,15 @@ class ParsePool:
         except FutureTimeout as exc:
             raise ParseError(
                 "timeout",
-                f"{name}: parsing took longer than the {self.limits.timeout_s:g} s limit "
-                "per file (QUARRY_PARSE_TIMEOUT_S)",
+                f"{name}: parsing took longer than the {timeout_s:g} s allowed "
+                "(QUARRY_PARSE_TIMEOUT_S per file, QUARRY_OCR_PAGE_TIMEOUT_S more per PDF page)",
             ) from exc
+
+    def time_limit(self, path: Path) -> float:
+        """The file's time limit: a PDF gets more per page, as its pages may all be scans."""
+        if path.suffix.lower() != ".pdf":
+            return self.limits.timeout_s
+        return self.limits.timeout_s + self.limits.ocr_page_s * pdf_page_count(path)
 
     def _discard(self) -> None:
         with self._lock:

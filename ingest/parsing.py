@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ingest.encoding import detect_encoding
 from ingest.models import Element, ParseError
+from ingest.ocr import (
+    OcrOptions,
+    installed_languages,
+    missing_languages,
+    read_image_file,
+    tesseract_available,
+)
+from ingest.office_convert import CONVERSIONS, convert, soffice
+from ingest.pdf_parsing import parse_pdf
 from ingest.spacy_offline import use_packaged_spacy_model
+from ingest.unstructured_elements import partition, to_elements
 
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 log = logging.getLogger(__name__)
@@ -31,16 +42,44 @@ TEXT_TYPES = {
     ".tsv",
     ".json",
 }
-OFFICE_TYPES = {".pdf", ".docx", ".pptx", ".xlsx", ".xls", ".eml", ".msg", ".epub", ".odt", ".rtf"}
-LEGACY_TYPES = {".doc", ".ppt"}
-IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".heic"}
+OFFICE_TYPES = {".pdf", ".docx", ".pptx", ".xlsx", ".eml", ".msg", ".epub", ".odt", ".rtf"}
+LEGACY_TYPES = set(CONVERSIONS)  # converted with LibreOffice first
+IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif"}
 SUPPORTED_TYPES = frozenset(TEXT_TYPES | OFFICE_TYPES | LEGACY_TYPES | IMAGE_TYPES)
+_OLE_TYPES = {".doc", ".dot", ".xls", ".xlt", ".ppt", ".pps", ".pot", ".msg"}
 
-# What a format needs beyond Python packages: (executable, what to install).
-_SYSTEM_TOOLS = {
-    **dict.fromkeys(LEGACY_TYPES, ("soffice", "LibreOffice (soffice)")),
-    **dict.fromkeys(IMAGE_TYPES, ("tesseract", "Tesseract OCR (tesseract)")),
+# What a format needs beyond Python packages: (is it here?, what to install).
+_SYSTEM_TOOLS: dict[str, tuple[Callable[[], bool], str]] = {
+    **dict.fromkeys(LEGACY_TYPES, (lambda: soffice() is not None, "LibreOffice (soffice)")),
+    **dict.fromkeys(IMAGE_TYPES, (tesseract_available, "Tesseract OCR (tesseract)")),
 }
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """How files are read: zip-bomb bound, OCR languages, LibreOffice's time limit."""
+
+    max_inflated: int = 512 * 1024 * 1024
+    ocr: OcrOptions = field(default_factory=OcrOptions)
+    convert_timeout_s: float = 120.0
+
+
+def tools_report(ocr: OcrOptions) -> dict[str, Any]:
+    """What the system tools here let Quarry read, and what they make it refuse."""
+    refused = sorted(ext for ext, (present, _) in _SYSTEM_TOOLS.items() if not present())
+    report: dict[str, Any] = {
+        "ok": True,  # a missing tool refuses some formats; it never stops the service
+        "tesseract": tesseract_available(),
+        "libreoffice": soffice() is not None,
+        "ocr_languages": [lang for lang in ocr.languages if lang in installed_languages()],
+    }
+    missing = missing_languages(ocr) if report["tesseract"] else []
+    if missing or refused:
+        report["reason"] = "; ".join(
+            ([f"refused here: {' '.join(refused)}"] if refused else [])
+            + ([f"OCR packs not installed: {' '.join(missing)}"] if missing else [])
+        )
+    return report
 
 
 def supported_list() -> str:
@@ -59,7 +98,7 @@ def check_supported(name: str, ext: str | None = None) -> str:
             status=415,
         )
     tool = _SYSTEM_TOOLS.get(ext)
-    if tool and shutil.which(tool[0]) is None:
+    if tool and not tool[0]():
         raise ParseError(
             "unsupported_here",
             f"{name}: {ext} files are unsupported here: needs {tool[1]}, which is not installed",
@@ -68,71 +107,8 @@ def check_supported(name: str, ext: str | None = None) -> str:
     return ext
 
 
-def _to_elements(raw: list[Any]) -> list[Element]:
-    elements = []
-    for item in raw:
-        text = (getattr(item, "text", "") or "").strip()
-        if not text:
-            continue
-        meta = getattr(item, "metadata", None)
-        page = getattr(meta, "page_number", None)
-        languages = tuple(getattr(meta, "languages", None) or ())
-        elements.append(
-            Element(text=text, type=type(item).__name__, page=page, languages=languages)
-        )
-    return elements
-
-
-def _partition(path: Path, **kwargs: Any) -> list[Any]:
-    from unstructured.partition.auto import partition
-
-    return list(partition(filename=str(path), **kwargs))
-
-
-def _pdf_guard(path: Path, name: str) -> None:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(str(path))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise ParseError("encrypted", f"{name}: the PDF is password-protected")
-    except ParseError:
-        raise
-    except (PdfReadError, ValueError, OSError) as exc:
-        raise ParseError("unreadable", f"{name}: not a readable PDF ({exc})") from exc
-
-
-def _pdf_text_fallback(path: Path, name: str) -> list[Element]:
-    """pdfminer gives up on some damaged PDFs that pypdf still reads page by page."""
-    from pypdf import PdfReader
-    from unstructured.partition.text import partition_text
-
-    elements: list[Element] = []
-    for number, page in enumerate(PdfReader(str(path)).pages, start=1):
-        try:
-            text = page.extract_text() or ""
-        except Exception:  # a single broken page should not lose the rest
-            continue
-        if text.strip():
-            for element in _to_elements(partition_text(text=text)):
-                elements.append(Element(element.text, element.type, number, element.languages))
-    if not elements:
-        hint = (
-            "OCR with tesseract is needed"
-            if shutil.which("tesseract") is None
-            else "OCR found nothing"
-        )
-        raise ParseError(
-            "no_text", f"{name}: the PDF has no extractable text (scanned or image-only; {hint})"
-        )
-    log.info("%s: recovered text with pypdf after unstructured found none", name)
-    return elements
-
-
 ZIP_TYPES = {".docx", ".pptx", ".xlsx", ".odt", ".epub"}
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-MAX_INFLATED_BYTES = 512 * 1024 * 1024
 
 
 def _zip_guard(path: Path, name: str, max_inflated: int) -> None:
@@ -231,24 +207,33 @@ def _parse_json(path: Path, name: str, encoding: str) -> list[Element]:
         and all(isinstance(item, dict) and "type" in item and "text" in item for item in data)
     )
     if is_elements:
-        return _to_elements(_partition(path, encoding=encoding))
-    return _to_elements(partition_text(text="\n".join(_flatten_json(data))))
+        return to_elements(partition(path, encoding=encoding))
+    return to_elements(partition_text(text="\n".join(_flatten_json(data))))
 
 
 def parse_file(
-    path: Path, name: str | None = None, max_inflated: int = MAX_INFLATED_BYTES
+    path: Path, name: str | None = None, options: ParseOptions | None = None
 ) -> list[Element]:
     """Parse `path` into elements. `name` is how the file is called in errors.
 
     Raises:
         ParseError: unsupported or unavailable type, empty, encrypted, unreadable, or no text.
     """
+    options = options or ParseOptions()
     name = name or path.name
     ext = check_supported(name, path.suffix)
     data_size = path.stat().st_size
     if data_size == 0:
         raise ParseError("empty_file", f"{name}: the file is empty")
     use_packaged_spacy_model()
+    if ext in _OLE_TYPES:
+        _ole_guard(path, name)
+    if ext in LEGACY_TYPES:
+        with tempfile.TemporaryDirectory(prefix="quarry-convert-") as workdir:
+            converted = convert(path, name, Path(workdir), options.convert_timeout_s)
+            return parse_file(converted, name, options)
+    if ext in IMAGE_TYPES:
+        return _require_text(read_image_file(path, name, options.ocr), name)
     kwargs: dict[str, Any] = {"strategy": "fast", "languages": ["auto"]}
     if ext in TEXT_TYPES:
         data = path.read_bytes()
@@ -259,26 +244,26 @@ def parse_file(
             return _require_text(_parse_json(path, name, kwargs["encoding"]), name)
         if ext in PLAIN_TYPES and data_size > LARGE_TEXT_BYTES:
             return _require_text(_large_plain_text(path, kwargs["encoding"]), name)
-    if ext in IMAGE_TYPES:
-        kwargs["strategy"] = "ocr_only"
     if ext == ".pdf":
         kwargs.pop("languages")  # per-element guesses on PDF fragments are mostly noise
-        _pdf_guard(path, name)
+        return parse_pdf(path, name, lambda: _partitioned(path, name, [kwargs]), options.ocr)
     if ext in ZIP_TYPES:
-        _zip_guard(path, name, max_inflated)
-    if ext in {".doc", ".xls", ".ppt", ".msg"}:
-        _ole_guard(path, name)
+        _zip_guard(path, name, options.max_inflated)
     if ext == ".eml":
         _mail_guard(path, name)
-    attempts: list[Callable[[], list[Any]]] = [lambda: _partition(path, **kwargs)]
+    attempts = [kwargs]
     if ext in {".eml", ".msg"}:
         # an attachment unstructured cannot read (an image, say) must not lose the mail itself
-        attempts.append(lambda: _partition(path, process_attachments=False, **kwargs))
+        attempts.append({**kwargs, "process_attachments": False})
+    return _require_text(_partitioned(path, name, attempts), name)
+
+
+def _partitioned(path: Path, name: str, attempts: list[dict[str, Any]]) -> list[Element]:
+    """unstructured's elements from the first of `attempts` (keyword sets) that works."""
     error: Exception | None = None
-    for attempt in attempts:
+    for kwargs in attempts:
         try:
-            elements = _to_elements(attempt())
-            break
+            return to_elements(partition(path, **kwargs))
         except ParseError:
             raise
         except MemoryError as exc:
@@ -287,14 +272,10 @@ def parse_file(
             ) from exc
         except Exception as exc:
             error = exc
-    else:
-        # A parser's exception does not prove the bytes bad: tried again before it is final.
-        raise ParseError(
-            "unreadable", f"{name}: could not be parsed ({_describe(error)})", suspect=True
-        )
-    if not elements and ext == ".pdf":
-        return _pdf_text_fallback(path, name)
-    return _require_text(elements, name)
+    # A parser's exception does not prove the bytes bad: tried again before it is final.
+    raise ParseError(
+        "unreadable", f"{name}: could not be parsed ({_describe(error)})", suspect=True
+    )
 
 
 def _describe(error: Exception | None) -> str:

@@ -361,6 +361,7 @@ class IngestPipeline:
                     "page": chunk.page,
                     "element_types": list(chunk.element_types),
                     "languages": list(chunk.languages),
+                    "ocr": chunk.ocr,
                     "ingested_at": now,
                     **doc.doc_fields,
                 }

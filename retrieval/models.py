@@ -150,6 +150,7 @@ class SearchHit:
     text: str
     chunk_index: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    ocr: bool = False  # the chunk's text was read from a scan or an image
 
     @classmethod
     def from_payload(cls, point_id: object, score: float, payload: dict[str, Any]) -> SearchHit:
@@ -162,6 +163,7 @@ class SearchHit:
             text=str(payload.get("text", "")),
             chunk_index=int(payload.get("chunk_index", 0)),
             metadata=dict(payload.get("meta") or {}),
+            ocr=bool(payload.get("ocr", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:

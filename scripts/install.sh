@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Creates .venv and installs Quarry with its test tools, offline-capable models included.
+# Installs the system tools (Tesseract, LibreOffice, poppler) where it may, then creates
+# .venv and installs Quarry with its test tools, offline-capable models included.
 # torch is pinned first: on a CPU-only machine this takes the local CPU build instead of
 # pulling gigabytes of CUDA packages; set QUARRY_TORCH to choose another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH=${QUARRY_TORCH:-torch==2.13.0}
+./scripts/system-packages.sh
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from app.resources import Resources
@@ -10,6 +12,16 @@ from ingest.sources import FileSource, expand_paths
 from .conftest import SHARED
 
 pytestmark = pytest.mark.corpus
+
+READ_WITH_TOOLS = {
+    "non_text_searchable.pdf": "tesseract",
+    "loremipsum-flat.pdf": "tesseract",
+    "chi_sim_image.jpeg": "tesseract",
+    "english-and-korean.png": "tesseract",
+    "fake.doc": "soffice",
+    "fake-power-point.ppt": "soffice",
+    "tests-example.xls": "soffice",
+}
 
 KNOWN_CODES = {
     "empty_file",
@@ -38,6 +50,10 @@ def test_shared_documents(resources: Resources) -> None:
     # Damaged but readable files must not be written off.
     assert "failure-after-repair.pdf" in stored
     assert "fake-text-utf-16-be.txt" in stored
+    # Scans, photos of pages and legacy Office files are read where the tools are installed.
+    for name, tool in READ_WITH_TOOLS.items():
+        if shutil.which(tool):
+            assert stored[name].chunks > 0, name
     hits = (
         resources.search_service("corpus")
         .search("corpus", "ReAct reasoning and acting", top_k=3)

@@ -39,7 +39,8 @@ def _served_names(state: State) -> set[str]:
     """The public name, its short form (`Qwen3-Embedding-4B`), and what was configured."""
     configured = state.settings.embedding_model
     source = state.resources.model_source
-    return {configured, source.model_id, source.short_name, Path(configured).name}
+    names = {source.model_id, source.short_name}
+    return names | {configured, Path(configured).name} if configured else names
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:

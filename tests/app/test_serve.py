@@ -146,3 +146,35 @@ def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
     clean = stored_chunks(clean_dir, "served")
     assert len(served) == len(clean) == report.chunks
     assert served == clean
+
+
+def test_with_no_model_configured_a_fresh_machine_still_indexes(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """No GPU, no hub, nothing cached: the packaged model runs, and everyone is told so."""
+    env = {k: v for k, v in server_env.items() if k != "QUARRY_EMBEDDING_MODEL"}
+    env |= {"HF_HUB_CACHE": str(tmp_path / "empty-hub"), "QUARRY_DEVICE": "cpu"}
+    running = Process("serve", env, tmp_path / "default.log")
+    running.start()
+    try:
+        model = httpx.get(f"{running.url}/readyz").json()["checks"]["model"]
+        assert model["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+        assert "Qwen3-Embedding-0.6B" in model["warning"]
+        assert "QUARRY_EMBEDDING_MODEL" in model["warning"]
+        upload = httpx.post(
+            f"{running.url}/v1/documents",
+            files=[("files", ("kiln.txt", b"The kiln fires stoneware at 1280 degrees."))],
+            timeout=30,
+        )
+        assert wait_job(running.url, upload.json()["job_id"])["state"] == "done"
+        hits = httpx.post(
+            f"{running.url}/v1/search", json={"query": "firing pottery", "top_k": 1}, timeout=30
+        ).json()["hits"]
+        assert hits[0]["source"] == "kiln.txt"
+        recipe = httpx.get(f"{running.url}/v1/collections").json()["collections"][0]["recipe"]
+        assert recipe["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    finally:
+        running.stop()
+    assert "embedding model: sentence-transformers/all-MiniLM-L6-v2" in (
+        (tmp_path / "default.log").read_text()
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -88,12 +87,3 @@ def test_encrypted_pdf(tmp_path: Path) -> None:
     with pytest.raises(ParseError) as info:
         parse_file(locked)
     assert info.value.code == "encrypted" and "locked.pdf" in info.value.message
-
-
-@pytest.mark.skipif(shutil.which("soffice") is not None, reason="LibreOffice is installed here")
-def test_legacy_office_needs_libreoffice(tmp_path: Path) -> None:
-    path = tmp_path / "old.doc"
-    path.write_bytes(b"\xd0\xcf\x11\xe0" + b"\x00" * 100)
-    with pytest.raises(ParseError) as info:
-        parse_file(path)
-    assert info.value.code == "unsupported_here" and "LibreOffice" in info.value.message

@@ -26,7 +26,15 @@ if readiness is not None:
                 )
             )
             st.caption(str(detail))
-    servers = readiness["checks"].get("model", {}).get("servers")
+    model_check = readiness["checks"].get("model", {})
+    if model_check.get("warning"):
+        st.warning(f"**Embedding model: {model_check['model']}.** {model_check['warning']}")
+    elif model_check.get("model"):
+        st.caption(f"Embedding model: {model_check['model']} ({model_check.get('chosen', '')})")
+    parsers = readiness["checks"].get("parsers", {})
+    if parsers.get("reason"):
+        st.warning(f"**Formats:** {parsers['reason']} (see scripts/system-packages.sh)")
+    servers = model_check.get("servers")
     if servers:
         st.subheader("Embedding servers")
         st.dataframe(

@@ -1,0 +1,189 @@
+"""Text from page images: Tesseract through unstructured's `ocr_only` path, fully offline.
+
+Before a page is read, Tesseract's orientation and script detection (OSD) turns a sideways
+or upside-down scan upright and adds the language pack of the script it sees (a Chinese
+page read with `eng` alone is noise), when that pack is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ingest.models import Element, ParseError
+
+log = logging.getLogger(__name__)
+
+# Tesseract's OSD scripts, and the language packs that read them (first installed wins).
+SCRIPT_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "Han": ("chi_sim", "chi_tra", "jpn"),
+    "Hangul": ("kor",),
+    "Japanese": ("jpn",),
+    "Katakana": ("jpn",),
+    "Hiragana": ("jpn",),
+    "Arabic": ("ara", "fas", "urd"),
+    "Cyrillic": ("rus", "ukr", "bul", "srp"),
+    "Greek": ("ell",),
+    "Hebrew": ("heb",),
+    "Devanagari": ("hin", "mar", "nep"),
+    "Bengali": ("ben",),
+    "Tamil": ("tam",),
+    "Telugu": ("tel",),
+    "Thai": ("tha",),
+    "Georgian": ("kat",),
+    "Armenian": ("hye",),
+}
+_MIN_SCRIPT_CONFIDENCE = 0.5
+_MIN_ORIENTATION_CONFIDENCE = 2.0
+_OSD_SIDE = 1600
+MAX_PIXELS = 60_000_000  # a page image past this is scaled down before it is read
+# Tesseract spaces out Chinese and Japanese characters; those scripts use no spaces.
+_CJK = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
+_CJK_GAP = re.compile(rf"(?<={_CJK})\s+(?={_CJK})")
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    """What OCR reads with: `languages` are Tesseract pack names (`eng`, `chi_sim`, ...)."""
+
+    languages: tuple[str, ...] = ("eng",)
+    detect_script: bool = True
+    dpi: int = 200  # with unstructured rescaling small text, as good as 300 and twice as fast
+    threads: int = 2  # pages of one PDF read at once
+
+
+def parse_languages(value: str) -> tuple[str, ...]:
+    """`eng+chi_sim`, `eng,kor` or `eng kor` as a tuple of pack names."""
+    return tuple(dict.fromkeys(part for part in re.split(r"[+,\s]+", value.strip()) if part))
+
+
+def tesseract_available() -> bool:
+    return shutil.which("tesseract") is not None
+
+
+@functools.cache
+def installed_languages() -> frozenset[str]:
+    """The language packs Tesseract has here (empty without Tesseract)."""
+    if not tesseract_available():
+        return frozenset()
+    try:
+        listed = subprocess.run(
+            ["tesseract", "--list-langs"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    lines = (listed.stdout + listed.stderr).splitlines()
+    return frozenset(line.strip() for line in lines[1:] if line.strip() and " " not in line)
+
+
+def missing_languages(options: OcrOptions) -> list[str]:
+    """Configured packs Tesseract lacks here (they are left out of every read)."""
+    installed = installed_languages()
+    return [lang for lang in options.languages if lang not in installed]
+
+
+def _osd(image: Any) -> dict[str, Any]:
+    """Orientation and script, or {} when there is too little text to tell."""
+    import unstructured_pytesseract as tesseract
+
+    small = image.copy()
+    small.thumbnail((_OSD_SIDE, _OSD_SIDE))  # as sure at this size, and faster
+    try:
+        result: dict[str, Any] = tesseract.image_to_osd(small, output_type=tesseract.Output.DICT)
+    except Exception:  # "Too few characters" and the like: read the page as it is
+        return {}
+    return result
+
+
+def _languages_for(script: str | None, options: OcrOptions) -> list[str]:
+    installed = installed_languages()
+    chosen = [lang for lang in options.languages if lang in installed] or ["eng"]
+    for lang in SCRIPT_LANGUAGES.get(script or "", ()):
+        if lang in chosen:
+            break
+        if lang in installed:
+            chosen.append(lang)
+            break
+    return chosen
+
+
+def _bounded(image: Any) -> Any:
+    from PIL import Image
+
+    pixels = image.width * image.height
+    if pixels <= MAX_PIXELS:
+        return image
+    scale = (MAX_PIXELS / pixels) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def read_page(image: Any, page: int, options: OcrOptions) -> list[Element]:
+    """The text on one page image, as elements marked `ocr`."""
+    from unstructured.partition.image import partition_image
+
+    image = _bounded(image.convert("RGB") if image.mode not in ("RGB", "L") else image)
+    script = None
+    if options.detect_script:
+        osd = _osd(image)
+        rotate = int(osd.get("rotate", 0) or 0)
+        if rotate and float(osd.get("orientation_conf", 0)) >= _MIN_ORIENTATION_CONFIDENCE:
+            image = image.rotate(-rotate, expand=True)  # OSD says how far clockwise
+        if float(osd.get("script_conf", 0)) >= _MIN_SCRIPT_CONFIDENCE:
+            script = osd.get("script")
+    languages = _languages_for(script, options)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    buffer.seek(0)
+    raw = partition_image(
+        file=buffer, strategy="ocr_only", languages=languages, starting_page_number=page
+    )
+    elements = []
+    for item in raw:
+        text = _CJK_GAP.sub("", (getattr(item, "text", "") or "").strip())
+        if text:
+            elements.append(Element(text, type(item).__name__, page, tuple(languages), ocr=True))
+    return elements
+
+
+def image_pages(path: Path, name: str) -> Iterator[Any]:
+    """Each page (frame) of an image file, upright as its EXIF says.
+
+    Raises:
+        ParseError: not an image Pillow can read, or one too large to decode safely.
+    """
+    from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+    _register_heif()
+    try:
+        with Image.open(path) as image:
+            for frame in ImageSequence.Iterator(image):
+                yield ImageOps.exif_transpose(frame.copy())
+    except Image.DecompressionBombError as exc:
+        raise ParseError("too_large", f"{name}: the image is too large to read ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ParseError("unreadable", f"{name}: not a readable image ({exc})") from exc
+
+
+def read_image_file(path: Path, name: str, options: OcrOptions) -> list[Element]:
+    """OCR of every page of an image file (a multi-page TIFF has several)."""
+    elements: list[Element] = []
+    for number, frame in enumerate(image_pages(path, name), start=1):
+        elements.extend(read_page(frame, number, options))
+    return elements
+
+
+def _register_heif() -> None:
+    try:
+        from pi_heif import register_heif_opener
+    except ImportError:  # HEIC is then refused as unreadable, the rest still works
+        return
+    register_heif_opener()

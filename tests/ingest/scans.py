@@ -1,0 +1,103 @@
+"""Documents without a text layer, made as a scanner or a phone would: pages of text
+rendered to pixels, then saved as images or wrapped as an image-only PDF; and legacy Office
+files written by LibreOffice."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .documents import SENTENCE, write_document
+
+DPI = 200
+
+
+def text_pdf(path: Path, paragraphs: list[str]) -> Path:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for text in paragraphs:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=12)
+        pdf.multi_cell(0, 8, text)
+    pdf.output(str(path))
+    return path
+
+
+def page_images(paragraphs: list[str], folder: Path) -> list[Any]:
+    """Each paragraph on its own page, as a grey-scale scan at DPI."""
+    import pypdfium2 as pdfium
+
+    source = text_pdf(folder / "printed.pdf", paragraphs)
+    document = pdfium.PdfDocument(str(source))
+    try:
+        return [page.render(scale=DPI / 72).to_pil().convert("L") for page in document]
+    finally:
+        document.close()
+
+
+def scanned_pdf(path: Path, paragraphs: list[str], rotate: int = 0) -> Path:
+    """An image-only PDF, one scanned page per paragraph (turned `rotate` degrees)."""
+    pages = [image.rotate(rotate, expand=True) for image in page_images(paragraphs, path.parent)]
+    pages[0].save(path, format="PDF", resolution=DPI, save_all=True, append_images=pages[1:])
+    return path
+
+
+def mixed_pdf(path: Path, typed: str, scanned: str) -> Path:
+    """Page 1 with a text layer, page 2 a scan."""
+    from pypdf import PdfReader, PdfWriter
+
+    text = text_pdf(path.parent / "typed.pdf", [typed])
+    scan = scanned_pdf(path.parent / "scan.pdf", [scanned])
+    writer = PdfWriter()
+    for source in (text, scan):
+        for page in PdfReader(str(source)).pages:
+            writer.add_page(page)
+    with path.open("wb") as handle:
+        writer.write(handle)
+    return path
+
+
+def image_file(path: Path, text: str = SENTENCE) -> Path:
+    """A photo-like image of a page holding `text`, in the format the suffix names."""
+    image = page_images([text], path.parent)[0]
+    if path.suffix.lower() in (".jpg", ".jpeg", ".webp"):
+        image.convert("RGB").save(path, quality=85)
+    else:
+        image.save(path)
+    return path
+
+
+_LEGACY = {  # legacy suffix -> (modern source, LibreOffice filter)
+    "doc": ("docx", "MS Word 97"),
+    "ppt": ("pptx", "MS PowerPoint 97"),
+    "xls": ("xlsx", "MS Excel 97"),
+    "odp": ("pptx", "impress8"),
+    "ods": ("xlsx", "calc8"),
+}
+
+
+def legacy_file(folder: Path, ext: str, text: str = SENTENCE) -> Path:
+    """A real legacy Office file, saved by LibreOffice from a modern one."""
+    modern, filter_name = _LEGACY[ext]
+    work = folder / f"make-{ext}"
+    work.mkdir(parents=True)
+    source = write_document(work, modern, text)
+    subprocess.run(
+        [
+            shutil.which("soffice") or "soffice",
+            f"-env:UserInstallation={(work / 'profile').as_uri()}",
+            "--headless",
+            "--convert-to",
+            f"{ext}:{filter_name}",
+            "--outdir",
+            str(folder),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    return folder / f"{source.stem}.{ext}"
