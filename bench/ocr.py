@@ -23,11 +23,12 @@ from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.ingest.scans
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.*, tests.*
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.resources import Resources
 from app.settings import Settings
+from bench.remote import search_latency
 from ingest.sources import TextSource
 from tests.ingest.scans import scanned_pdf
 
@@ -54,13 +55,7 @@ def recovered(printed: list[str], read: str) -> float:
 
 
 def search_p50(res: Resources, queries: list[str]) -> float:
-    service = res.search_service("bench")
-    times = []
-    for query in queries:
-        started = time.perf_counter()
-        service.search("bench", query, top_k=10)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(search_latency(res, queries))
 
 
 def main() -> None:
