@@ -75,7 +75,7 @@ def choose_model(
         return ModelChoice(source, why, warning)
     source = resolve_model(PACKAGED_MODEL, None, served_name)
     warning = (
-        f"using the small packaged model {PACKAGED_MODEL}: "
+        f"Using the small packaged model {PACKAGED_MODEL}: "
         f"{' and '.join(candidates)} cannot be loaded here (not in the Hugging Face cache and "
         f"the hub is unreachable); search quality is well below theirs. {HOW_TO_CHOOSE}"
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from app.resources import Resources
 from app.settings import Settings
@@ -149,9 +150,13 @@ def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
 
 
 def test_with_no_model_configured_a_fresh_machine_still_indexes(
-    server_env: dict[str, str], tmp_path: Path
+    server_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No GPU, no hub, nothing cached: the packaged model runs, and everyone is told so."""
+    import streamlit as st
+
+    from ..ui.test_pages import page, texts
+
     env = {k: v for k, v in server_env.items() if k != "QUARRY_EMBEDDING_MODEL"}
     env |= {"HF_HUB_CACHE": str(tmp_path / "empty-hub"), "QUARRY_DEVICE": "cpu"}
     running = Process("serve", env, tmp_path / "default.log")
@@ -173,6 +178,10 @@ def test_with_no_model_configured_a_fresh_machine_still_indexes(
         assert hits[0]["source"] == "kiln.txt"
         recipe = httpx.get(f"{running.url}/v1/collections").json()["collections"][0]["recipe"]
         assert recipe["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+        monkeypatch.setenv("QUARRY_API_URL", running.url)
+        st.cache_resource.clear()
+        shown = texts(page("status"))
+        assert "all-MiniLM-L6-v2" in shown and "QUARRY_EMBEDDING_MODEL" in shown
     finally:
         running.stop()
     assert "embedding model: sentence-transformers/all-MiniLM-L6-v2" in (

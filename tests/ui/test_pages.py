@@ -33,6 +33,7 @@ def nodes(node: Any, kind: str) -> list[Any]:
 
 def texts(app: AppTest) -> str:
     parts = [m.value for m in app.markdown] + [c.value for c in app.caption]
+    parts += [w.value for w in app.warning]
     parts += [str(getattr(h, "proto", "")) for h in nodes(app._tree, "html")]
     parts += [str(getattr(p, "proto", "")) for p in nodes(app._tree, "progress")]
     return "\n".join(parts)
