@@ -81,4 +81,3 @@ def choose_model(
     )
     log.warning(warning)
     return ModelChoice(source, "the packaged fallback", warning)
-
