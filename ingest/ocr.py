@@ -126,11 +126,27 @@ def _bounded(image: Any) -> Any:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def _opaque(image: Any) -> Any:
+    """RGB or grey, transparent areas white: a screenshot's transparent background would
+    otherwise turn black and hide its dark text."""
+    from PIL import Image
+
+    if image.mode in ("RGB", "L"):
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit scans: to 8 bits, not clipped
+        return image.point(lambda v: v / 256).convert("L")
+    return image.convert("RGB")
+
+
 def read_page(image: Any, page: int, options: OcrOptions) -> list[Element]:
     """The text on one page image, as elements marked `ocr`."""
     from unstructured.partition.image import partition_image
 
-    image = _bounded(image.convert("RGB") if image.mode not in ("RGB", "L") else image)
+    image = _bounded(_opaque(image))
     script = None
     if options.detect_script:
         osd = _osd(image)

@@ -239,3 +239,19 @@ def test_the_tools_report_says_what_is_refused(monkeypatch: pytest.MonkeyPatch) 
         installed_languages.cache_clear()
     assert bare["tesseract"] is False and bare["libreoffice"] is False
     assert ".png" in bare["reason"] and ".doc" in bare["reason"]
+
+
+@needs_tesseract
+def test_a_transparent_screenshot_is_read_on_white(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from .scans import page_images
+
+    grey = page_images([OTTER], tmp_path)[0]
+    # dark text on a fully transparent background: what PIL's plain RGB conversion turns black
+    text_alpha = grey.point(lambda v: 255 - v)
+    clear = Image.new("RGBA", grey.size, (0, 0, 0, 0))
+    clear.putalpha(text_alpha)
+    path = tmp_path / "screenshot.png"
+    clear.save(path)
+    assert "sea otters hold hands" in words(parse_file(path))
