@@ -420,11 +420,9 @@ def eval_command(
 def _model_in_use(resources: Resources) -> dict[str, str]:
     """The model this configuration runs, resolved (never loaded), or why it cannot be."""
     try:
-        choice = resources.model_choice
+        return resources.model_choice.describe()
     except ModelLoadError as exc:
         return {"reason": exc.message}
-    info = {"model": choice.source.model_id, "chosen": choice.reason}
-    return info | ({"warning": choice.warning} if choice.warning else {})
 
 
 def _check_model(resources: Resources) -> None:

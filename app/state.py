@@ -284,14 +284,12 @@ class QuarryState:
         if self.resources.remote:
             return self._servers_check()
         if not self.resources.model_loaded:
-            return {"ok": False, "reason": "the model is still loading", **self.model_info()}
-        return {"ok": True, **self.model_info()}
-
-    def model_info(self) -> dict[str, Any]:
-        """The model in use, why it was chosen, and the warning when it is a fallback."""
-        choice = self.resources.model_choice
-        info = {"model": choice.source.model_id, "chosen": choice.reason}
-        return info | ({"warning": choice.warning} if choice.warning else {})
+            return {
+                "ok": False,
+                "reason": "the model is still loading",
+                **self.resources.model_choice.describe(),
+            }
+        return {"ok": True, **self.resources.model_choice.describe()}
 
     def _servers_check(self) -> dict[str, Any]:
         """Remote: ready while one server is in service; the rest are named with why."""
@@ -300,7 +298,7 @@ class QuarryState:
             {"url": s.url, "state": s.state.value, "in_flight": s.in_flight, "reason": s.reason}
             for s in servers
         ]
-        check: dict[str, Any] = {**self.model_info(), "servers": listed}
+        check: dict[str, Any] = {**self.resources.model_choice.describe(), "servers": listed}
         out = [s for s in servers if s.state is ServerState.EJECTED]
         check["ok"] = bool(servers) and len(out) < len(servers)
         if not servers:

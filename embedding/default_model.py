@@ -27,6 +27,11 @@ class ModelChoice:
     reason: str
     warning: str | None = None
 
+    def describe(self) -> dict[str, str]:
+        """As /readyz and `quarry stats` show it."""
+        info = {"model": self.source.model_id, "chosen": self.reason}
+        return info | ({"warning": self.warning} if self.warning else {})
+
 
 def _cuda_present() -> bool:
     import torch

@@ -79,14 +79,13 @@ def convert(path: Path, name: str, workdir: Path, timeout_s: float) -> Path:
     try:
         output, _ = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
-        _kill_group(process)
         raise ParseError(
             "timeout",
             f"{name}: LibreOffice took longer than {timeout_s:g} s to convert it "
             "(QUARRY_CONVERT_TIMEOUT_S)",
         ) from exc
     finally:
-        _kill_group(process)  # soffice.bin may outlive the launcher
+        _kill_group(process)  # also on a timeout; soffice.bin may outlive the launcher
     converted = workdir / "out" / f"input{target}"
     if not converted.is_file() or converted.stat().st_size == 0:
         said = output.decode("utf-8", "replace").strip().splitlines()[-1:] if output else []

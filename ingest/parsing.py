@@ -48,10 +48,16 @@ IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic
 SUPPORTED_TYPES = frozenset(TEXT_TYPES | OFFICE_TYPES | LEGACY_TYPES | IMAGE_TYPES)
 _OLE_TYPES = {".doc", ".dot", ".xls", ".xlt", ".ppt", ".pps", ".pot", ".msg"}
 
-# What a format needs beyond Python packages: (is it here?, what to install).
-_SYSTEM_TOOLS: dict[str, tuple[Callable[[], bool], str]] = {
-    **dict.fromkeys(LEGACY_TYPES, (lambda: soffice() is not None, "LibreOffice (soffice)")),
-    **dict.fromkeys(IMAGE_TYPES, (tesseract_available, "Tesseract OCR (tesseract)")),
+
+def _libreoffice_available() -> bool:
+    return soffice() is not None
+
+
+# What formats need beyond Python packages: tool -> (is it here?, the formats it reads).
+_LIBREOFFICE, _TESSERACT = "LibreOffice (soffice)", "Tesseract OCR (tesseract)"
+_SYSTEM_TOOLS: dict[str, tuple[Callable[[], bool], set[str]]] = {
+    _LIBREOFFICE: (_libreoffice_available, LEGACY_TYPES),
+    _TESSERACT: (tesseract_available, IMAGE_TYPES),
 }
 
 
@@ -66,14 +72,16 @@ class ParseOptions:
 
 def tools_report(ocr: OcrOptions) -> dict[str, Any]:
     """What the system tools here let Quarry read, and what they make it refuse."""
-    refused = sorted(ext for ext, (present, _) in _SYSTEM_TOOLS.items() if not present())
+    present = {tool: check() for tool, (check, _) in _SYSTEM_TOOLS.items()}
+    refused = sorted(e for t, (_, reads) in _SYSTEM_TOOLS.items() if not present[t] for e in reads)
+    tesseract = present[_TESSERACT]
     report: dict[str, Any] = {
         "ok": True,  # a missing tool refuses some formats; it never stops the service
-        "tesseract": tesseract_available(),
-        "libreoffice": soffice() is not None,
+        "tesseract": tesseract,
+        "libreoffice": present[_LIBREOFFICE],
         "ocr_languages": [lang for lang in ocr.languages if lang in installed_languages()],
     }
-    missing = missing_languages(ocr) if report["tesseract"] else []
+    missing = missing_languages(ocr) if tesseract else []
     if missing or refused:
         report["reason"] = "; ".join(
             ([f"refused here: {' '.join(refused)}"] if refused else [])
@@ -97,11 +105,11 @@ def check_supported(name: str, ext: str | None = None) -> str:
             f"supported: {supported_list()}",
             status=415,
         )
-    tool = _SYSTEM_TOOLS.get(ext)
-    if tool and not tool[0]():
+    needed = next((t for t, (_, reads) in _SYSTEM_TOOLS.items() if ext in reads), None)
+    if needed is not None and not _SYSTEM_TOOLS[needed][0]():
         raise ParseError(
             "unsupported_here",
-            f"{name}: {ext} files are unsupported here: needs {tool[1]}, which is not installed",
+            f"{name}: {ext} files are unsupported here: needs {needed}, which is not installed",
             status=415,
         )
     return ext

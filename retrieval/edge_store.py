@@ -96,25 +96,23 @@ def _edge_query(query: Nearest | Rrf) -> Any:
     return qe.Query.Nearest(_vector(query.vector), using=query.using)
 
 
+def _stage_fields(stage: Stage, flt: qe.Filter | None) -> dict[str, Any]:
+    """What a prefetch and the top request of a plan both say about their stage."""
+    return {
+        "limit": stage.limit,
+        "query": _edge_query(stage.query),
+        "prefetches": [_prefetch(p, flt) for p in stage.prefetch] or None,
+        "filter": flt,
+        "score_threshold": stage.threshold,
+    }
+
+
 def _prefetch(stage: Stage, flt: qe.Filter | None) -> qe.Prefetch:
-    return qe.Prefetch(
-        limit=stage.limit,
-        query=_edge_query(stage.query),
-        prefetches=[_prefetch(p, flt) for p in stage.prefetch] or None,
-        filter=flt,
-        score_threshold=stage.threshold,
-    )
+    return qe.Prefetch(**_stage_fields(stage, flt))
 
 
 def _request(stage: Stage, flt: qe.Filter | None) -> qe.QueryRequest:
-    return qe.QueryRequest(
-        limit=stage.limit,
-        query=_edge_query(stage.query),
-        prefetches=[_prefetch(p, flt) for p in stage.prefetch] or None,
-        filter=flt,
-        with_payload=True,
-        score_threshold=stage.threshold,
-    )
+    return qe.QueryRequest(**_stage_fields(stage, flt), with_payload=True)
 
 
 class EdgeStore:

@@ -79,35 +79,32 @@ def _server_query(query: Nearest | Rrf) -> tuple[Any, str | None]:
     return _vector(query.vector), query.using or None
 
 
+def _stage_fields(
+    stage: Stage, flt: models.Filter | None, params: models.SearchParams | None
+) -> dict[str, Any]:
+    """What a prefetch and the top request of a plan both say about their stage."""
+    query, using = _server_query(stage.query)
+    return {
+        "query": query,
+        "using": using,
+        "limit": stage.limit,
+        "prefetch": [_prefetch(p, flt, params) for p in stage.prefetch] or None,
+        "filter": flt,
+        "params": params if isinstance(stage.query, Nearest) else None,
+        "score_threshold": stage.threshold,
+    }
+
+
 def _prefetch(
     stage: Stage, flt: models.Filter | None, params: models.SearchParams | None
 ) -> models.Prefetch:
-    query, using = _server_query(stage.query)
-    return models.Prefetch(
-        query=query,
-        using=using,
-        limit=stage.limit,
-        prefetch=[_prefetch(p, flt, params) for p in stage.prefetch] or None,
-        filter=flt,
-        params=params if isinstance(stage.query, Nearest) else None,
-        score_threshold=stage.threshold,
-    )
+    return models.Prefetch(**_stage_fields(stage, flt, params))
 
 
 def _request(
     stage: Stage, flt: models.Filter | None, params: models.SearchParams | None
 ) -> models.QueryRequest:
-    query, using = _server_query(stage.query)
-    return models.QueryRequest(
-        query=query,
-        using=using,
-        limit=stage.limit,
-        prefetch=[_prefetch(p, flt, params) for p in stage.prefetch] or None,
-        filter=flt,
-        params=params if isinstance(stage.query, Nearest) else None,
-        score_threshold=stage.threshold,
-        with_payload=True,
-    )
+    return models.QueryRequest(**_stage_fields(stage, flt, params), with_payload=True)
 
 
 # The Qdrant server features this store uses, with the first release that has each; the
