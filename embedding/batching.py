@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 
 def pack_batches(
-    lengths: Sequence[int], token_budget: int, max_batch: int = 512
+    lengths: Sequence[int], token_budget: int, max_batch: int = 512, *, padded: bool = True
 ) -> list[list[int]]:
-    """Group input indices, longest first, so that `len(batch) * longest <= token_budget`.
+    """Group input indices, longest first, so that a batch's cost stays within
+    `token_budget`: `len(batch) * longest` when it is padded, the sum of its lengths when
+    it is packed without padding.
 
     Every input lands in exactly one batch; an input longer than the budget gets a batch
     of its own. The caller restores the original order from the indices.
@@ -16,15 +18,17 @@ def pack_batches(
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     batches: list[list[int]] = []
     current: list[int] = []
-    longest = 0
+    longest = total = 0
     for index in order:
         size = max(lengths[index], 1)
         width = max(longest, size)
-        if current and (width * (len(current) + 1) > token_budget or len(current) >= max_batch):
+        cost = width * (len(current) + 1) if padded else total + size
+        if current and (cost > token_budget or len(current) >= max_batch):
             batches.append(current)
-            current, width = [], size
+            current, width, total = [], size, 0
         current.append(index)
         longest = width
+        total += size
     if current:
         batches.append(current)
     return batches

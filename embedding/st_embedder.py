@@ -7,7 +7,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +17,11 @@ from embedding.errors import ModelLoadError
 from embedding.model_inputs import ModelInputs, ModelStats, ensure_trailing_eos
 from embedding.model_source import ModelSource
 from embedding.priority import Priority, PriorityGate
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module
+    import torch
+
+    from embedding.packed_qwen import PackedBatch, PackedQwen3
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +57,14 @@ class SentenceTransformerEmbedder(ModelInputs):
         device: str = "auto",
         batch_tokens: int = 0,
         bulk_batch_tokens: int = 0,
+        packed: bool | None = None,
     ) -> None:
         super().__init__(source, dimension=dimension, max_length=max_length)
         self._device_request = device
         self._batch_tokens = batch_tokens
         self._bulk_tokens = bulk_batch_tokens
+        self._packed_request = packed  # None: packed on CUDA for a Qwen3 model
+        self._packed: PackedQwen3 | None = None
         self._gate = PriorityGate()
         self._lock = threading.RLock()
         self._model: Any = None
@@ -116,8 +125,38 @@ class SentenceTransformerEmbedder(ModelInputs):
         if self.source.uses_last_token:
             ensure_trailing_eos(model.tokenizer)
         model.eval()
-        log.info("loaded %s on %s (%s)", self.source.model_id, device, dtype)
+        self._packed = self._packing(model, device)
+        backend = f", packed batches, {self._packed.backend}" if self._packed else ""
+        log.info("loaded %s on %s (%s%s)", self.source.model_id, device, dtype, backend)
         return model
+
+    def _packing(self, model: Any, device: str) -> PackedQwen3 | None:
+        """The padding-free path, for a Qwen3 model served as Qwen3-Embedding is (last
+        token, normalised); by default on CUDA, where padding costs GPU time."""
+        wanted = self._packed_request
+        if wanted is None:
+            wanted = device.startswith("cuda")
+        if not wanted or self.source.model_type != "qwen3":
+            return None
+        modules = [type(m).__name__ for m in model]
+        inner = getattr(model[0], "auto_model", None)
+        config = getattr(inner, "config", None)
+        pooling = model[1] if len(model) > 1 else None
+        last_token = getattr(pooling, "pooling_mode", None) == "lasttoken" or getattr(
+            pooling, "pooling_mode_lasttoken", False
+        )  # sentence-transformers 6 / 5
+        if (
+            modules[1:] != ["Pooling", "Normalize"]
+            or not last_token
+            or config is None
+            or getattr(config, "use_sliding_window", False)
+            or not hasattr(inner, "layers")
+        ):
+            log.warning("packed batches need a plain Qwen3 model (last token, normalised)")
+            return None
+        from embedding.packed_qwen import PackedQwen3
+
+        return PackedQwen3(inner)
 
     def _plain_decoder(
         self, path: str, device: str, model_kwargs: dict[str, Any], tok_kwargs: dict[str, Any]
@@ -161,14 +200,26 @@ class SentenceTransformerEmbedder(ModelInputs):
         """Tokens per model call for queries (latency is short whatever the size)."""
         if self._batch_tokens:
             return self._batch_tokens
-        return 65536 if self._on_gpu() else 8192
+        return self._fits(65536) if self._on_gpu() else 8192
 
     @property
     def bulk_token_budget(self) -> int:
         """Tokens per model call for documents: small, so a query never waits long."""
         if self._bulk_tokens:
             return self._bulk_tokens
-        return 16384 if self._on_gpu() else 512
+        return self._fits(16384) if self._on_gpu() else 512
+
+    def _fits(self, wanted: int) -> int:
+        """`wanted`, or fewer tokens when the GPU's free memory cannot hold a forward of that
+        many (hidden states, attention and MLP activations, with room to spare)."""
+        import torch
+
+        config = self.source.read_json("config.json")
+        hidden = int(config.get("hidden_size") or 1024)
+        mlp = int(config.get("intermediate_size") or 4 * hidden)
+        per_token = 2 * (12 * hidden + 3 * mlp)  # bytes, in 16-bit
+        free, _total = torch.cuda.mem_get_info(self._load().device)
+        return max(512, min(wanted, int(0.5 * free / per_token)))
 
     def _on_gpu(self) -> bool:
         return str(self._load().device).startswith("cuda")
@@ -187,7 +238,11 @@ class SentenceTransformerEmbedder(ModelInputs):
             return out
         lengths = self.token_counts(texts)
         budget = self.token_budget if priority is Priority.QUERY else self.bulk_token_budget
-        for batch in pack_batches(lengths, budget):
+        batches = pack_batches(lengths, budget, padded=self._packed is None)
+        if self._packed is not None:
+            self._encode_packed(model, texts, batches, lengths, priority, out)
+            return out
+        for batch in batches:
             with self._gate.turn(priority):  # one model call per turn: queries cut in between
                 started = time.perf_counter()
                 vectors = model.encode(
@@ -198,10 +253,56 @@ class SentenceTransformerEmbedder(ModelInputs):
                     show_progress_bar=False,
                 )
                 out[batch] = np.asarray(vectors, dtype=np.float32)[:, :dim]
-                self.stats.batches += 1
-                self.stats.texts += len(batch)
-                self.stats.tokens += sum(lengths[i] for i in batch)
-                self.stats.seconds += time.perf_counter() - started
+                self._count(batch, lengths, started)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.maximum(norms, 1e-12)
         return out
+
+    def _count(self, batch: Sequence[int], lengths: Sequence[int], started: float) -> None:
+        self.stats.batches += 1
+        self.stats.texts += len(batch)
+        self.stats.tokens += sum(lengths[i] for i in batch)
+        self.stats.seconds += time.perf_counter() - started
+
+    def _encode_packed(
+        self,
+        model: Any,
+        texts: list[str],
+        batches: list[list[int]],
+        lengths: Sequence[int],
+        priority: Priority,
+        out: np.ndarray,
+    ) -> None:
+        """Packed forwards; the next batch is tokenized on a thread meanwhile."""
+        import torch
+
+        from embedding.packed_qwen import pack_features, split_on_oom
+
+        packed = self._packed
+        assert packed is not None
+        dim = out.shape[1]
+
+        def tokenize(rows: Sequence[int]) -> PackedBatch:
+            features = model.tokenize([texts[i] for i in rows])
+            return pack_features(features["input_ids"], features["attention_mask"])
+
+        def run(rows: Sequence[int]) -> torch.Tensor:
+            return packed.embed(tokenize(rows), dim)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="tokenize") as ahead:
+            upcoming = ahead.submit(tokenize, batches[0]) if batches else None
+            for index, batch in enumerate(batches):
+                assert upcoming is not None
+                ready = upcoming.result()
+                if index + 1 < len(batches):
+                    upcoming = ahead.submit(tokenize, batches[index + 1])
+                with self._gate.turn(priority):
+                    started = time.perf_counter()
+                    parts: list[tuple[Sequence[int], torch.Tensor]]
+                    try:
+                        parts = [(batch, packed.embed(ready, dim))]
+                    except torch.OutOfMemoryError:
+                        parts = split_on_oom(run, batch)
+                    for rows, vectors in parts:
+                        out[list(rows)] = vectors.numpy()
+                    self._count(batch, lengths, started)
