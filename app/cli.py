@@ -23,6 +23,7 @@ from app.progress import RichIngestProgress
 from app.resources import Resources
 from app.settings import Settings
 from embedding.errors import InvalidInputError, ModelLoadError, QuarryError
+from embedding.redis_server import embedded_redis_url
 from ingest.models import FileError
 from ingest.sources import FileSource, expand_paths
 from retrieval.errors import NotFoundError
@@ -467,12 +468,70 @@ def serve(
             resources.claim(f"http://{reach}:{bind_port}")
     level = os.environ.get("QUARRY_LOG_LEVEL", "info").lower()
     uvicorn.run(
-        create_app(settings, resources, embeddings_only=embeddings_only),
+        create_app(
+            settings, resources, embeddings_only=embeddings_only, url=f"http://{reach}:{bind_port}"
+        ),
         host=bind_host,
         port=bind_port,
         log_level=level,
         timeout_graceful_shutdown=10,
     )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="files processed at once (QUARRY_WORKER_CONCURRENCY)", min=1, max=64),
+    ] = None,
+) -> None:
+    """Take files from the ingestion queue: parse, chunk, embed and store them.
+
+    Needs the data dir the server stages uploads in (a shared volume across machines) and
+    its Redis (QUARRY_REDIS_URL, or the embedded one of a server on this machine). With a
+    Qdrant server (QUARRY_QDRANT_URL) it writes there; with the embedded store it hands
+    its batches to the server owning it (QUARRY_API_URL, or found in the data dir).
+    """
+    import asyncio
+
+    from app.worker import IngestWorker
+
+    settings = _settings()
+    slots = concurrency or settings.worker_concurrency
+    with _reporting_errors():
+        owner, settings = _worker_setup(settings.model_copy(update={"parse_workers": slots}))
+        resources = Resources(settings, role="quarry worker", store_owner=owner)
+        try:
+            running = IngestWorker(resources, slots)
+            asyncio.run(running.run())
+        finally:
+            resources.close()
+
+
+def _worker_setup(settings: Settings) -> tuple[str | None, Settings]:
+    """The store's owner (None with a Qdrant server) and settings with the queue's Redis.
+
+    Raises:
+        InvalidInputError: the embedded store or Redis has no live owner to go through.
+    """
+    owner = None
+    if not settings.qdrant_url:
+        owner = os.environ.get("QUARRY_API_URL") or running_server(settings.data_dir)
+        if owner is None:
+            raise InvalidInputError(
+                f"quarry worker: no server owns the data dir {settings.data_dir} (its embedded "
+                "store takes the workers' batches): start `quarry serve` on it, set "
+                "QUARRY_API_URL, or set QUARRY_QDRANT_URL to write to a Qdrant server"
+            )
+    if not settings.redis_url:
+        url = embedded_redis_url(settings.redis_dir)
+        if url is None:
+            raise InvalidInputError(
+                "quarry worker: set QUARRY_REDIS_URL (the queue's Redis), or run it beside "
+                f"a server whose embedded Redis lives in {settings.redis_dir}"
+            )
+        settings = settings.model_copy(update={"redis_url": url})
+    return owner, settings
 
 
 @app.command()

@@ -12,7 +12,7 @@ from app.errors import install_error_handlers
 from app.limits import ApiKeyGuard, BodySizeLimit, limits
 from app.metrics import RequestTimer
 from app.resources import Resources
-from app.routes import collections, documents, embeddings, health, jobs, search
+from app.routes import collections, documents, embeddings, health, jobs, search, store
 from app.settings import Settings
 from app.state import QuarryState
 
@@ -22,19 +22,22 @@ def create_app(
     resources: Resources | None = None,
     *,
     embeddings_only: bool = False,
+    url: str | None = None,
 ) -> FastAPI:
     """Build the API; nothing is opened until the lifespan starts (`resources` may hold the
     data dir's claim already, taken by `quarry serve` before it binds its port).
 
     `embeddings_only` builds a model node: `/v1/embeddings`, `/v1/models` and health only.
+    `url` is where this server is reached, for the worker processes it starts (without it,
+    ingestion runs on an in-process worker).
     """
     settings = settings or Settings()
-    state = QuarryState(settings, resources, embeddings_only=embeddings_only)
+    state = QuarryState(settings, resources, embeddings_only=embeddings_only, url=url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.quarry = state
-        state.start()
+        await state.start()
         try:
             yield
         finally:
@@ -48,7 +51,7 @@ def create_app(
     )
     install_error_handlers(app)
     guarded = [Depends(bearer_scheme)]
-    everything = (documents, jobs, search, embeddings, collections)
+    everything = (documents, jobs, search, embeddings, collections, store)
     for module in (embeddings,) if embeddings_only else everything:
         app.include_router(module.router, dependencies=guarded)
     app.include_router(health.router)

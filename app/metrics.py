@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from embedding.balancer import ServerSnapshot, ServerState
 from embedding.cache import CacheStats
 from embedding.model_inputs import ModelStats
+from ingest.job_queue import QueueSnapshot
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -29,6 +30,7 @@ class LiveSources:
     jobs_finished: Callable[[], dict[str, int]]
     batch_depth: Callable[[], dict[str, int]]
     servers: Callable[[], list[ServerSnapshot]]
+    ingest_queue: Callable[[], QueueSnapshot | None] = lambda: None
 
 
 class _LiveCollector(Collector):
@@ -63,12 +65,47 @@ class _LiveCollector(Collector):
             waiting.add_metric([batcher], depth)
         yield waiting
         yield from _server_metrics(self.sources.servers())
+        yield from _queue_metrics(self.sources.ingest_queue())
         jobs = CounterMetricFamily(
             "quarry_jobs_finished", "ingestion jobs finished, by final state", labels=["state"]
         )
         for state, count in sorted(self.sources.jobs_finished().items()):
             jobs.add_metric([state], count)
         yield jobs
+
+
+def _queue_metrics(queue: QueueSnapshot | None) -> Iterator[Metric]:
+    """The file queue the workers take from (as of the last reconciler pass)."""
+    if queue is None:
+        return
+    yield GaugeMetricFamily(
+        "quarry_ingest_queue_reachable", "1 if the queue's Redis answered", value=queue.reachable
+    )
+    yield GaugeMetricFamily(
+        "quarry_ingest_files_queued", "files waiting for a worker", value=queue.queued
+    )
+    yield GaugeMetricFamily(
+        "quarry_ingest_files_scheduled",
+        "files waiting out a retry's back-off",
+        value=queue.scheduled,
+    )
+    yield GaugeMetricFamily(
+        "quarry_ingest_workers", "workers taking files from the queue", value=queue.workers
+    )
+    in_flight = GaugeMetricFamily(
+        "quarry_ingest_files_in_flight", "files a worker is processing", labels=["worker"]
+    )
+    for worker, count in sorted(queue.in_flight.items()):
+        in_flight.add_metric([worker], count)
+    yield in_flight
+    yield CounterMetricFamily(
+        "quarry_ingest_retries", "deliveries of a file after its first", value=queue.retries
+    )
+    yield CounterMetricFamily(
+        "quarry_ingest_dead_letters",
+        "files given up on (their workers kept dying, or the queue's retries ran out)",
+        value=queue.dead_letters,
+    )
 
 
 def _server_metrics(servers: list[ServerSnapshot]) -> Iterator[Metric]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import fields
@@ -29,7 +30,8 @@ from ingest.parse_pool import ParseLimits, ParsePool
 from ingest.pipeline import IngestObserver, IngestPipeline, PipelineConfig
 from retrieval.edge_store import EdgeStore
 from retrieval.models import CollectionRecipe, SearchPlan
-from retrieval.protocol import VectorStore
+from retrieval.owner_store import OwnerStore
+from retrieval.protocol import IngestStore, VectorStore
 from retrieval.search import SearchService
 from retrieval.sparse import BM25_SCHEME, Bm25Encoder
 
@@ -54,9 +56,12 @@ class Resources:
     data dir for this process; the claim is held until `close`.
     """
 
-    def __init__(self, settings: Settings, role: str = "a quarry command") -> None:
+    def __init__(
+        self, settings: Settings, role: str = "a quarry command", store_owner: str | None = None
+    ) -> None:
         self.settings = settings
         self.role = role
+        self.store_owner = store_owner  # a worker's: the server that owns the embedded store
         self._lock = threading.Lock()
         self._embedded_redis: EmbeddedRedis | None = None
         self._claim = DataDirClaim(settings.data_dir)
@@ -140,15 +145,21 @@ class Resources:
             bulk_batch_tokens=self.settings.bulk_batch_tokens,
         )
 
-    def _new_redis_client(self) -> redis.Redis:
+    def redis_url(self) -> str:
+        """QUARRY_REDIS_URL, or the embedded server's (started now; this process owns it)."""
         url = self.settings.redis_url
-        if not url:
-            self.claim()
-            with self._lock:
-                if self._embedded_redis is None:
-                    self._embedded_redis = EmbeddedRedis(self.settings.redis_dir)
-            url = self._embedded_redis.url()
-        return redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+        if url:
+            return url
+        self.claim()
+        with self._lock:
+            if self._embedded_redis is None:
+                self._embedded_redis = EmbeddedRedis(self.settings.redis_dir)
+        return self._embedded_redis.url()
+
+    def _new_redis_client(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0
+        )
 
     @cached_property
     def cache(self) -> RedisVectorCache:
@@ -170,6 +181,14 @@ class Resources:
             return QdrantServerStore.connect(url, s.qdrant_api_key, options)
         self.claim()
         return EdgeStore(self.settings.qdrant_path)
+
+    @cached_property
+    def ingest_store(self) -> IngestStore:
+        """Where ingestion writes: the store, or (a worker beside the embedded store's owner)
+        the owner, over HTTP."""
+        if self.store_owner and not self.settings.qdrant_url:
+            return OwnerStore(self.store_owner, os.environ.get("QUARRY_API_KEY"))
+        return self.store
 
     @cached_property
     def ocr_options(self) -> OcrOptions:
@@ -248,7 +267,7 @@ class Resources:
 
     def check_recipe_early(self, collection: str) -> None:
         """Fail before any work when the collection was built otherwise (no model load)."""
-        stored = self.store.recipe(collection)
+        stored = self.ingest_store.recipe(collection)
         if stored is None:
             return
         wanted_dim = self.settings.embedding_dim or stored.dimension
@@ -262,20 +281,32 @@ class Resources:
         whole_documents: bool = False,
         instruction: str | None = None,
         force: bool = False,
+        optimize: bool = True,
+        chunker: Callable[[], ChunkStrategy] | None = None,
     ) -> IngestPipeline:
+        """A pipeline into `collection`; `chunker` makes its chunker (default: a new one
+        for this model's tokenizer, or whole documents)."""
         s = self.settings
         config = PipelineConfig(
             collection=collection,
             recipe=lambda: self.recipe(instruction),
             parse_workers=s.parse_workers,
             force=force,
+            optimize=optimize,
             # Remote: one call sends enough requests at once to keep every server busy.
             embed_slice=s.remote_batch_size * len(s.embedding_url_list) * 2 if self.remote else 32,
         )
-        chunker: Callable[[], ChunkStrategy] = WholeDocument if whole_documents else self.chunker
+        if chunker is None:
+            chunker = WholeDocument if whole_documents else self.chunker
         ledger = FailureLedger(self.settings.data_dir / "failures" / f"{collection}.json")
         return IngestPipeline(
-            self.store, lambda: self.embedder, chunker, config, observer, ledger, self.parse_pool
+            self.ingest_store,
+            lambda: self.embedder,
+            chunker,
+            config,
+            observer,
+            ledger,
+            self.parse_pool,
         )
 
     @cached_property
@@ -338,6 +369,8 @@ class Resources:
     def close(self) -> None:
         if "parse_pool" in self.__dict__:
             self.parse_pool.close()
+        if isinstance(self.__dict__.get("ingest_store"), OwnerStore):
+            self.ingest_store.close()
         if "store" in self.__dict__:
             self.store.close()
         if "base_embedder" in self.__dict__ and isinstance(self.base_embedder, RemoteEmbedder):

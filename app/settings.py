@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -111,6 +112,50 @@ class Settings(BaseSettings):
     convert_timeout_s: float = Field(
         default=120, gt=0, description="LibreOffice's time limit for a legacy office file"
     )
+    workers: int | None = Field(
+        default=None,
+        ge=0,
+        le=256,
+        description="`quarry worker` processes the server starts and supervises; unset: one "
+        "per core (at most 8, and 1.5 GiB of memory each); 0: none (external workers do it)",
+    )
+    worker_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="files a worker takes at once (one is parsed while another is embedded)",
+    )
+    worker_heartbeat_s: float = Field(
+        default=15,
+        ge=1,
+        description="a worker holding a file is presumed dead this long after "
+        "its last heartbeat (it beats every third of this)",
+    )
+    worker_sweep_s: int = Field(
+        default=10, ge=1, description="how often workers look for files held by dead workers"
+    )
+    worker_grace_s: int = Field(
+        default=30,
+        ge=0,
+        description="on SIGTERM, how long a worker may finish its file before handing it back",
+    )
+    worker_retry_s: float = Field(
+        default=2,
+        gt=0,
+        description="first wait before a file is retried after a dependency "
+        "failed (store, model); it doubles, with jitter",
+    )
+    worker_retry_max_s: float = Field(
+        default=60, gt=0, description="longest wait between two retries of a file"
+    )
+    queue_name: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description="the ingestion queue's name in Redis; unset: named after the data dir",
+    )
+    reconcile_s: float = Field(
+        default=5, gt=0, description="how often the API checks the queue against the job state"
+    )
     max_inflated_mb: int = Field(
         default=512, ge=1, description="what a zip-based document's parts may inflate to"
     )
@@ -171,6 +216,18 @@ class Settings(BaseSettings):
     @property
     def originals_dir(self) -> Path:
         return self.data_dir / "originals"
+
+    @property
+    def worker_count(self) -> int:
+        """QUARRY_WORKERS, or one per core this process may use, as many as 1.5 GiB of
+        memory each allows, at most 8."""
+        if self.workers is not None:
+            return self.workers
+        import psutil
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        by_memory = int(psutil.virtual_memory().total // (1.5 * 2**30))
+        return max(1, min(8, cores or os.cpu_count() or 1, by_memory))
 
     @property
     def api_key_set(self) -> frozenset[str]:

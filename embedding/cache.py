@@ -36,6 +36,12 @@ class CacheStats:
     bypassed: int = 0
 
 
+# Cache entries expire (refreshed with every write to their bucket) so that Redis can run
+# `maxmemory-policy volatile-lru`: under memory pressure it evicts cache buckets, never the
+# ingestion queue that shares the server (its keys have no expiry).
+CACHE_TTL_S = 30 * 24 * 3600
+
+
 class RedisVectorCache:
     """Bucketed Redis hashes; one pipelined read and one pipelined write per batch.
 
@@ -90,6 +96,7 @@ class RedisVectorCache:
             pipe = self._redis().pipeline(transaction=False)
             for bucket, mapping in grouped.items():
                 pipe.hset(bucket, mapping=mapping)  # type: ignore[arg-type]
+                pipe.expire(bucket, CACHE_TTL_S)
             pipe.execute()
         except redis.RedisError:
             self._mark_down()

@@ -28,7 +28,7 @@ _SERVER_CONFIG = {
     "appendonly": "yes",
     "appendfsync": "everysec",
     "maxmemory": "2gb",
-    "maxmemory-policy": "allkeys-lru",
+    "maxmemory-policy": "volatile-lru",
 }
 
 
@@ -105,6 +105,17 @@ class EmbeddedRedis:
                 self._server.stop(timeout=10)
                 self._server = None
             self._endpoint_file.unlink(missing_ok=True)
+
+
+def embedded_redis_url(directory: Path) -> str | None:
+    """The URL of the embedded server a live owner runs in `directory` (for its workers)."""
+    try:
+        data = json.loads((directory / "endpoint").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not alive(int(data.get("pid") or 0)):
+        return None
+    return str(data["url"])
 
 
 def alive(pid: int) -> bool:

@@ -1,19 +1,32 @@
-"""Ingestion jobs: what they hold, how far they got, and where their state is kept."""
+"""Ingestion jobs: what they hold, how far they got, and where their state is kept.
+
+A job's files are worked on by many processes at once (`quarry worker`s, on one machine or
+several sharing the data dir), so each file's progress has its own file,
+`<job>/progress/<n>.json`, written only by whoever holds that file; `state.json` holds the
+job-level state (written under the job's lock) and, once the job has ended, its whole final
+record. A reader merges the two: that is the job's truth, the queue is only transport.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"done", "failed", "partial", "cancelled"})
 TERMINAL_FILE_STATES = frozenset({"ingested", "unchanged", "failed", "cancelled"})
+IN_FLIGHT_FILE_STATES = frozenset({"parsing", "embedding"})
 STAGES = ("parsed", "chunked", "embedded", "stored")
 
 
@@ -32,10 +45,21 @@ class FileProgress:
     stored: int = 0
     error: dict[str, str] | None = None
     attempts: int = 0
+    worker: str = ""  # the worker that holds it, or last held it
+    started_at: float | None = None
+    lost: int = 0  # attempts whose worker died before it could say how the file went
+    version: int = 0  # grows with every change, whoever writes it
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_FILE_STATES
+
+    def reset(self) -> None:
+        """Back to the start, for another run (`retry`)."""
+        self.status, self.error, self.attempts, self.lost, self.worker = "queued", None, 0, 0, ""
+        self.parsed = self.chunked = self.embedded = self.stored = 0
+        self.started_at = None
+        self.version += 1
 
     def fraction(self) -> float:
         if self.finished:
@@ -67,6 +91,26 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    def derive_state(self) -> None:
+        """An unfinished job's state, start time and version from its files' progress."""
+        if self.finished:
+            return
+        statuses = {f.status for f in self.files}
+        self.error = None
+        if statuses & IN_FLIGHT_FILE_STATES:
+            self.state = "running"
+        elif "retrying" in statuses:
+            self.state = "retrying"
+            self.error = next(f.error for f in self.files if f.status == "retrying")
+        elif any(f.finished for f in self.files if f.staged):
+            self.state = "running"
+        else:
+            self.state = "queued"
+        starts = [f.started_at for f in self.files if f.started_at]
+        self.started_at = min(starts) if starts else None
+        self.attempts = max((f.attempts for f in self.files), default=0)
+        self.version += sum(f.version for f in self.files)
 
     def settle(self) -> None:
         """Set the final state from the files' outcomes."""
@@ -138,42 +182,95 @@ class Job:
 
 
 class JobStore(Protocol):
-    """Where job state survives a restart of the API."""
+    """Where job state survives the processes that work on it."""
 
     def save(self, job: Job) -> None: ...
+
+    def save_file(self, job_id: str, index: int, entry: FileProgress) -> None: ...
 
     def get(self, job_id: str) -> Job | None: ...
 
     def recent(self, limit: int) -> list[Job]: ...
 
 
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+def write_atomically(path: Path, text: str, durable: bool = True) -> None:
+    """Replace `path` at once (readers see the old or the new text, never a mix); durable:
+    on disk before this returns."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
 class FileJobStore:
-    """`<root>/<job id>/state.json`, replaced atomically and fsync'd: the job's truth lives
-    beside its staged files, so no cache outage can lose or stale a job's final state."""
+    """`<root>/<job id>/state.json` plus `progress/<n>.json` per file, each replaced
+    atomically and fsync'd: a job's truth lives beside its staged files (on the shared
+    volume), so no cache or queue outage can lose or stale it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @contextmanager
+    def locked(self, job_id: str) -> Iterator[None]:
+        """The job's lock, across processes (and machines sharing the volume)."""
+        folder = self.root / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / ".lock"), timeout=60):
+            yield
 
     def save(self, job: Job) -> None:
         folder = self.root / job.id
         folder.mkdir(parents=True, exist_ok=True)
         write_atomically(folder / "state.json", json.dumps(job.to_dict()))
 
-    def get(self, job_id: str) -> Job | None:
-        path = self.root / job_id / "state.json"
+    def save_file(self, job_id: str, index: int, entry: FileProgress) -> None:
+        """A file's progress; fsync'd when it says how the file went or that it waits
+        (counts in between are only shown, and a crash redoes the file anyway)."""
+        folder = self.root / job_id / "progress"
+        folder.mkdir(parents=True, exist_ok=True)
+        durable = entry.status not in IN_FLIGHT_FILE_STATES
+        write_atomically(folder / f"{index:05d}.json", json.dumps(asdict(entry)), durable)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
         try:
-            return Job.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) else None
+
+    def get(self, job_id: str) -> Job | None:
+        """The job as it stands: its final record, or its state merged with its files'."""
+        data = self._read(self.root / job_id / "state.json")
+        if data is None:
+            return None
+        try:
+            job = Job.from_dict(data)
+        except TypeError:
+            return None
+        if job.finished:
+            return job
+        progress = self.root / job_id / "progress"
+        for index, entry in enumerate(job.files):
+            found = self._read(progress / f"{index:05d}.json")
+            if found is None:
+                continue
+            try:
+                newer = FileProgress(**found)
+            except TypeError:
+                continue
+            if newer.version >= entry.version:
+                job.files[index] = newer
+        job.derive_state()
+        return job
+
+    def unfinished(self) -> list[str]:
+        """Ids of the jobs whose staged files are still waiting or being worked on."""
+        if not self.root.exists():
+            return []
+        return [folder.name for folder in self.root.iterdir() if (folder / "files").is_dir()]
 
     def recent(self, limit: int) -> list[Job]:
         """The newest jobs; only the most recently written `2 * limit` states are read."""

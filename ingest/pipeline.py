@@ -34,7 +34,7 @@ from ingest.models import Chunk, Element, FileError, IngestReport, ParseError, S
 from ingest.parse_pool import ParsePool
 from ingest.sources import FileSource, Source, content_hash, document_id
 from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id
-from retrieval.protocol import VectorStore
+from retrieval.protocol import IngestStore
 from retrieval.sparse import Bm25Encoder
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class PipelineConfig:
     embed_window: int = 256  # chunks gathered before they are embedded and stored together
     embed_slice: int = 32  # chunks per embedding call: progress moves this often
     force: bool = False  # re-parse and re-embed even unchanged or known-bad files
+    optimize: bool = True  # after a run that stored something (a worker: once per job)
 
 
 class IngestPipeline:
@@ -119,7 +120,7 @@ class IngestPipeline:
 
     def __init__(
         self,
-        store: VectorStore,
+        store: IngestStore,
         embedder: Callable[[], Embedder],
         chunker: Callable[[], ChunkStrategy],
         config: PipelineConfig,
@@ -297,7 +298,7 @@ class IngestPipeline:
             self.ledger.save()
         if failed:
             raise failed[0]
-        if report.ingested:
+        if report.ingested and self.config.optimize:
             self.store.optimize(self.config.collection)
         report.seconds = time.perf_counter() - started
         report.model_loaded = self.embedder_used

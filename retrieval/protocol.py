@@ -21,6 +21,27 @@ Filters = Mapping[str, Any]
 SparseEncoder = Callable[[list[str]], list[SparseVec]]
 
 
+class IngestStore(Protocol):
+    """What ingestion needs of a store: every `VectorStore`, and `OwnerStore` (a worker
+    handing batches to the process that owns the embedded store)."""
+
+    def recipe(self, collection: str) -> CollectionRecipe | None: ...
+
+    def ensure_collection(self, collection: str, recipe: CollectionRecipe) -> None: ...
+
+    def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None: ...
+
+    def document(self, collection: str, doc_id: str) -> DocumentInfo | None: ...
+
+    def prune_source(
+        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int
+    ) -> int: ...
+
+    def optimize(self, collection: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class VectorStore(Protocol):
     """Collections of chunk vectors with payloads, searchable with payload filters."""
 

@@ -197,3 +197,26 @@ def test_the_scale_profile_puts_sglang_behind_nginx(all_services: dict[str, Any]
     assert urlparse(url).hostname == "embeddings-lb" and urlparse(url).port == listen
     assert Settings(_env_file=None, embedding_urls=url).embedding_url_list == (url,)
     assert env_of(all_services["api"])["QUARRY_EMBEDDING_URLS"] == "${QUARRY_EMBEDDING_URLS:-}"
+
+
+def test_the_workers_profile_shares_the_data_and_embeds_through_the_api(
+    all_services: dict[str, Any],
+) -> None:
+    from app.worker import HAND_BACK_S
+
+    worker, api = all_services["worker"], all_services["api"]
+    assert worker["command"][:2] == ["quarry", "worker"] and worker["profiles"] == ["workers"]
+    env = env_of(worker)
+    assert {k for k in env if k.startswith("QUARRY_")} <= {
+        f"QUARRY_{name.upper()}" for name in Settings.model_fields
+    }
+    assert env["QUARRY_DATA_DIR"] == env_of(api)["QUARRY_DATA_DIR"]
+    assert {v for v in worker["volumes"] if v.startswith("quarry_data:")} == {
+        v for v in api["volumes"] if v.startswith("quarry_data:")
+    }
+    for key in ("QUARRY_QDRANT_URL", "QUARRY_REDIS_URL", "QUARRY_EMBEDDING_MODEL"):
+        assert env[key] == env_of(api)[key], key
+    embed = urlparse(env["QUARRY_EMBEDDING_URLS"].split(":-", 1)[1].rstrip("}"))
+    assert embed.hostname == "api" and embed.port in container_ports(api)
+    grace = int(worker["stop_grace_period"].rstrip("s"))
+    assert grace >= Settings(_env_file=None).worker_grace_s + HAND_BACK_S

@@ -68,6 +68,8 @@ def test_every_manifest_passes_the_kubernetes_schemas(manifests: Any) -> None:
     _, found = manifests
     version = kubernetes_validate.latest_version()
     for doc in found.values():
+        if doc["apiVersion"].startswith("keda.sh/"):  # a CRD: checked against the code below
+            continue
         kubernetes_validate.validate(doc, version, strict=True)  # raises, naming the field
 
 
@@ -194,3 +196,36 @@ def test_the_qdrant_helm_values_make_the_cluster_the_config_expects(manifests: A
     assert pinned is not None and values["image"]["tag"] == pinned.group(1)
     tag = tuple(int(x) for x in pinned.group(1).lstrip("v").split("."))
     assert tag[:2] >= qdrant_store.minimum_server()
+
+
+def test_workers_share_the_data_volume_and_scale_on_the_queue_the_code_fills(
+    manifests: Any,
+) -> None:
+    from app.worker import HAND_BACK_S
+    from ingest.job_queue import queue_name, queued_list
+
+    _, found = manifests
+    data = config(found)
+    settings = Settings(_env_file=None, queue_name=data["QUARRY_QUEUE_NAME"])
+    deployment = one(found, "Deployment", "quarry-worker")
+    worker = container(deployment, "worker")
+    assert worker["command"][:2] == ["quarry", "worker"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= settings.worker_grace_s + HAND_BACK_S
+    api = one(found, "Deployment", "quarry-api")
+    assert {e["name"]: e["value"] for e in container(api, "api")["env"]}["QUARRY_WORKERS"] == "0"
+    for owner in (deployment, api):  # uploads staged by the API are read by the workers
+        volumes = {v["name"]: v for v in owner["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "quarry-data"
+    assert one(found, "PersistentVolumeClaim", "quarry-data")["spec"]["accessModes"] == [
+        "ReadWriteMany"
+    ]
+    scaler = one(found, "ScaledObject", "quarry-worker")["spec"]
+    assert scaler["scaleTargetRef"]["name"] == "quarry-worker"
+    (trigger,) = scaler["triggers"]
+    assert trigger["type"] == "redis"
+    meta = trigger["metadata"]
+    assert meta["listName"] == queued_list(queue_name(settings.queue_name, Path("/unused")))
+    _service_port(found, f"redis://{meta['address']}")
+    assert f"redis://{meta['address']}/{meta['databaseIndex']}" == data["QUARRY_REDIS_URL"]
+    assert 0 < scaler["minReplicaCount"] < scaler["maxReplicaCount"]

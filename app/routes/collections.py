@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
@@ -52,4 +53,5 @@ async def stats(state: State) -> dict[str, Any]:
         },
         "model": vars(model) if model else None,
         "jobs": {"queued_or_running": state.jobs.depth, "finished": dict(state.jobs.finished)},
+        "queue": asdict(state.jobs.snapshot),
     }

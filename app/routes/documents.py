@@ -95,7 +95,7 @@ async def upload_documents(
         [(form_filename(f.filename), f.file) for f in files],
         force=force,
     )
-    state.jobs.submit(job)
+    await state.jobs.submit(job)
     return _accepted(job, name, rejected)
 
 
@@ -185,4 +185,5 @@ async def reingest_document(
     """Parse, chunk and embed a document again from its kept original (a new job)."""
     name = collection or state.settings.collection
     job = await run_in_threadpool(state.reingest, name, doc_id)
+    await state.jobs.submit(job)
     return _accepted(job, name, [])

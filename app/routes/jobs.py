@@ -31,13 +31,15 @@ async def list_jobs(
     state: State, limit: Annotated[int, Query(ge=1, le=200)] = 20
 ) -> dict[str, Any]:
     """The most recent jobs, newest first."""
-    return {"jobs": [job.to_public() for job in state.jobs.recent(limit)]}
+    jobs = await run_in_threadpool(state.jobs.recent, limit)
+    return {"jobs": [job.to_public() for job in jobs]}
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(state: State, job_id: str) -> dict[str, Any]:
-    """State, per-stage counts, chunks/s, ETA, and each file's progress and error."""
-    return _job(state, job_id).to_public()
+    """State, per-stage counts, chunks/s, ETA, and each file's progress, worker and error."""
+    job = await run_in_threadpool(_job, state, job_id)
+    return job.to_public()
 
 
 @router.delete("/jobs/{job_id}")
@@ -53,7 +55,7 @@ async def cancel_job(state: State, job_id: str) -> dict[str, Any]:
 @router.post("/jobs/{job_id}/retry", status_code=202)
 async def retry_job(state: State, job_id: str) -> dict[str, Any]:
     """Run the failed files of an ended job again from their kept originals (no re-upload)."""
-    job = await run_in_threadpool(state.jobs.retry, job_id)
+    job = await state.jobs.retry(job_id)
     return job.to_public()
 
 
@@ -70,7 +72,7 @@ async def job_events(state: State, job_id: str, request: Request) -> StreamingRe
         seen = -1
         idle = 0.0
         while True:
-            job = state.jobs.get(job_id)
+            job = await run_in_threadpool(state.jobs.get, job_id)
             if job is None:
                 return
             if job.version != seen or idle >= 15:

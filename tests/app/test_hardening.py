@@ -20,7 +20,15 @@ from app.settings import Settings
 from ingest.sources import FileSource
 
 from ..ingest.test_hostile import docx_bomb
-from ..servers import Process, quarry, quarry_env, stored_chunks, wait_for_log, wait_job
+from ..servers import (
+    FAST_RECOVERY,
+    Process,
+    quarry,
+    quarry_env,
+    stored_chunks,
+    wait_for_log,
+    wait_job,
+)
 from .test_serve import WORDS
 
 
@@ -125,8 +133,9 @@ def test_a_second_owner_is_refused_and_the_cli_goes_through_the_server(
 
 @pytest.mark.parametrize("stage", ["parsing", "embedding", "after_upsert", "after_prune"])
 def test_a_kill_at_any_stage_of_a_replacement_leaves_exactly_one_version(
-    stage: str, env: dict[str, str], tmp_path: Path, minilm_path: str, redis_process: Any
+    stage: str, server_env: dict[str, str], tmp_path: Path, minilm_path: str, redis_process: Any
 ) -> None:
+    env = server_env | FAST_RECOVERY  # the killed server's worker dies with it
     folder = tmp_path / "corpus"
     others = text_files(folder, 4, seed=11)
     big = folder / "big.txt"
@@ -197,8 +206,11 @@ def test_the_embedded_redis_is_supervised_and_dies_with_its_owner(
         first = int(pid_file.read_text())
         os.kill(first, signal.SIGSTOP)  # alive but not answering
         try:
-            job_id = upload(server.url, text_files(tmp_path / "a", 3))
-            assert wait_job(server.url, job_id)["state"] == "done"
+            # Accepted and kept on disk; it waits for the queue (the same Redis).
+            waiting = upload(server.url, text_files(tmp_path / "a", 3))
+            time.sleep(3)
+            job = httpx.get(f"{server.url}/v1/jobs/{waiting}", timeout=10).json()
+            assert job["state"] == "queued", job
             assert httpx.get(f"{server.url}/readyz").json()["status"] == "degraded"
             assert [p.pid for p in valkeys()] == [first]  # never a second one on the same files
         finally:
@@ -210,6 +222,7 @@ def test_the_embedded_redis_is_supervised_and_dies_with_its_owner(
             time.sleep(0.3)
         second = int(pid_file.read_text())
         assert second != first and [p.pid for p in valkeys()] == [second]
+        assert wait_job(server.url, waiting)["state"] == "done"  # nothing accepted is lost
         job_id = upload(server.url, text_files(tmp_path / "b", 2, seed=5))
         assert wait_job(server.url, job_id)["state"] == "done"
     finally:

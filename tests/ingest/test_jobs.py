@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from embedding.errors import QuarryError
-from ingest.jobs import FileJobStore, FileProgress, Job, JobStore
+from ingest.jobs import FileJobStore, FileProgress, Job
 from ingest.uploads import clean_filename, load_manifest, stage_upload
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[JobStore]:
+def store(tmp_path: Path) -> Iterator[FileJobStore]:
     yield FileJobStore(tmp_path / "jobs")
 
 
@@ -23,19 +23,40 @@ def _job(job_id: str, created: float) -> Job:
     return Job(job_id, "docs", files, {"team": "x"}, created_at=created)
 
 
-def test_jobs_round_trip_and_list_newest_first(store: JobStore) -> None:
+def test_jobs_round_trip_and_list_newest_first(store: FileJobStore) -> None:
     assert store.get("missing") is None and store.recent(5) == []
     first, second = _job("j1", 100.0), _job("j2", 200.0)
     store.save(first)
     store.save(second)
-    first.state = "running"
-    first.files[0].stored = 7
+    first.files[0].stored, first.files[0].status = 7, "embedding"
     store.save(first)
     loaded = store.get("j1")
     assert loaded is not None and loaded.state == "running" and loaded.files[0].stored == 7
     assert loaded.metadata == {"team": "x"} and loaded.files[1].name == "b.pdf"
     assert [job.id for job in store.recent(5)] == ["j2", "j1"]
     assert [job.id for job in store.recent(1)] == ["j2"]
+
+
+def test_a_files_progress_file_wins_over_the_jobs_record_only_when_newer(
+    store: FileJobStore,
+) -> None:
+    job = _job("j3", 300.0)
+    store.save(job)
+    worker_view = FileProgress("a.txt", 10, "00000.txt", status="parsing", worker="w1", version=2)
+    store.save_file("j3", 0, worker_view)
+    merged = store.get("j3")
+    assert merged is not None and merged.files[0].worker == "w1" and merged.state == "running"
+    job.files[0].reset()  # the API starts the file over (retry): its record is newer now
+    job.files[0].version = 5
+    store.save(job)
+    again = store.get("j3")
+    assert again is not None and again.files[0].status == "queued" and again.state == "queued"
+    done = FileProgress("a.txt", 10, "00000.txt", status="ingested", version=6)
+    store.save_file("j3", 0, done)
+    store.save_file("j3", 1, FileProgress("b.pdf", 20, "00001.pdf", status="failed", version=1))
+    settled = store.get("j3")
+    assert settled is not None and [f.status for f in settled.files] == ["ingested", "failed"]
+    assert settled.version > again.version  # event streams see every change
 
 
 def test_progress_state_and_eta() -> None:

@@ -74,6 +74,10 @@ def show_job(job: dict[str, Any]) -> None:
                 label += f" · {entry['stored']}/{entry['chunked']} chunks"
             elif entry["status"] == "ingested":
                 label += f" · {entry['stored']} chunk{'s' if entry['stored'] != 1 else ''}"
+            if entry["status"] in ("parsing", "embedding") and entry.get("worker"):
+                label += f" · on {entry['worker']}"
+            if entry.get("attempts", 0) > 1 and not entry.get("finished"):
+                label += f" · attempt {entry['attempts']}"
             right.markdown(label)
             if entry.get("error") and entry["status"] == "retrying":
                 right.warning(entry["error"]["message"], icon=":material/autorenew:")

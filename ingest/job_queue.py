@@ -1,0 +1,169 @@
+"""The ingestion queue: one SAQ job per uploaded file, over Redis; transport only.
+
+Why SAQ: it is asyncio-native (the API and the workers are asyncio programs), a dequeue
+moves the job atomically from `queued` to `active` (BLMOVE), a running job heartbeats and a
+sweep by any live worker hands a job whose heartbeat stopped (its worker was SIGKILL'd) to
+another worker, and retries back off. Delivery is at-least-once; exactly-once *results*
+come from the job state on disk (a finished file is never redone) and from idempotent
+writes (deterministic chunk ids).
+
+A file's queue key is `<job id>:<n>`: enqueueing a file that is already waiting or running
+is a no-op, so the API's reconciler may enqueue whatever it finds unfinished on disk (after
+Redis lost its data, say) without ever doubling work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+from saq import Queue
+from saq.job import ACTIVE_STATUSES, Status
+from saq.queue.redis import RedisQueue
+
+log = logging.getLogger(__name__)
+
+TASK = "ingest_file"
+# The most attempts of one file: a dependency's failures are retried this often, backing
+# off up to QUARRY_WORKER_RETRY_MAX_S (a minute: about 16 hours in all); a file that kills
+# its workers is stopped far sooner (file_worker.MAX_LOST).
+MAX_ATTEMPTS = 1000
+
+
+def file_key(job_id: str, index: int) -> str:
+    return f"{job_id}:{index}"
+
+
+def queue_name(configured: str, data_dir: Path) -> str:
+    """QUARRY_QUEUE_NAME, or one named after the data dir's own id: deployments sharing a
+    Redis never take each other's files, and every process sharing the data dir (on any
+    machine, wherever it is mounted) finds the same queue."""
+    if configured:
+        return configured
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker = data_dir / "queue-id"
+    with contextlib.suppress(FileExistsError), marker.open("x", encoding="utf-8") as handle:
+        handle.write(uuid.uuid4().hex[:12])
+    for _ in range(50):  # another process may be writing it this instant
+        found = marker.read_text(encoding="utf-8").strip()
+        if found:
+            return f"quarry-ingest-{found}"
+        time.sleep(0.01)
+    raise RuntimeError(f"{marker} stays empty")
+
+
+def queued_list(name: str) -> str:
+    """The Redis list of waiting files (what KEDA's redis scaler counts)."""
+    return f"saq:{name}:queued"
+
+
+def counter_key(name: str, counter: str) -> str:
+    return f"saq:{name}:quarry:{counter}"
+
+
+class ResilientRedisQueue(RedisQueue):
+    """A RedisQueue whose dequeue waits out a Redis outage instead of spinning on it."""
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Any:
+        try:
+            return await super().dequeue(timeout, poll_interval)
+        except (RedisError, OSError) as exc:
+            log.warning("the queue's Redis is unreachable (%s); waiting", exc)
+            await asyncio.sleep(1.0)
+            return None
+
+
+def connect(url: str, name: str) -> ResilientRedisQueue:
+    client = aioredis.from_url(url, socket_connect_timeout=2.0, socket_timeout=10.0)
+    return ResilientRedisQueue(client, name=name, swept_error_message="worker lost")
+
+
+@dataclass
+class QueueSnapshot:
+    """What the metrics show: waiting files, each worker's files in flight, counters."""
+
+    reachable: bool = True  # until a pass finds otherwise
+    queued: int = 0
+    scheduled: int = 0  # waiting out a retry's back-off
+    in_flight: dict[str, int] = field(default_factory=dict)
+    workers: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+
+
+class IngestQueue:
+    """Enqueues files and reads the queue's state (the API's side of the transport)."""
+
+    def __init__(
+        self, queue: Queue, heartbeat_s: float, retry_s: float = 2.0, retry_max_s: float = 60.0
+    ) -> None:
+        self.queue = queue
+        self.heartbeat_s = heartbeat_s
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+
+    async def enqueue(self, job_id: str, indexes: list[int]) -> None:
+        """Queue each file (a no-op for one already waiting or running).
+
+        Raises:
+            RedisError, OSError: Redis is unreachable (the reconciler enqueues them later).
+        """
+        for index in indexes:
+            await self.queue.enqueue(
+                TASK,
+                key=file_key(job_id, index),
+                job_id=job_id,
+                index=index,
+                timeout=0,  # a file's parse has its own limit; liveness is the heartbeat
+                heartbeat=max(1, round(self.heartbeat_s)),
+                retries=MAX_ATTEMPTS,
+                retry_delay=self.retry_s,
+                retry_backoff=self.retry_max_s,
+                ttl=24 * 3600,
+            )
+
+    async def statuses(self, keys: list[str]) -> dict[str, Status | None]:
+        """Each key's queue status (None: the queue has no record of it)."""
+        jobs = await self.queue.jobs(keys) if keys else []
+        return {key: job.status if job else None for key, job in zip(keys, jobs, strict=True)}
+
+    @staticmethod
+    def pending(status: Status | None) -> bool:
+        """Waiting, running, or being swept (ABORTING: a sweep hands it on in seconds)."""
+        return status in ACTIVE_STATUSES or status == Status.ABORTING
+
+    async def snapshot(self) -> QueueSnapshot:
+        info = await self.queue.info(jobs=True, limit=10_000)
+        in_flight: dict[str, int] = {}
+        for job in info.get("jobs", []):
+            if job.get("status") == Status.ACTIVE and job.get("worker_id"):
+                in_flight[job["worker_id"]] = in_flight.get(job["worker_id"], 0) + 1
+        redis = self.queue.redis  # type: ignore[attr-defined]
+        name = self.queue.name
+        retries, dead = await redis.mget(
+            counter_key(name, "retries"), counter_key(name, "dead_letters")
+        )
+        return QueueSnapshot(
+            reachable=True,
+            queued=int(info["queued"]),
+            scheduled=max(0, int(info["scheduled"])),
+            in_flight=in_flight,
+            workers=len(info["workers"]),
+            retries=int(retries or 0),
+            dead_letters=int(dead or 0),
+        )
+
+    async def count(self, counter: str) -> None:
+        """Add one to `retries` or `dead_letters`."""
+        await self.queue.redis.incr(counter_key(self.queue.name, counter))  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        await self.queue.disconnect()

@@ -1,0 +1,254 @@
+"""The API's side of ingestion jobs: submit, read, cancel, retry, and keep the queue honest.
+
+The API only stages, records and enqueues; `quarry worker` processes do the work. The job
+state on disk is the truth: a reconciler pass (every few seconds, and at start) enqueues
+every unfinished file the queue has no live record of (an upload accepted while Redis was
+down, a Redis that lost its data), marks files the queue gave up on as dead letters, and
+settles jobs whose files have all ended. Nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+from saq.job import Status
+
+from embedding.errors import QuarryError
+from ingest.file_worker import finish_if_done
+from ingest.job_queue import IngestQueue, QueueSnapshot, file_key
+from ingest.jobs import FileJobStore, Job
+from ingest.originals import Originals
+from ingest.uploads import load_manifest
+from retrieval.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+ENQUEUE_WAIT_S = 2.0
+
+
+class JobStateError(QuarryError):
+    code = "job_state_conflict"
+    status = 409
+
+
+class JobService:
+    """Jobs as the API sees them; the queue is reached through `queue`."""
+
+    def __init__(
+        self,
+        store: FileJobStore,
+        queue: IngestQueue,
+        originals: Originals | None,
+        on_finish: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.originals = originals
+        self._on_finish = on_finish
+        self.finished: Counter[str] = Counter()
+        self.snapshot = QueueSnapshot()
+        self._watching: set[str] = set()
+        self._unfinished = 0
+
+    # -- commands -----------------------------------------------------------------------
+    async def submit(self, job: Job) -> None:
+        """Record the job, then queue its files; an unreachable queue only delays them."""
+        with self.store.locked(job.id):
+            self.store.save(job)
+        self._watching.add(job.id)
+        self._unfinished += 1
+        await self._enqueue(job)
+
+    async def _enqueue(self, job: Job) -> None:
+        """Queue the job's unfinished files; a queue that does not answer within a couple of
+        seconds does not hold up the upload (the reconciler queues them later)."""
+        todo = [i for i, f in enumerate(job.files) if not f.finished]
+        try:
+            await asyncio.wait_for(self.queue.enqueue(job.id, todo), ENQUEUE_WAIT_S)
+        except (RedisError, OSError, TimeoutError) as exc:
+            reason = str(exc) or "no answer"
+            log.warning("job %s: cannot reach the queue (%s); it is queued later", job.id, reason)
+
+    def get(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def recent(self, limit: int = 20) -> list[Job]:
+        return self.store.recent(limit)
+
+    def cancel(self, job_id: str) -> Job:
+        """Stop a job: files not started end `cancelled`; running ones stop within a second
+        (their parse worker is killed); files already stored stay stored."""
+        with self.store.locked(job_id):
+            job = self._require(job_id)
+            if job.finished:
+                raise JobStateError(
+                    f"job {job_id} has already ended ({job.state}); nothing to cancel",
+                    detail={"job_id": job_id, "state": job.state},
+                )
+            job.cancel_requested = True
+            job.version += 1
+            self.store.save(job)
+            for index, entry in enumerate(job.files):
+                if entry.status in ("queued", "retrying"):
+                    entry.status, entry.error = "cancelled", None
+                    entry.version += 1
+                    self.store.save_file(job_id, index, entry)
+        self._settle(job_id)
+        return self._require(job_id)
+
+    async def retry(self, job_id: str) -> Job:
+        """Run the failed files of an ended job again, from their kept originals."""
+        with self.store.locked(job_id):
+            job = self._require(job_id)
+            if not job.finished:
+                raise JobStateError(
+                    f"job {job_id} is still {job.state}; retry it once it has ended",
+                    detail={"job_id": job_id, "state": job.state},
+                )
+            failed_dir = self.store.root / job.id / "failed"
+            again = [
+                i
+                for i, f in enumerate(job.files)
+                if f.status == "failed" and (failed_dir / f.staged).exists()
+            ]
+            if not again:
+                raise JobStateError(
+                    f"job {job_id} has no failed files to retry",
+                    detail={"job_id": job_id, "state": job.state},
+                )
+            files_dir = self.store.root / job.id / "files"
+            files_dir.mkdir(parents=True, exist_ok=True)
+            for index in again:
+                entry = job.files[index]
+                shutil.move(failed_dir / entry.staged, files_dir / entry.staged)
+                entry.reset()
+                self.store.save_file(job_id, index, entry)
+            job.state, job.error, job.finished_at = "queued", None, None
+            job.force, job.cancel_requested = True, False
+            job.version += 1
+            self.store.save(job)
+        self._watching.add(job_id)
+        await self._enqueue(job)
+        return self._require(job_id)
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting or running (as of the last reconciler pass)."""
+        return self._unfinished
+
+    # -- the reconciler -------------------------------------------------------------------
+    async def reconcile(self) -> None:
+        """One pass: settle ended jobs, re-enqueue lost files, fail dead letters."""
+        unfinished = await asyncio.to_thread(self.store.unfinished)
+        self._watching.update(unfinished)
+        live = 0
+        for job_id in list(self._watching):
+            job = await asyncio.to_thread(self.store.get, job_id)
+            if job is None:
+                job = await asyncio.to_thread(self._adopt, job_id)
+            if job is None or job.finished:
+                self._ended(job_id, job)
+                continue
+            if all(f.finished for f in job.files):
+                self._ended(job_id, await asyncio.to_thread(self._settle, job_id))
+                continue
+            live += 1
+            await self._requeue(job)
+        self._unfinished = live
+        self.snapshot = await self.queue.snapshot()
+
+    async def _requeue(self, job: Job) -> None:
+        todo = [i for i, f in enumerate(job.files) if not f.finished]
+        statuses = await self.queue.statuses([file_key(job.id, i) for i in todo])
+        missing = []
+        for index in todo:
+            status = statuses[file_key(job.id, index)]
+            if self.queue.pending(status):
+                continue
+            log.debug("job %s file %d: queue status %s", job.id, index, status)
+            if status in (Status.FAILED, Status.ABORTED):  # the queue gave up on it
+                await asyncio.to_thread(self._dead_letter, job.id, index, status)
+                await self.queue.count("dead_letters")
+            else:  # unknown to the queue (lost), or complete without a recorded outcome
+                missing.append(index)
+        if missing:
+            log.warning(
+                "job %s: queueing file(s) %s again: the queue had no live record of them",
+                job.id,
+                ", ".join(map(str, missing)),
+            )
+            await self.queue.enqueue(job.id, missing)
+
+    def _adopt(self, job_id: str) -> Job | None:
+        """A job committed (its manifest written) by an API that died before recording it;
+        a folder that never got a manifest is an upload never accepted, dropped after an
+        hour (it may still be arriving)."""
+        folder = self.store.root / job_id
+        manifest = load_manifest(folder)
+        if manifest is not None:
+            with self.store.locked(job_id):
+                if self.store.get(job_id) is None:
+                    self.store.save(manifest)
+            return self.store.get(job_id)
+        try:
+            if time.time() - folder.stat().st_mtime > 3600:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+        return None
+
+    def _dead_letter(self, job_id: str, index: int, status: Status) -> None:
+        with self.store.locked(job_id):
+            job = self.store.get(job_id)
+            if job is None or job.files[index].finished:
+                return
+            entry = job.files[index]
+            entry.status = "failed"
+            entry.error = {
+                "code": "dead_letter",
+                "message": f"{entry.name}: given up after {entry.attempts} attempts "
+                f"(the queue marked it {status.value}); retry the job to try again",
+            }
+            entry.version += 1
+            self.store.save_file(job_id, index, entry)
+        self._settle(job_id)
+
+    def _settle(self, job_id: str) -> Job | None:
+        return finish_if_done(self.store, self.originals, job_id)
+
+    def _ended(self, job_id: str, job: Job | None) -> None:
+        if job_id not in self._watching:
+            return
+        self._watching.discard(job_id)
+        if job is not None and job.finished:
+            self.finished[job.state] += 1
+            if self._on_finish is not None:
+                self._on_finish(job)
+
+    def _require(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}", detail={"job_id": job_id})
+        return job
+
+    async def run_reconciler(self, interval_s: float) -> None:
+        """Reconcile forever (cancel the task to stop); a failed pass is logged, not fatal."""
+        while True:
+            try:
+                await self.reconcile()
+            except (RedisError, OSError) as exc:
+                self.snapshot = QueueSnapshot(
+                    reachable=False,
+                    retries=self.snapshot.retries,
+                    dead_letters=self.snapshot.dead_letters,
+                )
+                log.warning("the queue's Redis is unreachable (%s); retrying", exc)
+            except Exception:
+                log.exception("job reconciler pass failed")
+            await asyncio.sleep(interval_s)
