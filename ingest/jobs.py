@@ -55,8 +55,8 @@ class FileProgress:
         return self.status in TERMINAL_FILE_STATES
 
     def reset(self) -> None:
-        """Back to the start, for another run (`retry`)."""
-        self.status, self.error, self.attempts, self.lost, self.worker = "queued", None, 0, 0, ""
+        """Back to the start, for another run (`retry`); its attempts keep counting."""
+        self.status, self.error, self.lost, self.worker = "queued", None, 0, ""
         self.parsed = self.chunked = self.embedded = self.stored = 0
         self.started_at = None
         self.version += 1
