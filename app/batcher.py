@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from embedding.errors import OverloadedError
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -41,12 +44,16 @@ class MicroBatcher(Generic[K, T, R]):
         max_items: int = 64,
         max_wait_s: float = 0.002,
         on_batch: Callable[[int, int], None] | None = None,
+        max_depth: int | None = None,
     ) -> None:
         self.name = name
         self._run = run
         self.max_items = max_items
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
+        self.max_depth = max_depth  # items that may wait; past it, 429 at once
+        self.refused = 0
+        self._seconds_per_item = 0.01  # the model's recent pace, for Retry-After
         self._pending: list[_Request[K, T, R]] = []
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -73,6 +80,16 @@ class MicroBatcher(Generic[K, T, R]):
     async def submit(self, key: K, items: Sequence[T]) -> list[R]:
         if self._arrived is None:
             raise RuntimeError(f"batcher {self.name!r} is not started")
+        depth = self.depth
+        if self.max_depth is not None and depth and depth + len(items) > self.max_depth:
+            self.refused += 1
+            wait = max(1, math.ceil(depth * self._seconds_per_item))
+            raise OverloadedError(
+                f"{self.name}: {depth} texts are already waiting for the model (the bound is "
+                f"{self.max_depth}); retry in {wait} s",
+                retry_after_s=wait,
+                detail={"queued": depth, "bound": self.max_depth},
+            )
         future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(key, items, future))
         self._arrived.set()
@@ -118,6 +135,7 @@ class MicroBatcher(Generic[K, T, R]):
         if not live:
             return
         items = [item for r in live for item in r.items]
+        started = loop.time()
         try:
             results: list[Any] = await loop.run_in_executor(self._executor, self._run, key, items)
         except Exception as exc:
@@ -125,6 +143,8 @@ class MicroBatcher(Generic[K, T, R]):
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
+        pace = (loop.time() - started) / max(len(items), 1)
+        self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * pace
         if self._on_batch is not None:
             self._on_batch(len(live), len(items))
         start = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app import cli_remote as remote
-from app.ownership import running_server
+from app.ownership import running_server, worker_credential
 from app.pairs import parse_pairs
 from app.progress import RichIngestProgress
 from app.resources import Resources
@@ -451,14 +452,27 @@ def serve(
             help="serve only /v1/embeddings and /v1/models (a GPU node: no store, no jobs)",
         ),
     ] = False,
+    allow_open: Annotated[
+        bool,
+        typer.Option(
+            "--allow-open",
+            help="listen on a non-loopback address without API keys (QUARRY_ALLOW_OPEN)",
+        ),
+    ] = False,
 ) -> None:
-    """Run the HTTP API (uvicorn), on the embedded defaults when nothing is configured."""
+    """Run the HTTP API (uvicorn), on the embedded defaults when nothing is configured.
+
+    Closed by default: on an address other than loopback it refuses to start without
+    QUARRY_API_KEYS, unless an open server is asked for (--allow-open).
+    """
     import uvicorn
 
     from app.main import create_app
 
     settings = _settings()
     bind_host, bind_port = host or settings.host, port or settings.port
+    with _reporting_errors():
+        check_exposure(bind_host, bool(settings.api_key_set), allow_open or settings.allow_open)
     reach = "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
     role = "quarry serve --embeddings-only" if embeddings_only else "quarry serve"
     resources = Resources(settings, role=role)
@@ -494,18 +508,42 @@ def worker(
     """
     import asyncio
 
+    from app.supervisor import die_with_parent
     from app.worker import IngestWorker
 
+    die_with_parent()
     settings = _settings()
     slots = concurrency or settings.worker_concurrency
     with _reporting_errors():
         owner, settings = _worker_setup(settings.model_copy(update={"parse_workers": slots}))
-        resources = Resources(settings, role="quarry worker", store_owner=owner)
+        key = worker_credential(settings.data_dir) if owner else None
+        resources = Resources(settings, role="quarry worker", store_owner=owner, owner_key=key)
         try:
             running = IngestWorker(resources, slots)
             asyncio.run(running.run())
         finally:
             resources.close()
+
+
+def check_exposure(host: str, has_keys: bool, allow_open: bool) -> None:
+    """Refuse to serve an address others can reach without keys, unless told to.
+
+    Raises:
+        InvalidInputError: a non-loopback address, no API keys, no --allow-open.
+    """
+    if has_keys or allow_open:
+        return
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise InvalidInputError(
+            f"quarry serve: {host} is reachable from other machines and QUARRY_API_KEYS is "
+            "empty, so anyone there could read and change every document. Set "
+            "QUARRY_API_KEYS, bind 127.0.0.1, or pass --allow-open (QUARRY_ALLOW_OPEN=1) "
+            "if an open server is what you want"
+        )
 
 
 def _worker_setup(settings: Settings) -> tuple[str | None, Settings]:

@@ -29,8 +29,12 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail}}
 
 
-def error_response(code: str, message: str, status: int, detail: Any = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    code: str, message: str, status: int, detail: Any = None, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse(error_body(code, message, detail), status_code=status, headers=headers)
 
 
@@ -43,7 +47,8 @@ async def _quarry_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, QuarryError)
     if exc.status >= 500:
         log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-    return error_response(exc.code, exc.message, exc.status, exc.detail)
+    retry_after = getattr(exc, "retry_after_s", None)
+    return error_response(exc.code, exc.message, exc.status, exc.detail, retry_after)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

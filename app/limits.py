@@ -43,18 +43,38 @@ def key_problem(authorization: str | None, keys: frozenset[str]) -> str | None:
     return None
 
 
-class ApiKeyGuard:
-    """401 for `/v1` requests without a valid bearer key, before the body is read."""
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+INTERNAL_PREFIX = "/v1/internal/"
 
-    def __init__(self, app: ASGIApp, keys: frozenset[str], prefix: str = "/v1") -> None:
+
+class ApiKeyGuard:
+    """Deny by default: with keys set, every route but the health probes and the metrics
+    needs a valid bearer key (401 before the body is read). The internal routes take only
+    the data dir's own worker credential (`internal_token`), never a client key, keys set
+    or not."""
+
+    def __init__(
+        self, app: ASGIApp, keys: frozenset[str], internal_token: Callable[[], str | None]
+    ) -> None:
         self.app = app
         self.keys = keys
-        self.prefix = prefix
+        self.internal_token = internal_token
+
+    def _problem(self, path: str, authorization: str | None) -> str | None:
+        if path.startswith(INTERNAL_PREFIX):
+            token = self.internal_token()
+            if not token:
+                return "internal routes are closed: this server serves no worker"
+            problem = key_problem(authorization, frozenset({token}))
+            return problem and "internal route: send the data dir's worker credential"
+        if path in PUBLIC_PATHS:
+            return None
+        return key_problem(authorization, self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and scope["path"].startswith(self.prefix):
+        if scope["type"] == "http":
             raw = dict(scope["headers"]).get(b"authorization")
-            problem = key_problem(raw.decode("latin-1") if raw else None, self.keys)
+            problem = self._problem(scope["path"], raw.decode("latin-1") if raw else None)
             if problem is not None:
                 await _send_error(
                     send, 401, "unauthorized", problem, [(b"www-authenticate", b"Bearer")]

@@ -61,6 +61,8 @@ def create_app(
         BodySizeLimit,
         limit_for=limits(int(settings.max_upload_mb * 1e6), int(settings.max_body_mb * 1e6)),
     )
-    app.add_middleware(ApiKeyGuard, keys=settings.api_key_set)
+    app.add_middleware(
+        ApiKeyGuard, keys=settings.api_key_set, internal_token=lambda: state.worker_credential
+    )
     app.add_middleware(RequestTimer, metrics=state.metrics)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,23 @@ def running_server(data_dir: Path) -> str | None:
     endpoint = _read(data_dir / ENDPOINT_FILE)
     url = endpoint.get("url") if endpoint else None
     return str(url) if url else None
+
+
+def worker_credential(data_dir: Path, create: bool = False) -> str | None:
+    """The data dir's own credential for `quarry worker`s handing batches to the store's
+    owner (`/v1/internal/...`): made by the owner at start, readable only by processes that
+    share the data dir (mode 0600); never one of the clients' keys."""
+    path = data_dir / "worker-credential"
+    if create:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token)
+        os.replace(tmp, path)
+        return token
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import fields
@@ -19,6 +18,7 @@ from embedding.cache import CachedEmbedder, RedisVectorCache
 from embedding.default_model import ModelChoice, choose_model
 from embedding.errors import InvalidInputError, ModelLoadError
 from embedding.model_source import ModelSource
+from embedding.protocol import Embedder
 from embedding.redis_server import EmbeddedRedis
 from embedding.remote import RemoteEmbedder, RemoteOptions
 from embedding.rerankers import Reranker, load_reranker
@@ -57,11 +57,16 @@ class Resources:
     """
 
     def __init__(
-        self, settings: Settings, role: str = "a quarry command", store_owner: str | None = None
+        self,
+        settings: Settings,
+        role: str = "a quarry command",
+        store_owner: str | None = None,
+        owner_key: str | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
         self.store_owner = store_owner  # a worker's: the server that owns the embedded store
+        self.owner_key = owner_key  # and one of its API keys
         self._lock = threading.Lock()
         self._embedded_redis: EmbeddedRedis | None = None
         self._claim = DataDirClaim(settings.data_dir)
@@ -187,7 +192,7 @@ class Resources:
         """Where ingestion writes: the store, or (a worker beside the embedded store's owner)
         the owner, over HTTP."""
         if self.store_owner and not self.settings.qdrant_url:
-            return OwnerStore(self.store_owner, os.environ.get("QUARRY_API_KEY"))
+            return OwnerStore(self.store_owner, self.owner_key)
         return self.store
 
     @cached_property
@@ -283,6 +288,7 @@ class Resources:
         force: bool = False,
         optimize: bool = True,
         chunker: Callable[[], ChunkStrategy] | None = None,
+        embedder: Embedder | None = None,
     ) -> IngestPipeline:
         """A pipeline into `collection`; `chunker` makes its chunker (default: a new one
         for this model's tokenizer, or whole documents)."""
@@ -301,7 +307,7 @@ class Resources:
         ledger = FailureLedger(self.settings.data_dir / "failures" / f"{collection}.json")
         return IngestPipeline(
             self.ingest_store,
-            lambda: self.embedder,
+            (lambda: embedder) if embedder is not None else (lambda: self.embedder),
             chunker,
             config,
             observer,

@@ -228,6 +228,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         429: "too many requests waiting for the model",
         500: "unexpected server error",
         503: "the model, the store or an embedding server is unavailable",
+        507: "the data dir has no room for the upload (nothing of it was kept)",
     }
     return {status: {"model": ErrorBody, "description": said[status]} for status in statuses}
 

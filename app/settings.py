@@ -170,6 +170,40 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(default=16, gt=0, description="largest body of any other request")
     batch_max_items: int = Field(default=64, ge=1, description="texts per merged model batch")
     batch_wait_ms: float = Field(default=2.0, ge=0, description="wait for more requests")
+    model_queue_max: int = Field(
+        default=2048,
+        ge=1,
+        description="texts that may wait for the model (searches and /v1/embeddings); past "
+        "it they get 429 with Retry-After at once",
+    )
+    max_embedding_inputs: int = Field(
+        default=2048, ge=1, description="texts in one /v1/embeddings request, at most"
+    )
+    max_embedding_tokens: int = Field(
+        default=300_000, ge=1, description="tokens in one /v1/embeddings request, at most"
+    )
+    ingest_files: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="files the server ingests at once (their chunks share model batches); "
+        "0: 4 per core, at least 8",
+    )
+    min_free_mb: int = Field(
+        default=256,
+        ge=0,
+        description="free space the data dir keeps: uploads past it get 507, /readyz says "
+        "degraded below twice it",
+    )
+    allow_open: bool = Field(
+        default=False,
+        description="let `quarry serve` listen on a non-loopback address without API keys",
+    )
+    job_retention_h: float = Field(
+        default=168,
+        gt=0,
+        description="hours an ended job's record is kept (its documents and originals stay)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -228,6 +262,20 @@ class Settings(BaseSettings):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         by_memory = int(psutil.virtual_memory().total // (1.5 * 2**30))
         return max(1, min(8, cores or os.cpu_count() or 1, by_memory))
+
+    @property
+    def lease_s(self) -> float:
+        """How long a file stays held by a silent holder on another machine (three
+        heartbeats); a holder on this machine that died is seen at once by its pid."""
+        return 3 * self.worker_heartbeat_s
+
+    @property
+    def ingest_slots(self) -> int:
+        """Files the server's own consumers take at once."""
+        if self.ingest_files:
+            return self.ingest_files
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        return max(8, 4 * (cores or os.cpu_count() or 1))
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 
 from app.batcher import MicroBatcher
 from app.metrics import LiveSources, Metrics
+from app.ownership import worker_credential
 from app.resources import Resources
 from app.settings import Settings
 from app.supervisor import WorkerSupervisor
@@ -92,6 +94,7 @@ class QuarryState:
         self._reconciler: asyncio.Task[None] | None = None
         self.supervisor: WorkerSupervisor | None = None
         self._in_process: InProcessWorker | None = None
+        self.worker_credential: str | None = None  # for `quarry worker`s beside our store
         self.originals = Originals(settings.originals_dir)
         wait = settings.batch_wait_ms / 1000
         self.search_batcher: MicroBatcher[SearchKey, str, SearchResult] = MicroBatcher(
@@ -100,6 +103,7 @@ class QuarryState:
             max_items=settings.batch_max_items,
             max_wait_s=wait,
             on_batch=self.metrics.batch_observer("search"),
+            max_depth=settings.model_queue_max,
         )
         self.embed_batcher: MicroBatcher[EmbedKey, str, tuple[np.ndarray, int]] = MicroBatcher(
             "embeddings",
@@ -107,6 +111,7 @@ class QuarryState:
             max_items=settings.batch_max_items,
             max_wait_s=wait,
             on_batch=self.metrics.batch_observer("embeddings"),
+            max_depth=settings.model_queue_max,
         )
         self.model_error: QuarryError | None = None
         self.metrics.watch(
@@ -147,33 +152,43 @@ class QuarryState:
             connect(redis_url, name), s.worker_heartbeat_s, s.worker_retry_s, s.worker_retry_max_s
         )
         self._jobs = JobService(
-            FileJobStore(self.settings.jobs_dir), queue, self.originals, self._job_finished
+            FileJobStore(self.settings.jobs_dir),
+            queue,
+            self.originals,
+            self._job_finished,
+            lease_s=s.lease_s,
+            free_floor_bytes=s.min_free_mb * 1_000_000,
+            retention_s=s.job_retention_h * 3600,
         )
+        if not s.qdrant_url:  # external workers beside the embedded store hand it batches
+            self.worker_credential = await asyncio.to_thread(worker_credential, s.data_dir, True)
         self._reconciler = asyncio.create_task(
             self._jobs.run_reconciler(self.settings.reconcile_s), name="job-reconciler"
         )
         await asyncio.to_thread(self._start_workers, redis_url)
 
     def _start_workers(self, redis_url: str) -> None:
-        count = self.settings.worker_count
-        if not count:
+        """Who takes files from the queue: with the embedded store, this process (it owns
+        the store and the model: no hop over HTTP); with a Qdrant server, supervised
+        `quarry worker` processes writing to it directly."""
+        s = self.settings
+        if s.workers == 0:
             log.info("QUARRY_WORKERS=0: external `quarry worker` processes do the ingestion")
             return
-        concurrency = self.settings.worker_concurrency
-        if self.url is None:
-            self._in_process = InProcessWorker(self.resources, concurrency)
+        if not s.qdrant_url or self.url is None:
+            self._in_process = InProcessWorker(self.resources, s.ingest_slots)
             self._in_process.start()
             return
         self.supervisor = WorkerSupervisor(
-            count, concurrency, self._worker_env(redis_url), self.settings.worker_grace_s
+            s.worker_count, s.worker_concurrency, self._worker_env(redis_url), s.worker_grace_s
         )
         self.supervisor.start()
 
     def _worker_env(self, redis_url: str) -> dict[str, str]:
-        """What a supervised worker needs: this server as its store owner and (when the
-        model runs here) its embedding server, and the queue's Redis."""
+        """What a supervised worker needs (it writes to the Qdrant server itself): the
+        queue's Redis and, when the model runs here, this server as its embedding server."""
         assert self.url is not None
-        env = dict(os.environ) | {"QUARRY_REDIS_URL": redis_url, "QUARRY_API_URL": self.url}
+        env = dict(os.environ) | {"QUARRY_REDIS_URL": redis_url}
         key = next(iter(sorted(self.settings.api_key_set)), None)
         if key:
             env["QUARRY_API_KEY"] = key
@@ -251,6 +266,7 @@ class QuarryState:
                 original.stat().st_size + 1,
                 [(info.source, stream)],
                 force=True,
+                versions=self.jobs.versions,
             )
         return job
 
@@ -333,10 +349,29 @@ class QuarryState:
                 "reason": "Redis is unreachable: searches work, embeddings are not cached",
             }
         checks["queue"] = self._queue_check()
+        checks["disk"] = self._disk_check()
         if not (checks["model"]["ok"] and checks["store"]["ok"]):
             return Readiness("not_ready", checks)
         # The queue shares the cache's Redis: the cache check already degrades for it.
-        return Readiness("ready" if checks["cache"]["ok"] else "degraded", checks)
+        healthy = checks["cache"]["ok"] and checks["disk"]["ok"]
+        return Readiness("ready" if healthy else "degraded", checks)
+
+    def _disk_check(self) -> dict[str, Any]:
+        """Room left in the data dir: degraded below twice QUARRY_MIN_FREE_MB (uploads get
+        507 below it), before the disk fills."""
+        folder = self.settings.data_dir
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError as exc:
+            return {"ok": False, "reason": f"cannot read the data dir {folder}: {exc}"}
+        floor = self.settings.min_free_mb * 1_000_000
+        check: dict[str, Any] = {"ok": free >= 2 * floor, "free_bytes": free, "floor_bytes": floor}
+        if not check["ok"]:
+            check["reason"] = (
+                f"the data dir {folder} has {free / 1e6:.0f} MB free; uploads are refused "
+                f"(507) below {floor / 1e6:.0f} MB (QUARRY_MIN_FREE_MB)"
+            )
+        return check
 
     def _queue_check(self) -> dict[str, Any]:
         """The ingestion queue as of the last reconciler pass (uploads are accepted either

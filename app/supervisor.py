@@ -1,7 +1,8 @@
-"""The `quarry worker` processes a server starts itself (QUARRY_WORKERS) and keeps alive.
+"""The `quarry worker` processes a server on a Qdrant server starts (QUARRY_WORKERS).
 
-The children hand their batches to this server (it owns the embedded store) and, when the
-model runs here, embed through its `/v1/embeddings`: one copy of the model, batched across
+With the embedded store the server ingests in-process instead (it owns the store and the
+model). These children write to the Qdrant server directly and, when the model runs here,
+embed through this server's `/v1/embeddings`: one copy of the model, batched across
 workers. A child that dies is restarted (backing off when it keeps dying). The children get
 SIGTERM when the server stops (they finish or hand back their files) and SIGKILL when it
 dies (Linux's parent-death signal): without their store's owner they could finish nothing,
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -24,9 +26,20 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError):  # not Linux: the server's stop still stops them
+PARENT_ENV = "QUARRY_SUPERVISOR_PID"
+
+
+def die_with_parent() -> None:
+    """In a supervised worker: take SIGKILL when the supervising server dies (Linux's
+    parent-death signal), set by the child itself at start. A `preexec_fn` would do it
+    between fork and exec, which can deadlock a child of a multi-threaded parent."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the server's stop does
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(parent):  # it died before the signal was armed
+        os._exit(1)
 
 
 class WorkerSupervisor:
@@ -53,9 +66,8 @@ class WorkerSupervisor:
             "--concurrency",
             str(self.concurrency),
         ]
-        self.processes[slot] = subprocess.Popen(
-            command, env=self.env, preexec_fn=_die_with_parent, start_new_session=False
-        )
+        env = self.env | {PARENT_ENV: str(os.getpid())}
+        self.processes[slot] = subprocess.Popen(command, env=env, start_new_session=False)
 
     def start(self) -> None:
         self._thread.start()

@@ -17,6 +17,7 @@ import os
 import socket
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from redis.exceptions import RedisError
@@ -24,10 +25,12 @@ from saq import Worker
 from saq.types import Context
 
 from app.resources import Resources
+from embedding.coalescing import CoalescingEmbedder
 from ingest.chunking import Chunker
 from ingest.file_worker import FileTracker, FileWorker, RetryLater
-from ingest.job_queue import TASK, IngestQueue, connect, queue_name
+from ingest.job_queue import TASK, connect, count, queue_name
 from ingest.jobs import FileJobStore, Job
+from ingest.leases import Holder
 from ingest.originals import Originals
 from ingest.pipeline import IngestPipeline
 
@@ -77,10 +80,15 @@ class IngestWorker:
             self._pipeline,
             Originals(settings.originals_dir),
             on_settled=self._optimize,
+            holder=Holder.me(self.id),
+            lease_s=settings.lease_s,
+        )
+        # Files in flight share model batches (a short file alone is a two-text batch).
+        self.embedder = CoalescingEmbedder(
+            lambda: resources.embedder, max_items=settings.batch_max_items
         )
         name = queue_name(settings.queue_name, settings.data_dir)
         self.queue = connect(resources.redis_url(), name)
-        self.counters = IngestQueue(self.queue, settings.worker_heartbeat_s)
         self.saq = Worker(
             self.queue,
             functions=[(TASK, self.ingest_file)],
@@ -96,7 +104,12 @@ class IngestWorker:
     def _pipeline(self, collection: str, tracker: FileTracker, force: bool) -> IngestPipeline:
         self.resources.check_recipe_early(collection)
         return self.resources.pipeline(
-            collection, tracker, force=force, optimize=False, chunker=self._chunker
+            collection,
+            tracker,
+            force=force,
+            optimize=False,
+            chunker=self._chunker,
+            embedder=self.embedder,
         )
 
     def _chunker(self) -> Chunker:
@@ -129,7 +142,7 @@ class IngestWorker:
 
     async def _count(self, counter: str) -> None:
         try:
-            await self.counters.count(counter)
+            await count(self.queue, counter)
         except Exception as exc:  # a counter is not worth failing a file for
             log.warning("cannot count %s: %s", counter, exc)
 
@@ -139,15 +152,19 @@ class IngestWorker:
         if job.attempts > 1:
             await self._count("retries")
         stopping = threading.Event()
+        held: list[FileTracker] = []
         work = asyncio.ensure_future(
-            asyncio.to_thread(self.files.process, job_id, index, self.id, stopping)
+            asyncio.to_thread(self.files.process, job_id, index, self.id, stopping, held.append)
         )
         try:
             while not work.done():
                 await asyncio.wait({work}, timeout=self.heartbeat_s / 3)
                 if not work.done():
+                    if held:  # the file's lease, in the job state: the truth
+                        with contextlib.suppress(Exception):
+                            await asyncio.to_thread(held[0].renew)
                     try:
-                        await job.update()  # the heartbeat
+                        await job.update()  # the queue's heartbeat: transport only
                     except Exception as exc:
                         log.warning("heartbeat of %s failed: %s", job.key, exc)
         except asyncio.CancelledError:  # stopping: hand the file back
@@ -170,9 +187,14 @@ class IngestWorker:
         if warm_up:
             await asyncio.to_thread(self.warm_up)
         log.info("worker %s taking files from the queue", self.id)
+        # Every slot's file runs on a thread of this loop's executor: one thread per slot.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(self.saq.concurrency + 2, thread_name_prefix="ingest-slot")
+        )
         try:
             await self.saq.start()
         finally:
+            self.embedder.close()
             await self.queue.disconnect()
 
     def stop_soon(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -43,3 +43,21 @@ class EmbeddingServerError(QuarryError):
 
     code = "embedding_server_error"
     status = 502
+
+
+class OverloadedError(QuarryError):
+    """Too much is waiting for the model: refused at once, to be retried later."""
+
+    code = "overloaded"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int = 1, *, detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.retry_after_s = retry_after_s
+
+
+class PayloadTooLargeError(QuarryError):
+    """A request asks for more work than one request may (names the field and bound)."""
+
+    code = "payload_too_large"
+    status = 413

@@ -24,6 +24,8 @@ import psutil
 
 log = logging.getLogger(__name__)
 
+ENDPOINT = "endpoint"  # the live server's URL and pid, for its owner's workers
+
 _SERVER_CONFIG = {
     "appendonly": "yes",
     "appendfsync": "everysec",
@@ -55,7 +57,7 @@ class EmbeddedRedis:
 
     @property
     def _endpoint_file(self) -> Path:
-        return self.directory / "endpoint"
+        return self.directory / ENDPOINT
 
     @property
     def _pid_file(self) -> Path:
@@ -110,7 +112,7 @@ class EmbeddedRedis:
 def embedded_redis_url(directory: Path) -> str | None:
     """The URL of the embedded server a live owner runs in `directory` (for its workers)."""
     try:
-        data = json.loads((directory / "endpoint").read_text(encoding="utf-8"))
+        data = json.loads((directory / ENDPOINT).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or not alive(int(data.get("pid") or 0)):

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -214,12 +215,16 @@ class SentenceTransformerEmbedder(ModelInputs):
         many (hidden states, attention and MLP activations, with room to spare)."""
         import torch
 
+        free, _total = torch.cuda.mem_get_info(self._load().device)
+        return max(512, min(wanted, int(0.5 * free / self._bytes_per_token)))
+
+    @cached_property
+    def _bytes_per_token(self) -> int:
+        """Activation memory of one token in a forward (16-bit), from the model's config."""
         config = self.source.read_json("config.json")
         hidden = int(config.get("hidden_size") or 1024)
         mlp = int(config.get("intermediate_size") or 4 * hidden)
-        per_token = 2 * (12 * hidden + 3 * mlp)  # bytes, in 16-bit
-        free, _total = torch.cuda.mem_get_info(self._load().device)
-        return max(512, min(wanted, int(0.5 * free / per_token)))
+        return 2 * (12 * hidden + 3 * mlp)
 
     def _on_gpu(self) -> bool:
         return str(self._load().device).startswith("cuda")

@@ -1,9 +1,10 @@
 """One delivery of one file from the queue: parse, chunk, embed, store, record how it went.
 
-Delivery is at-least-once, so this is idempotent: a file already finished is not redone; a
-file whose last attempt never said how it went (its worker died) is redone, and after
-`MAX_LOST` such attempts it is failed as a dead letter instead of killing more workers; the
-pipeline's deterministic chunk ids make a redone file end exactly as a clean run would.
+Delivery is at-least-once, so this is idempotent: a file already finished is not redone, a
+file another live process holds is left to it, and a file whose holder died is taken over
+(`ingest.leases`: after `MAX_LOST` deaths it is failed as a dead letter instead of killing
+more workers); the pipeline's deterministic chunk ids make a redone file end exactly as a
+clean run would.
 A job ends when its last file does: whoever finishes that file settles the job.
 """
 
@@ -16,8 +17,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+from redis.exceptions import RedisError
+
 from embedding.errors import QuarryError
-from ingest.jobs import IN_FLIGHT_FILE_STATES, FileJobStore, FileProgress, Job
+from ingest.failpoints import failpoint
+from ingest.jobs import FileJobStore, FileProgress, Job
+from ingest.leases import Holder, take_over
 from ingest.models import FileError, Stopped
 from ingest.originals import Originals
 from ingest.pipeline import IngestPipeline, SilentObserver
@@ -25,7 +31,11 @@ from ingest.sources import FileSource, document_id
 
 log = logging.getLogger(__name__)
 
-MAX_LOST = 3
+MAX_UNEXPECTED = 3  # the same unexpected failure this often in a row fails the file
+# Retry codes that are not a dependency's outage: a bug, a 4xx answer, a wrong recipe.
+UNEXPECTED_CODES = frozenset(
+    {"internal_error", "invalid_input", "recipe_mismatch", "not_found", "store_rejected"}
+)
 PipelineFactory = Callable[[str, "FileTracker", bool], IngestPipeline]
 
 
@@ -33,8 +43,25 @@ class RetryLater(Exception):
     """The file could not be done now for a reason outside it (store, model, a worker)."""
 
 
+class LeaseLost(Stopped):
+    """Another process took this file over (this one was presumed dead): stop, write
+    nothing more."""
+
+
+def dependency_failure(exc: BaseException) -> bool:
+    """A dependency's outage (connection refused, a timeout, a 5xx): wait it out. Anything
+    else (a bug, a 4xx from the store) is unexpected, and retried only a few times."""
+    if isinstance(exc, QuarryError):
+        return exc.status >= 500 and exc.code not in UNEXPECTED_CODES
+    if isinstance(exc, RedisError | httpx.TransportError | TimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError)
+
+
 class FileTracker(SilentObserver):
-    """An `IngestObserver` for one file: its progress goes to the job store as it moves."""
+    """An `IngestObserver` for one held file: its progress goes to the job store as it
+    moves, its lease is renewed while it works, and it stops if another process took the
+    file over (its claim is no longer the one on disk)."""
 
     def __init__(
         self,
@@ -43,23 +70,46 @@ class FileTracker(SilentObserver):
         index: int,
         entry: FileProgress,
         stopping: threading.Event,
+        lease_s: float = 45.0,
     ) -> None:
         self.store = store
         self.job_id = job_id
         self.index = index
         self.entry = entry
+        self.lease_s = lease_s
         self._stopping = stopping
         self._lock = threading.Lock()
         self._saved_at = 0.0
         self._cancel_checked_at = 0.0
+        self._lease_lost = False
+
+    def _still_mine(self) -> bool:
+        on_disk = self.store.read_file(self.job_id, self.index)
+        if on_disk is not None and on_disk.claim != self.entry.claim and not on_disk.finished:
+            self._lease_lost = True
+        elif on_disk is not None and on_disk.finished and not self.entry.finished:
+            self._lease_lost = True  # another holder finished it meanwhile
+        return not self._lease_lost
 
     def save(self, force: bool = False) -> None:
         with self._lock:
+            if self._lease_lost:
+                raise LeaseLost
             self.entry.version += 1
             now = time.monotonic()
             if force or now - self._saved_at > 0.5:
                 self._saved_at = now
                 self.store.save_file(self.job_id, self.index, self.entry)
+
+    def renew(self) -> None:
+        """Push the lease forward (the holder's heartbeat, durable in the job state)."""
+        with self._lock:
+            if self._lease_lost or not self.entry.held or not self._still_mine():
+                return
+            self.entry.lease_until = time.time() + self.lease_s
+            self.entry.version += 1
+            self._saved_at = time.monotonic()
+            self.store.save_file(self.job_id, self.index, self.entry)
 
     def file_stage(self, name: str, stage: str, count: int) -> None:
         setattr(self.entry, stage, count)
@@ -77,12 +127,14 @@ class FileTracker(SilentObserver):
         self.save(force=True)
 
     def check(self) -> None:
+        if self._lease_lost:
+            raise LeaseLost
         if self._stopping.is_set():
             raise Stopped
         now = time.monotonic()
         if now - self._cancel_checked_at > 1.0:  # a cancel is read from the shared state
             self._cancel_checked_at = now
-            job = self.store.get(self.job_id)
+            job = self.store.record(self.job_id)
             if job is None or job.cancel_requested:
                 raise Stopped
 
@@ -96,94 +148,137 @@ class FileWorker:
         pipelines: PipelineFactory,
         originals: Originals | None,
         on_settled: Callable[[Job], None] = lambda job: None,
+        *,
+        holder: Holder | None = None,
+        lease_s: float = 45.0,
     ) -> None:
         self.store = store
         self.pipelines = pipelines
         self.originals = originals
         self.on_settled = on_settled  # a job this worker ended (optimize its collection)
+        self.holder = holder or Holder.me()
+        self.lease_s = lease_s
 
     def _finish_if_done(self, job_id: str) -> None:
         settled = finish_if_done(self.store, self.originals, job_id)
         if settled is not None:
             self.on_settled(settled)
 
-    def process(self, job_id: str, index: int, worker_id: str, stopping: threading.Event) -> str:
+    def _claim(self, job_id: str, index: int, holder: Holder) -> tuple[Job, FileProgress] | str:
+        """Take file `index` for this process (a compare-and-set under the job's lock), or
+        say why not: its outcome when it has one, `held` when a live holder has it."""
+        if take_over(self.store, job_id, index, self.lease_s) == "dead_letter":
+            self._finish_if_done(job_id)
+            return "dead_letter"
+        with self.store.locked(job_id):
+            job = self.store.record(job_id)
+            if job is None or job.finished or index >= len(job.files):
+                return "gone"
+            entry = self.store.file(job, index)
+            if entry.finished:
+                outcome: str = entry.status
+            elif entry.held:
+                return "held"
+            elif job.cancel_requested:
+                entry.status, entry.error = "cancelled", None
+                entry.version += 1
+                self.store.save_file(job_id, index, entry)
+                outcome = "cancelled"
+            else:
+                holder.claim(entry, self.lease_s)
+                entry.status, entry.error = "parsing", None
+                entry.attempts += 1
+                entry.started_at = entry.started_at or time.time()
+                entry.version += 1
+                self.store.save_file(job_id, index, entry)
+                return job, entry
+        self._finish_if_done(job_id)
+        return outcome
+
+    def process(
+        self,
+        job_id: str,
+        index: int,
+        worker_id: str,
+        stopping: threading.Event,
+        started: Callable[[FileTracker], None] = lambda tracker: None,
+    ) -> str:
         """Work on file `index` of job `job_id`; returns how it ended (`dead_letter` when
-        it was given up on).
+        it was given up on, `held` when another live process holds it).
 
         Raises:
             RetryLater: a dependency failed; the queue delivers the file again later.
             Stopped: the worker is stopping; the file is handed back, untouched.
         """
-        job = self.store.get(job_id)
-        if job is None or job.finished or index >= len(job.files):
-            return "gone"
-        entry = job.files[index]
-        if entry.finished:
-            self._finish_if_done(job_id)
-            return entry.status
-        if job.cancel_requested:
-            return self._end(job_id, index, entry, "cancelled", None)
-        if entry.status in IN_FLIGHT_FILE_STATES:  # its last worker died holding it
-            entry.lost += 1
-            if entry.lost >= MAX_LOST:
-                error = {
-                    "code": "worker_lost",
-                    "message": f"{entry.name}: the worker processing it died {entry.lost} times "
-                    "(killed, or out of memory); it is not tried again",
-                }
-                self._end(job_id, index, entry, "failed", error)
-                return "dead_letter"
+        holder = Holder(self.holder.host, self.holder.pid, worker_id or self.holder.name)
+        claimed = self._claim(job_id, index, holder)
+        if isinstance(claimed, str):
+            return claimed
+        job, entry = claimed
+        failpoint("after_claim")
         staged = self.store.root / job_id / "files" / entry.staged
+        tracker = FileTracker(self.store, job_id, index, entry, stopping, self.lease_s)
         if not staged.is_file():
             error = {"code": "missing", "message": f"{entry.name}: its staged copy is gone"}
-            return self._end(job_id, index, entry, "failed", error)
-        entry.status, entry.worker, entry.error = "parsing", worker_id, None
-        entry.attempts += 1
-        entry.started_at = entry.started_at or time.time()
-        tracker = FileTracker(self.store, job_id, index, entry, stopping)
-        tracker.save(force=True)
-        source = FileSource(staged, display=entry.name, metadata=job.metadata)
+            return self._end(tracker, "failed", error)
+        started(tracker)
+        source = FileSource(staged, display=entry.name, metadata=job.metadata, seq=entry.seq)
         try:
             self.pipelines(job.collection, tracker, job.force).run([source])
+        except LeaseLost:
+            log.warning("%s: taken over by another process; this attempt stops", entry.name)
+            return "held"
         except Stopped:
             if not stopping.is_set():  # cancelled
-                return self._end(job_id, index, entry, "cancelled", None)
+                return self._end(tracker, "cancelled", None)
             entry.status = "queued"  # handed back: another worker starts it afresh
+            entry.release()
             tracker.save(force=True)
             raise
-        except Exception as exc:  # the store, the model...: never the file's fault
-            if not isinstance(exc, QuarryError):
-                log.exception("%s: unexpected failure (will be retried)", entry.name)
+        except Exception as exc:  # the store, the model, or a bug
+            if not isinstance(exc, QuarryError) and not dependency_failure(exc):
+                log.exception("%s: unexpected failure", entry.name)
             message = (
                 exc.message if isinstance(exc, QuarryError) else f"{type(exc).__name__}: {exc}"
             )
-            entry.status = "retrying"
-            entry.error = {"code": getattr(exc, "code", "internal_error"), "message": message}
-            tracker.save(force=True)
-            raise RetryLater(message) from exc
+            code = getattr(exc, "code", "internal_error")
+            return self._retry(tracker, code, message, dependency_failure(exc))
         if entry.status == "retrying":
-            raise RetryLater(entry.error["message"] if entry.error else "retrying")
+            error = entry.error or {"code": "internal_error", "message": "retrying"}
+            dependency = error.get("code") not in UNEXPECTED_CODES
+            return self._retry(tracker, error["code"], error["message"], dependency)
         if not entry.finished:  # never claimed done without the pipeline saying so
-            entry.status = "retrying"
-            entry.error = {"code": "internal_error", "message": f"{entry.name}: no outcome"}
-            tracker.save(force=True)
-            raise RetryLater(entry.error["message"])
+            return self._retry(tracker, "internal_error", f"{entry.name}: no outcome", False)
+        entry.failures = 0
+        entry.release()
+        tracker.save(force=True)
         self._finish_if_done(job_id)
         return entry.status
 
-    def _end(
-        self,
-        job_id: str,
-        index: int,
-        entry: FileProgress,
-        status: str,
-        error: dict[str, str] | None,
-    ) -> str:
+    def _retry(self, tracker: FileTracker, code: str, message: str, dependency: bool) -> str:
+        """A dependency's failure waits (RetryLater, backing off, for as long as it takes);
+        an unexpected one is tried `MAX_UNEXPECTED` times, then the file fails with it."""
+        entry = tracker.entry
+        entry.failures = 0 if dependency else entry.failures + 1
+        if entry.failures >= MAX_UNEXPECTED:
+            error = {
+                "code": code if code not in ("retrying", "") else "internal_error",
+                "message": f"{message} (the same unexpected failure {entry.failures} times "
+                "in a row; not tried again: retry the job once it is fixed)",
+            }
+            return self._end(tracker, "failed", error)
+        entry.status = "retrying"
+        entry.error = {"code": code, "message": message}
+        entry.release()
+        tracker.save(force=True)
+        raise RetryLater(message)
+
+    def _end(self, tracker: FileTracker, status: str, error: dict[str, str] | None) -> str:
+        entry = tracker.entry
         entry.status, entry.error = status, error
-        entry.version += 1
-        self.store.save_file(job_id, index, entry)
-        self._finish_if_done(job_id)
+        entry.release()
+        tracker.save(force=True)
+        self._finish_if_done(tracker.job_id)
         return status
 
 
@@ -191,6 +286,9 @@ def finish_if_done(store: FileJobStore, originals: Originals | None, job_id: str
     """Settle the job when every file has ended: save its final record, keep the
     originals of stored files, move failed ones to `failed/`, drop the staging folder.
     Returns the job when this call ended it."""
+    record = store.record(job_id)
+    if record is None or record.finished or not store.all_files_ended(record):
+        return None  # the usual case, decided without the lock and with few reads
     with store.locked(job_id):
         job = store.get(job_id)
         if job is None or job.finished or not all(f.finished for f in job.files):

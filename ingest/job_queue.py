@@ -26,15 +26,19 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 from saq import Queue
-from saq.job import ACTIVE_STATUSES, Status
+from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now as now_ms
+
+from ingest.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
 TASK = "ingest_file"
-# The most attempts of one file: a dependency's failures are retried this often, backing
-# off up to QUARRY_WORKER_RETRY_MAX_S (a minute: about 16 hours in all); a file that kills
-# its workers is stopped far sooner (file_worker.MAX_LOST).
+# The queue's attempts of one file before its record ends: a dependency's failures back off
+# up to QUARRY_WORKER_RETRY_MAX_S; past this the reconciler gives the file a fresh record,
+# so an outage is waited out however long it lasts. A file is only ever failed by the job
+# state's own rules (its own fault, repeated unexpected errors, holders that keep dying).
 MAX_ATTEMPTS = 1000
 
 
@@ -67,6 +71,11 @@ def queued_list(name: str) -> str:
 
 def counter_key(name: str, counter: str) -> str:
     return f"saq:{name}:quarry:{counter}"
+
+
+async def count(queue: Queue, counter: str) -> None:
+    """Add one to the queue's `retries` or `dead_letters` counter."""
+    await queue.redis.incr(counter_key(queue.name, counter))  # type: ignore[attr-defined]
 
 
 class ResilientRedisQueue(RedisQueue):
@@ -130,15 +139,37 @@ class IngestQueue:
                 ttl=24 * 3600,
             )
 
-    async def statuses(self, keys: list[str]) -> dict[str, Status | None]:
-        """Each key's queue status (None: the queue has no record of it)."""
+    async def records(self, keys: list[str]) -> dict[str, Job | None]:
+        """Each key's queue record (None: the queue has no record of it)."""
         jobs = await self.queue.jobs(keys) if keys else []
-        return {key: job.status if job else None for key, job in zip(keys, jobs, strict=True)}
+        return dict(zip(keys, jobs, strict=True))
 
-    @staticmethod
-    def pending(status: Status | None) -> bool:
-        """Waiting, running, or being swept (ABORTING: a sweep hands it on in seconds)."""
-        return status in ACTIVE_STATUSES or status == Status.ABORTING
+    def pending(self, record: Job | None) -> bool:
+        """Whether the queue will deliver this file by itself: it waits (or waits out a
+        back-off), or a live worker heartbeats it. Anything else (no record, ended, being
+        swept by a sweeper that may have died, a silent delivery) needs a new record."""
+        if record is None:
+            return False
+        if record.status in (Status.NEW, Status.QUEUED):
+            return True
+        if record.status == Status.ACTIVE:
+            silent_ms = now_ms() - (record.touched or record.started or 0)
+            return silent_ms <= 2000 * max(self.heartbeat_s, 1.0)
+        return False
+
+    async def requeue(self, job_id: str, indexes: list[int]) -> None:
+        """Give each file a fresh queue record: a stale one is ended first (its worker, if
+        alive after all, is told to stop), then the file is queued again. A crash between
+        the two leaves an ended record, which the next reconciler pass re-queues."""
+        keys = [file_key(job_id, i) for i in indexes]
+        for record in (await self.queue.jobs(keys)) if keys else []:
+            if record is None:
+                continue
+            if record.status not in TERMINAL_STATUSES:
+                await self.queue.finish(record, Status.ABORTED, error="handed on")
+            await self.queue.redis.delete(record.abort_id)  # type: ignore[attr-defined]
+            failpoint("handoff_requeue")
+        await self.enqueue(job_id, indexes)
 
     async def snapshot(self) -> QueueSnapshot:
         info = await self.queue.info(jobs=True, limit=10_000)
@@ -162,8 +193,7 @@ class IngestQueue:
         )
 
     async def count(self, counter: str) -> None:
-        """Add one to `retries` or `dead_letters`."""
-        await self.queue.redis.incr(counter_key(self.queue.name, counter))  # type: ignore[attr-defined]
+        await count(self.queue, counter)
 
     async def close(self) -> None:
         await self.queue.disconnect()

@@ -1,10 +1,12 @@
 """The API's side of ingestion jobs: submit, read, cancel, retry, and keep the queue honest.
 
-The API only stages, records and enqueues; `quarry worker` processes do the work. The job
-state on disk is the truth: a reconciler pass (every few seconds, and at start) enqueues
-every unfinished file the queue has no live record of (an upload accepted while Redis was
-down, a Redis that lost its data), marks files the queue gave up on as dead letters, and
-settles jobs whose files have all ended. Nothing acknowledged is lost.
+The API only stages, records and enqueues; queue consumers (the server's own, or `quarry
+worker` processes) do the work. The job state on disk is the truth and the queue only
+transport: a reconciler pass (every few seconds, and at start) takes over files whose
+holder died (`ingest.leases`), gives every other unfinished file without a live queue
+record a fresh one (an upload accepted while Redis was down, a Redis that lost its data, a
+sweeper that died mid-way, a record the queue ended), and settles jobs whose files have all
+ended. The queue's own verdicts never fail a file. Nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from redis.exceptions import RedisError
-from saq.job import Status
 
 from embedding.errors import QuarryError
+from ingest.failpoints import failpoint
 from ingest.file_worker import finish_if_done
 from ingest.job_queue import IngestQueue, QueueSnapshot, file_key
 from ingest.jobs import FileJobStore, Job
+from ingest.leases import take_over
 from ingest.originals import Originals
-from ingest.uploads import load_manifest
+from ingest.uploads import Rejection, load_manifest, stage_upload
+from ingest.versions import VersionCounter
 from retrieval.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -46,8 +51,16 @@ class JobService:
         queue: IngestQueue,
         originals: Originals | None,
         on_finish: Callable[[Job], None] | None = None,
+        lease_s: float = 45.0,
+        free_floor_bytes: int = 0,
+        retention_s: float = 7 * 24 * 3600,
     ) -> None:
         self.store = store
+        self.lease_s = lease_s
+        self.free_floor_bytes = free_floor_bytes
+        self.retention_s = retention_s
+        self.versions = VersionCounter(store.root.parent)
+        self._expired_at = 0.0
         self.queue = queue
         self.originals = originals
         self._on_finish = on_finish
@@ -57,10 +70,38 @@ class JobService:
         self._unfinished = 0
 
     # -- commands -----------------------------------------------------------------------
+    async def upload(
+        self,
+        collection: str,
+        metadata: dict[str, Any],
+        max_file_bytes: int,
+        files: list[tuple[str | None, BinaryIO]],
+        force: bool = False,
+    ) -> tuple[Job, list[Rejection]]:
+        """Stage an upload's files durably, give each source its version, record the job
+        and queue it: once this returns, the upload is acknowledged and never lost.
+
+        Raises:
+            UploadRejected: no file could be accepted.
+            DiskFullError: the data dir has no room for it (nothing is kept).
+        """
+        job, rejected = await asyncio.to_thread(
+            stage_upload,
+            self.store.root,
+            collection,
+            metadata,
+            max_file_bytes,
+            files,
+            force=force,
+            versions=self.versions,
+            free_floor_bytes=self.free_floor_bytes,
+        )
+        await self.submit(job)
+        return job, rejected
+
     async def submit(self, job: Job) -> None:
         """Record the job, then queue its files; an unreachable queue only delays them."""
-        with self.store.locked(job.id):
-            self.store.save(job)
+        await asyncio.to_thread(self._record, job)
         self._watching.add(job.id)
         self._unfinished += 1
         await self._enqueue(job)
@@ -75,8 +116,13 @@ class JobService:
             reason = str(exc) or "no answer"
             log.warning("job %s: cannot reach the queue (%s); it is queued later", job.id, reason)
 
+    def _record(self, job: Job) -> None:
+        with self.store.locked(job.id):
+            self.store.save(job)
+
     def get(self, job_id: str) -> Job | None:
-        return self.store.get(job_id)
+        """The job as it stands (a read-only view: cached while nothing of it changes)."""
+        return self.store.view(job_id)
 
     def recent(self, limit: int = 20) -> list[Job]:
         return self.store.recent(limit)
@@ -159,31 +205,44 @@ class JobService:
                 self._ended(job_id, await asyncio.to_thread(self._settle, job_id))
                 continue
             live += 1
-            await self._requeue(job)
+            await self._keep_moving(job)
         self._unfinished = live
         self.snapshot = await self.queue.snapshot()
+        if time.monotonic() - self._expired_at > 600:  # ended jobs past their retention
+            self._expired_at = time.monotonic()
+            await asyncio.to_thread(self.store.expire, self.retention_s)
 
-    async def _requeue(self, job: Job) -> None:
-        todo = [i for i, f in enumerate(job.files) if not f.finished]
-        statuses = await self.queue.statuses([file_key(job.id, i) for i in todo])
-        missing = []
-        for index in todo:
-            status = statuses[file_key(job.id, index)]
-            if self.queue.pending(status):
+    async def _keep_moving(self, job: Job) -> None:
+        """Give every unfinished file an owner: a live holder keeps its file; a dead
+        holder's file is taken over; a free file without a live queue record gets one."""
+        free: list[int] = []
+        for index, entry in enumerate(job.files):
+            if entry.finished:
                 continue
-            log.debug("job %s file %d: queue status %s", job.id, index, status)
-            if status in (Status.FAILED, Status.ABORTED):  # the queue gave up on it
-                await asyncio.to_thread(self._dead_letter, job.id, index, status)
-                await self.queue.count("dead_letters")
-            else:  # unknown to the queue (lost), or complete without a recorded outcome
-                missing.append(index)
-        if missing:
+            if entry.held:
+                outcome = await asyncio.to_thread(
+                    take_over, self.store, job.id, index, self.lease_s
+                )
+                if outcome is None:
+                    continue  # a live holder has it
+                log.warning("job %s file %d: its holder is gone; handed on", job.id, index)
+                failpoint("handoff_after_takeover")
+                if outcome == "dead_letter":
+                    await self.queue.count("dead_letters")
+                    await asyncio.to_thread(self._settle, job.id)
+                    continue
+            free.append(index)
+        if not free:
+            return
+        records = await self.queue.records([file_key(job.id, i) for i in free])
+        stale = [i for i in free if not self.queue.pending(records[file_key(job.id, i)])]
+        if stale:
             log.warning(
                 "job %s: queueing file(s) %s again: the queue had no live record of them",
                 job.id,
-                ", ".join(map(str, missing)),
+                ", ".join(map(str, stale)),
             )
-            await self.queue.enqueue(job.id, missing)
+            await self.queue.requeue(job.id, stale)
 
     def _adopt(self, job_id: str) -> Job | None:
         """A job committed (its manifest written) by an API that died before recording it;
@@ -202,22 +261,6 @@ class JobService:
         except OSError:
             pass
         return None
-
-    def _dead_letter(self, job_id: str, index: int, status: Status) -> None:
-        with self.store.locked(job_id):
-            job = self.store.get(job_id)
-            if job is None or job.files[index].finished:
-                return
-            entry = job.files[index]
-            entry.status = "failed"
-            entry.error = {
-                "code": "dead_letter",
-                "message": f"{entry.name}: given up after {entry.attempts} attempts "
-                f"(the queue marked it {status.value}); retry the job to try again",
-            }
-            entry.version += 1
-            self.store.save_file(job_id, index, entry)
-        self._settle(job_id)
 
     def _settle(self, job_id: str) -> Job | None:
         return finish_if_done(self.store, self.originals, job_id)

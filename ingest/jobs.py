@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from filelock import FileLock
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"done", "failed", "partial", "cancelled"})
-TERMINAL_FILE_STATES = frozenset({"ingested", "unchanged", "failed", "cancelled"})
+TERMINAL_FILE_STATES = frozenset({"ingested", "unchanged", "superseded", "failed", "cancelled"})
 IN_FLIGHT_FILE_STATES = frozenset({"parsing", "embedding"})
 STAGES = ("parsed", "chunked", "embedded", "stored")
 
@@ -37,7 +38,7 @@ class FileProgress:
     name: str
     size_bytes: int = 0
     staged: str = ""  # file name under the job's files/ folder; "" when it was rejected
-    # queued, parsing, embedding, retrying, ingested, unchanged, failed, cancelled
+    # queued, parsing, embedding, retrying, ingested, unchanged, superseded, failed, cancelled
     status: str = "queued"
     parsed: int = 0  # elements
     chunked: int = 0  # chunks
@@ -49,6 +50,14 @@ class FileProgress:
     started_at: float | None = None
     lost: int = 0  # attempts whose worker died before it could say how the file went
     version: int = 0  # grows with every change, whoever writes it
+    seq: int = 0  # the source's version, in the order uploads were acknowledged
+    failures: int = 0  # unexpected failures in a row (a bug, a 4xx): bounded, then failed
+    # The lease of whoever holds it (in flight): the holder renews it; a dead holder's file
+    # is taken over (`ingest.leases`). `claim` fences a holder that lost its lease.
+    host: str = ""
+    pid: int = 0
+    claim: str = ""
+    lease_until: float = 0.0
 
     @property
     def finished(self) -> bool:
@@ -57,9 +66,19 @@ class FileProgress:
     def reset(self) -> None:
         """Back to the start, for another run (`retry`); its attempts keep counting."""
         self.status, self.error, self.lost, self.worker = "queued", None, 0, ""
+        self.failures = 0
+        self.release()
         self.parsed = self.chunked = self.embedded = self.stored = 0
         self.started_at = None
         self.version += 1
+
+    @property
+    def held(self) -> bool:
+        return self.status in IN_FLIGHT_FILE_STATES
+
+    def release(self) -> None:
+        """No longer held by anyone."""
+        self.host, self.pid, self.claim, self.lease_until = "", 0, "", 0.0
 
     def fraction(self) -> float:
         if self.finished:
@@ -205,6 +224,13 @@ def write_atomically(path: Path, text: str, durable: bool = True) -> None:
     os.replace(tmp, path)
 
 
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 class FileJobStore:
     """`<root>/<job id>/state.json` plus `progress/<n>.json` per file, each replaced
     atomically and fsync'd: a job's truth lives beside its staged files (on the shared
@@ -212,6 +238,8 @@ class FileJobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._views: dict[str, tuple[tuple[int, int], Job]] = {}
+        self._views_lock = threading.Lock()
 
     @contextmanager
     def locked(self, job_id: str) -> Iterator[None]:
@@ -241,30 +269,87 @@ class FileJobStore:
             return None
         return data if isinstance(data, dict) else None
 
-    def get(self, job_id: str) -> Job | None:
-        """The job as it stands: its final record, or its state merged with its files'."""
+    def record(self, job_id: str) -> Job | None:
+        """The job's own record (`state.json`), its files as the API last wrote them: what
+        a worker needs of the job (collection, metadata, cancel) without its files' reads."""
         data = self._read(self.root / job_id / "state.json")
         if data is None:
             return None
         try:
-            job = Job.from_dict(data)
+            return Job.from_dict(data)
         except TypeError:
             return None
-        if job.finished:
+
+    def read_file(self, job_id: str, index: int) -> FileProgress | None:
+        """File `index`'s progress file alone (None: not written yet)."""
+        found = self._read(self.root / job_id / "progress" / f"{index:05d}.json")
+        try:
+            return None if found is None else FileProgress(**found)
+        except TypeError:
+            return None
+
+    def file(self, job: Job, index: int) -> FileProgress:
+        """File `index` of an unfinished job as it stands: its progress file when that is
+        newer than the job's record of it."""
+        entry = job.files[index]
+        newer = self.read_file(job.id, index)
+        if newer is None:
+            return entry
+        return newer if newer.version >= entry.version else entry
+
+    def get(self, job_id: str) -> Job | None:
+        """The job as it stands: its final record, or its record merged with its files'."""
+        job = self.record(job_id)
+        if job is None or job.finished:
             return job
-        progress = self.root / job_id / "progress"
-        for index, entry in enumerate(job.files):
-            found = self._read(progress / f"{index:05d}.json")
-            if found is None:
-                continue
-            try:
-                newer = FileProgress(**found)
-            except TypeError:
-                continue
-            if newer.version >= entry.version:
-                job.files[index] = newer
+        job.files = [self.file(job, index) for index in range(len(job.files))]
         job.derive_state()
         return job
+
+    def view(self, job_id: str) -> Job | None:
+        """`get`, for readers that do not change the job (polls, event streams): reread
+        only when its record or one of its files' progress was written since (two stats),
+        so a tick costs nothing for a job at rest, however many files it has."""
+        folder = self.root / job_id
+        try:
+            stamp = (
+                (folder / "state.json").stat().st_mtime_ns,
+                _mtime_ns(folder / "progress"),
+            )
+        except OSError:
+            return None
+        with self._views_lock:
+            cached = self._views.get(job_id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        job = self.get(job_id)
+        # A write in the same clock tick as this read could leave the stamp unchanged.
+        settled = time.time_ns() - max(stamp) > 50_000_000
+        if job is not None and settled:
+            with self._views_lock:
+                if len(self._views) > 1000:
+                    self._views.clear()
+                self._views[job_id] = (stamp, job)
+        return job
+
+    def expire(self, retention_s: float) -> int:
+        """Remove the records of jobs that ended more than `retention_s` ago (their
+        documents, and the originals kept for them, stay); returns how many."""
+        if not self.root.exists():
+            return 0
+        removed = 0
+        cutoff = time.time() - retention_s
+        for folder in self.root.iterdir():
+            job = self.record(folder.name) if folder.is_dir() else None
+            if job is not None and job.finished and (job.finished_at or 0) < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def all_files_ended(self, job: Job) -> bool:
+        """Whether every file of `job` (a record) has ended; read from the last file back,
+        as files end roughly in order, so an unfinished job usually costs one read."""
+        return all(self.file(job, i).finished for i in reversed(range(len(job.files))))
 
     def unfinished(self) -> list[str]:
         """Ids of the jobs whose staged files are still waiting or being worked on."""
@@ -283,6 +368,6 @@ class FileJobStore:
             except OSError:
                 continue
         newest = sorted(states, reverse=True)[: 2 * limit]
-        jobs = [self.get(name) for _, name in newest]
+        jobs = [self.view(name) for _, name in newest]
         found = [job for job in jobs if job is not None]
         return sorted(found, key=lambda job: job.created_at, reverse=True)[:limit]

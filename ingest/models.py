@@ -90,6 +90,7 @@ class IngestReport:
     files: int = 0
     ingested: int = 0
     unchanged: int = 0
+    superseded: int = 0  # a newer acknowledged version of the source was stored first
     chunks: int = 0
     errors: list[FileError] = field(default_factory=list)
     retrying: list[FileError] = field(default_factory=list)
@@ -101,6 +102,7 @@ class IngestReport:
             "files": self.files,
             "ingested": self.ingested,
             "unchanged": self.unchanged,
+            "superseded": self.superseded,
             "chunks": self.chunks,
             "errors": [error.to_dict() for error in self.errors + self.retrying],
         }

@@ -7,7 +7,9 @@ its chunks are stored, and an unchanged, complete document costs one hash and tw
 
 Replacing a source is crash-safe: the new version is stored completely before anything of
 the old one is removed, and whenever a complete version is seen (new or unchanged) every
-other chunk of that source is pruned, so a run resumed after a crash finishes the swap.
+older chunk of that source is pruned, so a run resumed after a crash finishes the swap.
+Versions are ordered by `seq`, the number acknowledged with the upload: a version that
+finds a newer one stored is dropped (`superseded`), whatever order workers finish in.
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ class _Prepared:
     doc_id: str
     chunks: list[Chunk] = field(default_factory=list)
     doc_fields: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
     unchanged: bool = False
+    superseded: bool = False
     stored_chunks: int = 0
     error: FileError | None = None
 
@@ -169,8 +173,13 @@ class IngestPipeline:
         except ParseError as exc:
             return _Prepared(source, "", error=FileError(source.name, exc.code, exc.message))
         doc_id = document_id(source.name, data)
-        prepared = _Prepared(source, doc_id)
+        prepared = _Prepared(source, doc_id, seq=getattr(source, "seq", 0))
         try:
+            if prepared.seq and self.store.newer_version(
+                self.config.collection, source.name, doc_id, prepared.seq
+            ):
+                prepared.superseded = True  # a newer acknowledged version is stored
+                return prepared
             if not self.config.force:
                 known_failure = self.ledger.get(doc_id, source.name)
                 if known_failure is not None:
@@ -178,6 +187,8 @@ class IngestPipeline:
                     return prepared
                 existing = self.store.document(self.config.collection, doc_id)
                 if existing is not None and existing.complete:
+                    if prepared.seq:  # it is now this version: newer than any in flight
+                        self.store.stamp_version(self.config.collection, doc_id, prepared.seq)
                     prepared.unchanged = True
                     prepared.stored_chunks = existing.chunks
                     return prepared
@@ -241,6 +252,11 @@ class IngestPipeline:
                 for doc in batch.docs:  # a batch always holds whole documents
                     self.observer.file_stage(doc.source.name, "stored", len(doc.chunks))
                     failpoint("after_upsert")
+                    if self._superseded(doc):
+                        self.store.delete_document(self.config.collection, doc.doc_id)
+                        report.superseded += 1
+                        self.observer.file_done(doc.source.name, "superseded", 0, None)
+                        continue
                     self._prune(doc)
                     failpoint("after_prune")
                     report.ingested += 1
@@ -249,11 +265,19 @@ class IngestPipeline:
             except BaseException as exc:  # surfaced by run(); later batches are dropped
                 failed.append(exc)
 
+    def _superseded(self, doc: _Prepared) -> bool:
+        """A newer acknowledged version of this source was stored meanwhile: this one, done
+        late, is dropped (the newer one prunes anything older once it is complete)."""
+        return bool(doc.seq) and self.store.newer_version(
+            self.config.collection, doc.source.name, doc.doc_id, doc.seq
+        )
+
     def _prune(self, doc: _Prepared) -> int:
-        """Remove every chunk of this source that is not part of this complete version."""
+        """Remove every chunk of this source that is not part of this complete version:
+        older versions (never a newer one) and this version's chunks past its count."""
         count = len(doc.chunks) or doc.stored_chunks
         removed = self.store.prune_source(
-            self.config.collection, doc.source.name, doc.doc_id, count
+            self.config.collection, doc.source.name, doc.doc_id, count, doc.seq
         )
         if removed:
             log.info("%s: removed %d chunks of its previous version", doc.source.name, removed)
@@ -282,7 +306,7 @@ class IngestPipeline:
                 if failed:
                     break
                 self._route(prepared, report)
-                if prepared.error is not None or prepared.unchanged:
+                if prepared.error is not None or prepared.unchanged or prepared.superseded:
                     continue
                 self.observer.chunks_queued(len(prepared.chunks))
                 window.append(prepared)
@@ -308,7 +332,10 @@ class IngestPipeline:
         """Report a file that needs no embedding: failed, to retry, or unchanged."""
         name = prepared.source.name
         error = prepared.error
-        if error is not None and error.final:
+        if prepared.superseded:
+            report.superseded += 1
+            self.observer.file_done(name, "superseded", 0, None)
+        elif error is not None and error.final:
             report.errors.append(error)
             self.observer.file_done(name, "failed", 0, error)
         elif error is not None:
@@ -364,6 +391,7 @@ class IngestPipeline:
                     "languages": list(chunk.languages),
                     "ocr": chunk.ocr,
                     "ingested_at": now,
+                    "seq": doc.seq,
                     **doc.doc_fields,
                 }
                 records.append(

@@ -48,6 +48,7 @@ class FileSource:
     path: Path
     display: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0  # the version acknowledged for this source (0: unversioned)
 
     @property
     def name(self) -> str:

@@ -7,7 +7,9 @@ accepted upload survives the process dying before it is processed.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import unicodedata
 import uuid
@@ -19,9 +21,35 @@ from embedding.errors import QuarryError
 from ingest.jobs import FileProgress, Job, write_atomically
 from ingest.models import ParseError
 from ingest.parsing import check_supported
+from ingest.versions import VersionCounter
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
+
+
+class DiskFullError(QuarryError):
+    """The data dir has no room: nothing of the upload was kept (retry once there is)."""
+
+    code = "insufficient_storage"
+    status = 507
+
+
+def disk_full(folder: Path, needed: int, exc: OSError | None = None) -> DiskFullError:
+    free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    return DiskFullError(
+        f"no room in the data dir {folder}: {free / 1e6:.0f} MB free, at least "
+        f"{needed / 1e6:.0f} MB more needed; free some space (or raise the volume) and retry",
+        detail={"data_dir": str(folder), "free_bytes": free, "needed_bytes": needed},
+    )
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make `folder`'s entries (files created, renamed) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class UploadRejected(QuarryError):
@@ -77,6 +105,8 @@ class Staging:
     metadata: dict[str, Any]
     max_file_bytes: int
     force: bool = False
+    versions: VersionCounter | None = None
+    free_floor_bytes: int = 0
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     files: list[FileProgress] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
@@ -104,21 +134,31 @@ class Staging:
         target = target_dir / f"{len(self.files) + len(self.rejected):05d}{ext}"
         size = 0
         head = b""
-        with target.open("wb") as out:
-            while block := stream.read(_CHUNK):
-                if not size:
-                    head = block[:1024]
-                size += len(block)
-                if size > self.max_file_bytes:
-                    out.close()
-                    target.unlink()
-                    limit_mb = self.max_file_bytes / 1e6
-                    raise ParseError(
-                        "file_too_large",
-                        f"{name}: larger than the {limit_mb:g} MB limit per file",
-                        status=413,
-                    )
-                out.write(block)
+        try:
+            with target.open("wb") as out:
+                while block := stream.read(_CHUNK):
+                    if not size:
+                        head = block[:1024]
+                    size += len(block)
+                    if size > self.max_file_bytes:
+                        out.close()
+                        target.unlink()
+                        limit_mb = self.max_file_bytes / 1e6
+                        raise ParseError(
+                            "file_too_large",
+                            f"{name}: larger than the {limit_mb:g} MB limit per file",
+                            status=413,
+                        )
+                    out.write(block)
+                    if size % (64 * _CHUNK) < len(block):  # now and then: room left?
+                        self._check_room(len(block))
+                out.flush()
+                os.fsync(out.fileno())  # the bytes are on disk before the 202
+        except OSError as exc:
+            target.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.root, size) from exc
+            raise
         if size == 0:
             target.unlink()
             raise ParseError("empty_file", f"{name}: the file is empty")
@@ -126,6 +166,13 @@ class Staging:
             target.unlink()
             raise ParseError("unreadable", f"{name}: not a PDF (no %PDF- header)")
         self.files.append(FileProgress(name=name, size_bytes=size, staged=target.name))
+
+    def _check_room(self, more: int) -> None:
+        """Refuse the upload (507) before the data dir drops below its free-space floor."""
+        if not self.free_floor_bytes:
+            return
+        if shutil.disk_usage(self.root).free - more < self.free_floor_bytes:
+            raise disk_full(self.root, self.free_floor_bytes + more)
 
     def commit(self) -> Job:
         """Write the manifest (the upload is accepted from here on) and return its job."""
@@ -144,10 +191,22 @@ class Staging:
             FileProgress(name=r.file, status="failed", error={"code": r.code, "message": r.message})
             for r in self.rejected
         ]
+        if self.versions is not None:  # in the order uploads are acknowledged
+            first = self.versions.take(len(self.files))
+            for offset, entry in enumerate(self.files):
+                entry.seq = first + offset
         job = Job(
             self.job_id, self.collection, self.files + rejected, self.metadata, force=self.force
         )
-        write_atomically(self.folder / MANIFEST, json.dumps(job.to_dict()))
+        try:
+            fsync_dir(self.folder / "files")
+            write_atomically(self.folder / MANIFEST, json.dumps(job.to_dict()))
+            fsync_dir(self.folder)
+            fsync_dir(self.root)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.root, 1 << 20) from exc
+            raise
         return job
 
     def discard(self) -> None:
@@ -169,14 +228,18 @@ def stage_upload(
     files: list[tuple[str | None, BinaryIO]],
     *,
     force: bool = False,
+    versions: VersionCounter | None = None,
+    free_floor_bytes: int = 0,
 ) -> tuple[Job, list[Rejection]]:
     """Stage every acceptable file of an upload and commit it as a job.
 
     Raises:
         UploadRejected: when no file could be accepted (status and code of the failures).
     """
-    staging = Staging(root, collection, metadata, max_file_bytes, force)
+    staging = Staging(root, collection, metadata, max_file_bytes, force, versions, free_floor_bytes)
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging._check_room(0)
         for name, stream in files:
             staging.add(name, stream)
         return staging.commit(), staging.rejected

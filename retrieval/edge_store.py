@@ -57,6 +57,10 @@ def _doc_condition(doc_id: str) -> qe.FieldCondition:
     return qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id))
 
 
+def _source_condition(source: str) -> qe.FieldCondition:
+    return qe.FieldCondition(key="source", match=qe.MatchValue(source))
+
+
 def _sparse(vector: SparseVec) -> qe.SparseVector:
     return qe.SparseVector(list(vector.indices), list(vector.values))
 
@@ -311,16 +315,37 @@ class EdgeStore:
     def delete_document(self, collection: str, doc_id: str) -> int:
         return self._delete(collection, qe.Filter(must=[_doc_condition(doc_id)]))
 
-    def prune_source(self, collection: str, source: str, keep_doc_id: str, keep_chunks: int) -> int:
+    def prune_source(
+        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int, seq: int = 0
+    ) -> int:
         if self.recipe(collection) is None:
             return 0
-        others = qe.Filter(
-            must=[qe.FieldCondition(key="source", match=qe.MatchValue(source))],
-            must_not=[_doc_condition(keep_doc_id)],
-        )
+        keep: list[Any] = [_doc_condition(keep_doc_id)]
+        if seq:  # older versions only: a newer one, stored meanwhile, stays
+            keep.append(qe.FieldCondition(key="seq", range=qe.RangeFloat(gte=float(seq))))
+        others = qe.Filter(must=[_source_condition(source)], must_not=keep)
         kept: set[int | uuid.UUID | str] = {chunk_id(keep_doc_id, i) for i in range(keep_chunks)}
         stale = qe.Filter(must=[_doc_condition(keep_doc_id)], must_not=[qe.HasIdCondition(kept)])
         return self._delete(collection, others) + self._delete(collection, stale)
+
+    def newer_version(self, collection: str, source: str, doc_id: str, seq: int) -> bool:
+        if self.recipe(collection) is None:
+            return False
+        newer = qe.Filter(
+            must=[
+                _source_condition(source),
+                qe.FieldCondition(key="seq", range=qe.RangeFloat(gt=float(seq))),
+            ],
+            must_not=[_doc_condition(doc_id)],
+        )
+        return bool(self._shard(collection).count(qe.CountRequest(exact=True, filter=newer)))
+
+    def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
+        with self._lock:
+            shard = self._shard(collection)
+            flt = qe.Filter(must=[_doc_condition(doc_id)])
+            shard.update(qe.UpdateOperation.set_payload_by_filter(flt, {"seq": seq}))
+            shard.flush()
 
     def count(self, collection: str, filters: Filters | None = None) -> int:
         if self.recipe(collection) is None:

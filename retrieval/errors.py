@@ -20,3 +20,10 @@ class RecipeMismatchError(QuarryError):
 class NotFoundError(QuarryError):
     code = "not_found"
     status = 404
+
+
+class StoreRejectedError(QuarryError):
+    """The store refused a request (a 4xx): not an outage, so not waited out."""
+
+    code = "store_rejected"
+    status = 500

@@ -19,7 +19,6 @@ import numpy as np
 from embedding.errors import QuarryError
 from retrieval.errors import StoreUnavailableError
 from retrieval.models import ChunkRecord, CollectionRecipe, DocumentInfo
-from retrieval.sparse import SparseVec
 
 UPSERT_SLICE = 128  # records per request: a request stays a few MB whatever the document
 
@@ -33,17 +32,6 @@ def encode_record(record: ChunkRecord) -> dict[str, Any]:
         "payload": record.payload,
         "sparse": None if sparse is None else [list(sparse.indices), list(sparse.values)],
     }
-
-
-def decode_record(data: dict[str, Any]) -> ChunkRecord:
-    vector = np.frombuffer(base64.b64decode(data["vector"]), dtype=np.float32)
-    sparse = data.get("sparse")
-    return ChunkRecord(
-        str(data["id"]),
-        vector.copy(),
-        dict(data["payload"]),
-        None if sparse is None else SparseVec(tuple(sparse[0]), tuple(sparse[1])),
-    )
 
 
 class OwnerError(QuarryError):
@@ -109,9 +97,26 @@ class OwnerStore:
             part = records[start : start + UPSERT_SLICE]
             self._call("POST", f"/{collection}/points", [encode_record(r) for r in part])
 
-    def prune_source(self, collection: str, source: str, keep_doc_id: str, keep_chunks: int) -> int:
-        body = {"source": source, "keep_doc_id": keep_doc_id, "keep_chunks": keep_chunks}
+    def prune_source(
+        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int, seq: int = 0
+    ) -> int:
+        body = {
+            "source": source,
+            "keep_doc_id": keep_doc_id,
+            "keep_chunks": keep_chunks,
+            "seq": seq,
+        }
         return int(self._call("POST", f"/{collection}/prune", body)["removed"])
+
+    def newer_version(self, collection: str, source: str, doc_id: str, seq: int) -> bool:
+        body = {"source": source, "doc_id": doc_id, "seq": seq}
+        return bool(self._call("POST", f"/{collection}/newer", body)["newer"])
+
+    def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
+        self._call("POST", f"/{collection}/stamp", {"doc_id": doc_id, "seq": seq})
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        return int(self._call("DELETE", f"/{collection}/documents/{doc_id}")["removed"])
 
     def optimize(self, collection: str) -> None:
         self._call("POST", f"/{collection}/optimize")

@@ -34,8 +34,14 @@ class IngestStore(Protocol):
     def document(self, collection: str, doc_id: str) -> DocumentInfo | None: ...
 
     def prune_source(
-        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int
+        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int, seq: int = 0
     ) -> int: ...
+
+    def newer_version(self, collection: str, source: str, doc_id: str, seq: int) -> bool: ...
+
+    def stamp_version(self, collection: str, doc_id: str, seq: int) -> None: ...
+
+    def delete_document(self, collection: str, doc_id: str) -> int: ...
 
     def optimize(self, collection: str) -> None: ...
 
@@ -67,9 +73,20 @@ class VectorStore(Protocol):
 
     def delete_document(self, collection: str, doc_id: str) -> int: ...
 
-    def prune_source(self, collection: str, source: str, keep_doc_id: str, keep_chunks: int) -> int:
+    def prune_source(
+        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int, seq: int = 0
+    ) -> int:
         """Keep only chunks 0..keep_chunks-1 of `keep_doc_id` for `source`: remove the chunks
-        of its other versions (other document ids) and stale chunks past the new count."""
+        of its other versions (other document ids; with `seq`, only those older than it)
+        and stale chunks past the new count."""
+        ...
+
+    def newer_version(self, collection: str, source: str, doc_id: str, seq: int) -> bool:
+        """Whether a version of `source` newer than `seq` (another document) is stored."""
+        ...
+
+    def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
+        """Mark a stored document as version `seq` of its source (an unchanged re-upload)."""
         ...
 
     def count(self, collection: str, filters: Filters | None = None) -> int: ...

@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
-from retrieval.errors import NotFoundError, StoreUnavailableError
+from retrieval.errors import NotFoundError, StoreRejectedError, StoreUnavailableError
 from retrieval.models import (
     DENSE,
     HEAD_FIELDS,
@@ -48,6 +49,10 @@ def _filter(filters: Filters | None) -> models.Filter | None:
         )
         must.append(models.FieldCondition(key=payload_key(key), match=match))
     return models.Filter(must=must) if must else None
+
+
+def _source_condition(source: str) -> models.FieldCondition:
+    return models.FieldCondition(key="source", match=models.MatchValue(value=source))
 
 
 def _doc_condition(doc_id: str) -> models.FieldCondition:
@@ -224,6 +229,12 @@ class QdrantServerStore:
             return fn(*args, **kwargs)
         except (NotFoundError, ValueError):
             raise
+        except UnexpectedResponse as exc:
+            if 400 <= (exc.status_code or 0) < 500:  # refused: waiting will not help
+                raise StoreRejectedError(
+                    f"Qdrant refused the {what} ({exc.status_code}): {exc}"
+                ) from exc
+            raise StoreUnavailableError(f"Qdrant {what} failed: {exc}") from exc
         except Exception as exc:
             raise StoreUnavailableError(f"Qdrant {what} failed: {exc}") from exc
 
@@ -396,19 +407,43 @@ class QdrantServerStore:
         self._require(collection)
         return self._delete(collection, models.Filter(must=[_doc_condition(doc_id)]))
 
-    def prune_source(self, collection: str, source: str, keep_doc_id: str, keep_chunks: int) -> int:
+    def prune_source(
+        self, collection: str, source: str, keep_doc_id: str, keep_chunks: int, seq: int = 0
+    ) -> int:
         if self.recipe(collection) is None:
             return 0
-        others = models.Filter(
-            must=[models.FieldCondition(key="source", match=models.MatchValue(value=source))],
-            must_not=[_doc_condition(keep_doc_id)],
-        )
+        keep: list[models.Condition] = [_doc_condition(keep_doc_id)]
+        if seq:  # older versions only: a newer one, stored meanwhile, stays
+            keep.append(models.FieldCondition(key="seq", range=models.Range(gte=seq)))
+        others = models.Filter(must=[_source_condition(source)], must_not=keep)
         kept: list[models.ExtendedPointId] = [chunk_id(keep_doc_id, i) for i in range(keep_chunks)]
         stale = models.Filter(
             must=[_doc_condition(keep_doc_id)],
             must_not=[models.HasIdCondition(has_id=kept)],
         )
         return self._delete(collection, others) + self._delete(collection, stale)
+
+    def newer_version(self, collection: str, source: str, doc_id: str, seq: int) -> bool:
+        if self.recipe(collection) is None:
+            return False
+        newer = models.Filter(
+            must=[
+                _source_condition(source),
+                models.FieldCondition(key="seq", range=models.Range(gt=seq)),
+            ],
+            must_not=[_doc_condition(doc_id)],
+        )
+        return self._count(collection, newer) > 0
+
+    def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
+        self._call(
+            "stamp",
+            self.client.set_payload,
+            collection,
+            payload={"seq": seq},
+            points=models.Filter(must=[_doc_condition(doc_id)]),
+            wait=True,
+        )
 
     def count(self, collection: str, filters: Filters | None = None) -> int:
         if self.recipe(collection) is None:

@@ -105,33 +105,32 @@ class Process:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)  # a paused process cannot exit
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(30)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
 
 
-class WorkerProcess:
-    """One `quarry worker` process (no port: it only takes files from the queue)."""
+class WorkerProcess(Process):
+    """One `quarry worker` process (it serves no port: it only takes files from the queue)."""
 
     def __init__(self, env: dict[str, str], log: Path, concurrency: int = 1) -> None:
-        self.env = env
-        self.log = log
-        self.concurrency = concurrency
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(["worker", "--concurrency", str(concurrency)], env, log)
 
-    def start(self) -> None:
+    def launch(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker", "--concurrency", str(self.concurrency)],
+                [sys.executable, "-m", "app.cli", *self.command],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    start = launch  # nothing to wait for
 
     @property
     def worker_id(self) -> str:
@@ -143,14 +142,8 @@ class WorkerProcess:
         assert self.process is not None
         self.process.send_signal(signum)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+    def stop(self, timeout: float = 60) -> None:
+        super().stop(timeout)
 
 
 def wait_job(url: str, job_id: str, timeout: float = 300, **headers: str) -> dict[str, Any]:

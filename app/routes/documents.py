@@ -23,12 +23,12 @@ from app.schemas import (
 )
 from embedding.errors import InvalidInputError
 from ingest.jobs import Job
-from ingest.uploads import Rejection, stage_upload
+from ingest.uploads import Rejection
 from retrieval.errors import NotFoundError
 from retrieval.models import DocumentInfo
 
 router = APIRouter(
-    prefix="/v1", tags=["documents"], responses=COMMON_ERRORS | error_responses(404, 409, 415)
+    prefix="/v1", tags=["documents"], responses=COMMON_ERRORS | error_responses(404, 409, 415, 507)
 )
 
 CollectionQuery = Annotated[str | None, Query(pattern=COLLECTION_PATTERN)]
@@ -86,16 +86,13 @@ async def upload_documents(
     meta = parse_metadata(metadata)
     name = collection or state.settings.collection
     await run_in_threadpool(state.resources.check_recipe_early, name)
-    job, rejected = await run_in_threadpool(
-        stage_upload,
-        state.settings.jobs_dir,
+    job, rejected = await state.jobs.upload(
         name,
         meta,
         int(state.settings.max_file_mb * 1e6),
         [(form_filename(f.filename), f.file) for f in files],
         force=force,
     )
-    await state.jobs.submit(job)
     return _accepted(job, name, rejected)
 
 

@@ -23,7 +23,7 @@ from app.schemas import (
     Usage,
     error_responses,
 )
-from embedding.errors import InvalidInputError, QuarryError
+from embedding.errors import InvalidInputError, PayloadTooLargeError, QuarryError
 
 router = APIRouter(
     prefix="/v1", tags=["embeddings"], responses=COMMON_ERRORS | error_responses(404, 429)
@@ -63,6 +63,30 @@ async def list_models(state: State) -> ModelList:
     )
 
 
+async def _check_size(state: State, texts: list[str]) -> None:
+    """Bound one request: at most QUARRY_MAX_EMBEDDING_INPUTS texts and
+    QUARRY_MAX_EMBEDDING_TOKENS tokens (counted only when the text could pass it)."""
+    s = state.settings
+    if len(texts) > s.max_embedding_inputs:
+        raise PayloadTooLargeError(
+            f"input: {len(texts)} texts in one request; at most {s.max_embedding_inputs} "
+            "(QUARRY_MAX_EMBEDDING_INPUTS): split it",
+            detail={"field": "input", "texts": len(texts), "limit": s.max_embedding_inputs},
+        )
+    if sum(len(t) for t in texts) <= s.max_embedding_tokens:
+        return  # a token is at least a character: it cannot pass the bound
+    embedder = state.resources.base_embedder
+    limit = embedder.max_tokens
+    counts = await run_in_threadpool(embedder.token_counts, texts, None)
+    tokens = sum(min(count, limit) for count in counts)
+    if tokens > s.max_embedding_tokens:
+        raise PayloadTooLargeError(
+            f"input: {tokens} tokens in one request; at most {s.max_embedding_tokens} "
+            "(QUARRY_MAX_EMBEDDING_TOKENS): split it",
+            detail={"field": "input", "tokens": tokens, "limit": s.max_embedding_tokens},
+        )
+
+
 @router.post("/embeddings", response_model=EmbeddingsResponse, response_model_exclude_none=True)
 async def create_embeddings(state: State, body: EmbeddingsRequest) -> EmbeddingsResponse:
     """Embed texts as documents (default) or as instructed queries."""
@@ -73,6 +97,7 @@ async def create_embeddings(state: State, body: EmbeddingsRequest) -> Embeddings
             detail={"field": "model"},
         )
     texts = [body.input] if isinstance(body.input, str) else body.input
+    await _check_size(state, texts)
     instruction = body.instruction if body.input_type == "query" else None
     rows = await state.embed_batcher.submit((body.input_type, instruction), texts)
     full = int(rows[0][0].shape[0])

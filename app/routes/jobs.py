@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -17,9 +17,11 @@ from ingest.jobs import Job
 from retrieval.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=COMMON_ERRORS | error_responses(404, 409))
+# A job id is 32 hex digits: anything else never names a folder under the data dir.
+JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id")]
 
 
-def _job(state: State, job_id: str) -> Job:
+def _job(state: State, job_id: JobId) -> Job:
     job = state.jobs.get(job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id!r}", detail={"job_id": job_id})
@@ -36,14 +38,14 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(state: State, job_id: str) -> dict[str, Any]:
+async def get_job(state: State, job_id: JobId) -> dict[str, Any]:
     """State, per-stage counts, chunks/s, ETA, and each file's progress, worker and error."""
     job = await run_in_threadpool(_job, state, job_id)
     return job.to_public()
 
 
 @router.delete("/jobs/{job_id}")
-async def cancel_job(state: State, job_id: str) -> dict[str, Any]:
+async def cancel_job(state: State, job_id: JobId) -> dict[str, Any]:
     """Cancel a queued, retrying or running job (409 once it has ended).
 
     A running file's parse worker is stopped; files already stored stay stored.
@@ -53,7 +55,7 @@ async def cancel_job(state: State, job_id: str) -> dict[str, Any]:
 
 
 @router.post("/jobs/{job_id}/retry", status_code=202)
-async def retry_job(state: State, job_id: str) -> dict[str, Any]:
+async def retry_job(state: State, job_id: JobId) -> dict[str, Any]:
     """Run the failed files of an ended job again from their kept originals (no re-upload)."""
     job = await state.jobs.retry(job_id)
     return job.to_public()
@@ -64,9 +66,9 @@ def _event(kind: str, data: dict[str, Any], event_id: int) -> str:
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
-async def job_events(state: State, job_id: str, request: Request) -> StreamingResponse:
+async def job_events(state: State, job_id: JobId, request: Request) -> StreamingResponse:
     """The job as server-sent events: `progress` on every change, then one `end`."""
-    _job(state, job_id)
+    await run_in_threadpool(_job, state, job_id)
 
     async def stream() -> AsyncIterator[str]:
         seen = -1

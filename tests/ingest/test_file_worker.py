@@ -4,15 +4,21 @@ becomes a dead letter instead of killing more."""
 from __future__ import annotations
 
 import io
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from app.resources import Resources
 from app.settings import Settings
-from ingest.file_worker import MAX_LOST, FileTracker, FileWorker, RetryLater
+from ingest.file_worker import MAX_UNEXPECTED, FileTracker, FileWorker, RetryLater
 from ingest.jobs import FileJobStore, Job
+from ingest.leases import MAX_LOST, Holder
 from ingest.originals import Originals
 from ingest.pipeline import IngestPipeline
 from ingest.uploads import stage_upload
@@ -26,6 +32,13 @@ def resources(settings: Settings) -> Iterator[Resources]:
     built = Resources(settings)
     yield built
     built.close()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def staged_job(store: FileJobStore, *texts: str) -> Job:
@@ -67,7 +80,8 @@ def test_a_file_whose_workers_keep_dying_becomes_a_dead_letter(resources: Resour
     store = FileJobStore(resources.settings.jobs_dir)
     job = staged_job(store, OWLS, TEA)
     entry = job.files[0]
-    entry.status, entry.worker, entry.lost, entry.version = "parsing", "dead", MAX_LOST - 1, 5
+    Holder(socket.gethostname(), dead_pid(), "dead").claim(entry, 60)
+    entry.status, entry.lost, entry.version = "parsing", MAX_LOST - 1, 5
     store.save_file(job.id, 0, entry)  # as a worker SIGKILL'd mid-file leaves it
     files = worker_for(resources, store)
     assert files.process(job.id, 0, "w1", threading.Event()) == "dead_letter"
@@ -102,3 +116,64 @@ def test_a_dependency_failure_is_retried_later_and_a_stop_hands_the_file_back(
     handed = store.get(job.id).files[0]  # type: ignore[union-attr]
     assert handed.status == "queued" and handed.lost == 0  # not counted as a dead worker
     assert worker_for(resources, store).process(job.id, 0, "w3", threading.Event()) == "ingested"
+
+
+def test_a_live_holder_keeps_its_file_even_when_its_lease_is_late(resources: Resources) -> None:
+    """A loaded machine delays heartbeats: the file is neither redone nor given up."""
+    store = FileJobStore(resources.settings.jobs_dir)
+    job = staged_job(store, OWLS)
+    entry = job.files[0]
+    Holder(socket.gethostname(), os.getppid(), "busy").claim(entry, 60)
+    entry.status, entry.lease_until, entry.version = "embedding", time.time() - 120, 5
+    store.save_file(job.id, 0, entry)
+    files = worker_for(resources, store)
+    assert files.process(job.id, 0, "w2", threading.Event()) == "held"
+    kept = store.get(job.id).files[0]  # type: ignore[union-attr]
+    assert kept.status == "embedding" and kept.worker == "busy" and kept.lost == 0
+
+
+def test_a_dead_holders_file_is_taken_over_and_counted_once(resources: Resources) -> None:
+    store = FileJobStore(resources.settings.jobs_dir)
+    job = staged_job(store, OWLS)
+    entry = job.files[0]
+    Holder(socket.gethostname(), dead_pid(), "gone").claim(entry, 600)  # lease still valid
+    entry.status, entry.version = "parsing", 5
+    store.save_file(job.id, 0, entry)
+    assert worker_for(resources, store).process(job.id, 0, "w2", threading.Event()) == "ingested"
+    done = store.get(job.id).files[0]  # type: ignore[union-attr]
+    assert done.lost == 1 and done.worker == "w2" and done.attempts == 1
+    assert not done.claim and not done.pid  # released once it ended
+
+
+def test_an_unexpected_failure_ends_the_file_after_a_few_tries(resources: Resources) -> None:
+    """A bug is a verdict, not an outage: the same error a few times fails the file with it."""
+    store = FileJobStore(resources.settings.jobs_dir)
+    job = staged_job(store, OWLS)
+
+    def buggy(collection: str, tracker: FileTracker, force: bool) -> IngestPipeline:
+        raise KeyError("chunk_count")
+
+    worker = FileWorker(store, buggy, None)
+    for _ in range(MAX_UNEXPECTED - 1):
+        with pytest.raises(RetryLater):
+            worker.process(job.id, 0, "w1", threading.Event())
+    assert worker.process(job.id, 0, "w1", threading.Event()) == "failed"
+    failed = store.get(job.id)
+    assert failed is not None and failed.state == "failed"
+    error = failed.files[0].error or {}
+    assert error["code"] == "internal_error" and "chunk_count" in error["message"]
+
+
+def test_a_dependency_outage_is_waited_out_however_often_it_fails(resources: Resources) -> None:
+    store = FileJobStore(resources.settings.jobs_dir)
+    job = staged_job(store, OWLS)
+
+    def down(collection: str, tracker: FileTracker, force: bool) -> IngestPipeline:
+        raise ConnectionRefusedError("the store is down")
+
+    worker = FileWorker(store, down, None)
+    for _ in range(3 * MAX_UNEXPECTED):
+        with pytest.raises(RetryLater):
+            worker.process(job.id, 0, "w1", threading.Event())
+    waiting = store.get(job.id).files[0]  # type: ignore[union-attr]
+    assert waiting.status == "retrying" and waiting.failures == 0

@@ -123,3 +123,39 @@ def test_qwen3_model_end_to_end(settings: Settings, tiny_qwen: Path, tmp_path: P
     hits = res.search_service("qwen").search("qwen", "anything", top_k=2).hits
     assert len(hits) == 2
     res.close()
+
+
+def _texts(resources: Resources, collection: str) -> set[str]:
+    found = resources.store.documents(collection)
+    return {h.text for d in found for h in resources.store.chunks(collection, d.doc_id)}
+
+
+def test_the_newest_acknowledged_version_wins_whatever_order_they_finish_in(
+    resources: Resources, tmp_path: Path
+) -> None:
+    """Versions are ordered by the number acknowledged with the upload, not by who ends
+    last: an older version that finishes late is dropped as `superseded`."""
+    versions = {}
+    for seq, text in ((1, "Version one: owls."), (2, "Version two: herons."), (3, "Three: ibis.")):
+        folder = tmp_path / f"v{seq}"
+        folder.mkdir()
+        (folder / "notes.txt").write_text(text, encoding="utf-8")
+        versions[seq] = FileSource(folder / "notes.txt", display="notes.txt", seq=seq)
+    newest = resources.pipeline("v").run([versions[3]])
+    assert newest.ingested == 1
+    late = resources.pipeline("v").run([versions[1]])  # acknowledged first, done last
+    assert late.superseded == 1 and late.ingested == 0
+    assert _texts(resources, "v") == {"Three: ibis."}
+    # v2 was parsed and stored while v3 was live (a race): it still does not win.
+    resources.pipeline("v").run([versions[2]])
+    assert _texts(resources, "v") == {"Three: ibis."}
+    # An unchanged re-upload acknowledged later takes the version over, so an older one in
+    # flight can no longer replace it.
+    again = FileSource(versions[3].path, display="notes.txt", seq=5)
+    assert resources.pipeline("v").run([again]).unchanged == 1
+    mid = FileSource(versions[2].path, display="notes.txt", seq=4)
+    assert resources.pipeline("v").run([mid]).superseded == 1
+    assert _texts(resources, "v") == {"Three: ibis."}
+    newer = FileSource(versions[1].path, display="notes.txt", seq=6)
+    assert resources.pipeline("v").run([newer]).ingested == 1
+    assert _texts(resources, "v") == {"Version one: owls."}
