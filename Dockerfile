@@ -27,6 +27,7 @@ COPY ingest ./ingest
 COPY embedding ./embedding
 COPY retrieval ./retrieval
 COPY ui ./ui
+COPY client ./client
 RUN pip install .
 
 RUN useradd --create-home --uid 1000 quarry \

@@ -8,7 +8,7 @@ run: install
 	@./scripts/run.sh
 
 lint: install
-	.venv/bin/ruff check app ingest embedding retrieval ui tests bench
+	.venv/bin/ruff check app ingest embedding retrieval ui client tests bench
 	.venv/bin/mypy
 
 test: lint

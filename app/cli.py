@@ -17,19 +17,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app import cli_remote as remote
+from app import service_http as remote
 from app.ownership import running_server, worker_credential
 from app.pairs import parse_pairs
 from app.progress import RichIngestProgress
 from app.resources import Resources
+from app.service import Quarry
+from app.service_local import LocalQuarry
 from app.settings import Settings
 from embedding.errors import InvalidInputError, ModelLoadError, QuarryError
 from embedding.redis_server import embedded_redis_url
 from ingest.models import FileError
-from ingest.sources import FileSource, expand_paths
-from retrieval.errors import NotFoundError
-from retrieval.summaries import summarize_collections
-from ui.client import ApiClient
+from ingest.sources import expand_paths
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Quarry: index documents, search them."
@@ -92,15 +91,21 @@ def _server(api: str | None, settings: Settings) -> str | None:
 
 
 @contextmanager
-def _target(api: str | None, settings: Settings) -> Iterator[Resources | ApiClient]:
-    """A server's API when one owns the data dir, else this process's own resources."""
+def _quarry(api: str | None, settings: Settings) -> Iterator[Quarry]:
+    """Quarry through the server owning the data dir (or the one named), else here: the
+    verbs below never ask which."""
     url = _server(api, settings)
-    if url is None:
-        with _resources(settings) as res:
-            yield res
-        return
     with _reporting_errors():
-        yield remote.connect(url, os.environ.get("QUARRY_API_KEY"))
+        target: Quarry = (
+            remote.connect(url, os.environ.get("QUARRY_API_KEY"))
+            if url
+            else LocalQuarry(Resources(settings))
+        )
+    try:
+        with _reporting_errors():
+            yield target
+    finally:
+        target.close()
 
 
 def _emit(data: Any) -> None:
@@ -133,17 +138,10 @@ def ingest(
     settings = _settings()
     name = collection or settings.collection
     with (
-        _target(api, settings) as target,
+        _quarry(api, settings) as target,
         RichIngestProgress(len(files), console, enabled=show) as bar,
     ):
-        if isinstance(target, Resources):
-            target.check_recipe_early(name)
-            sources = [FileSource(path, display=key, metadata=metadata) for path, key in files]
-            report = target.pipeline(name, bar, force=force).run(sources)
-        else:
-            report = remote.ingest(
-                target, files, collection=name, metadata=metadata, force=force, observer=bar
-            )
+        report = target.ingest(files, collection=name, metadata=metadata, force=force, observer=bar)
     report.errors = errors + report.errors
     report.files += len(missing)
     if as_json:
@@ -152,13 +150,14 @@ def ingest(
         console.print(
             f"[bold]{report.files}[/bold] files: [green]{report.ingested} ingested[/green], "
             f"{report.unchanged} unchanged, [red]{len(report.errors)} failed[/red]"
+            + (f", {report.superseded} superseded" if report.superseded else "")
             + (f", [yellow]{len(report.retrying)} to retry[/yellow]" if report.retrying else "")
             + f"; {report.chunks} chunks in {report.seconds:.1f}s into {escape(repr(name))}"
         )
         if not show:  # the live view already printed them
             for error in report.errors + report.retrying:
                 console.print(f"[red]✗[/red] {escape(error.message)} ({error.code})")
-    if report.ingested + report.unchanged == 0:
+    if report.ingested + report.unchanged + report.superseded == 0:
         raise typer.Exit(1)
 
 
@@ -181,40 +180,23 @@ def search(
     with _reporting_errors():
         wanted = parse_pairs(filters, "--filter")
     settings = _settings()
-    with _target(api, settings) as target:
-        if isinstance(target, Resources):
-            name = collection or settings.collection
-            if target.store.recipe(name) is None:
-                raise InvalidInputError(f"collection {name!r} is empty: ingest documents first")
-            service = target.search_service(name)
-            result = service.search(
-                name,
-                query,
-                top_k=k,
-                filters=wanted,
-                instruction=instruction,
-                score_threshold=threshold,
-                plan=service.plan(mode),
-                rerank=rerank,
-            )
-            hits = [hit.to_dict() for hit in result.hits]
-        else:
-            answer = remote.call(
-                target.search,
-                query,
-                k,
-                wanted,
-                instruction,
-                collection=collection,
-                score_threshold=threshold,
-                mode=mode,
-                rerank=rerank,
-            )
-            keys = ("score", "doc_id", "chunk_id", "source", "page", "text")
-            hits = [{key: hit.get(key) for key in keys} for hit in answer["hits"]]
+    with _quarry(api, settings) as target:
+        answer = target.search(
+            query,
+            collection=collection or settings.collection,
+            top_k=k,
+            filters=wanted,
+            instruction=instruction,
+            threshold=threshold,
+            mode=mode,
+            rerank=rerank,
+        )
+    hits = answer["hits"]
     if as_json:
-        _emit(hits)
+        _emit(hits)  # the API's hit shape, whichever door
         return
+    if answer.get("note"):
+        console.print(f"[dim]{escape(answer['note'])}[/dim]")
     table = Table(show_lines=True)
     for column in ("score", "source", "page", "text"):
         table.add_column(column, overflow="fold")
@@ -237,12 +219,8 @@ def docs_list(
     """Documents in a collection, with their chunk counts."""
     settings = _settings()
     name = collection or settings.collection
-    with _target(api, settings) as target:
-        if isinstance(target, Resources):
-            store = target.store
-            docs = [d.to_dict() for d in store.documents(name)] if store.recipe(name) else []
-        else:
-            docs = remote.documents(target, name)
+    with _quarry(api, settings) as target:
+        docs = target.documents(name)
     if as_json:
         _emit(docs)
         return
@@ -267,15 +245,8 @@ def docs_list(
 def docs_delete(doc_id: str, collection: CollectionOpt = None, api: ApiOpt = None) -> None:
     """Delete a document and every one of its chunks."""
     settings = _settings()
-    with _target(api, settings) as target:
-        if isinstance(target, Resources):
-            name = collection or settings.collection
-            store = target.store
-            if store.recipe(name) is None or store.document(name, doc_id) is None:
-                raise NotFoundError(f"no document {doc_id!r} in {name!r}")
-            removed = store.delete_document(name, doc_id)
-        else:
-            removed = remote.call(target.delete, doc_id, collection)["deleted_chunks"]
+    with _quarry(api, settings) as target:
+        removed = target.delete_document(collection or settings.collection, doc_id)
     console.print(f"deleted {doc_id} ({removed} chunks)")
 
 
@@ -283,36 +254,18 @@ def docs_delete(doc_id: str, collection: CollectionOpt = None, api: ApiOpt = Non
 def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt = False) -> None:
     """Collections, their recipes and sizes (never loads the model)."""
     settings = _settings()
-    with _target(api, settings) as target:
-        if isinstance(target, Resources):
-            rows: list[dict[str, Any]] = [
-                {
-                    "collection": summary.name,
-                    "chunks": summary.chunks,
-                    "documents": summary.documents,
-                    "recipe": summary.recipe,
-                }
-                for summary in summarize_collections(target.store)
-            ]
-            store = settings.qdrant_url or f"embedded ({settings.qdrant_path})"
-            model = _model_in_use(target)
-        else:
-            listed = remote.call(target.collections)["collections"]
-            rows = [
-                {
-                    "collection": c["name"],
-                    "chunks": c["chunks"],
-                    "documents": c["documents"],
-                    "recipe": c["recipe"],
-                }
-                for c in listed
-            ]
-            store = f"through the server at {target.base_url}"
-            model = {
-                k: v
-                for k, v in target.readiness().get("checks", {}).get("model", {}).items()
-                if k in ("model", "chosen", "warning", "reason")
+    with _quarry(api, settings) as target:
+        rows: list[dict[str, Any]] = [
+            {
+                "collection": c["name"],
+                "chunks": c["chunks"],
+                "documents": c["documents"],
+                "recipe": c["recipe"],
             }
+            for c in target.collections()
+        ]
+        store = target.where
+        model = target.model()
     data = {
         "collection": collection or settings.collection,
         "store": store,
@@ -350,11 +303,8 @@ def backfill_sparse(collection: CollectionOpt = None, api: ApiOpt = None) -> Non
     """Add BM25 vectors to a collection built before they existed (no re-embedding)."""
     settings = _settings()
     name = collection or settings.collection
-    with _target(api, settings) as target:
-        if isinstance(target, Resources):
-            updated = target.backfill_sparse(name)
-        else:
-            updated = int(remote.call(target.backfill_sparse, name)["chunks_updated"])
+    with _quarry(api, settings) as target:
+        updated = target.backfill_sparse(name)
     said = f"{updated} chunks now have BM25 vectors" if updated else "it has them already"
     console.print(f"{name}: {said}; hybrid search is its default now")
 
@@ -381,7 +331,7 @@ def eval_command(
     """nDCG@10 and Recall@100 on a BEIR dataset, through the normal pipeline and search."""
     from ingest.evaluation import evaluate, load_beir
 
-    with _resources() as res:
+    with _resources(_eval_settings(_settings())) as res:
         sources, queries, qrels = load_beir(dataset, split)
         chunking = "whole" if whole_documents else "chunked"
         base = res.base_embedder.recipe
@@ -417,14 +367,23 @@ def eval_command(
                 f"Recall@100 {scores['recall@100']:.2f}  over {scores['queries']} queries, "
                 f"{scores['ms_per_query']:.1f} ms a query"
             )
+            if scores.get("qrels_without_query"):
+                console.print(
+                    f"({scores['qrels_without_query']} questions judged in the qrels have no "
+                    "query in queries.jsonl; they are not scored)"
+                )
 
 
-def _model_in_use(resources: Resources) -> dict[str, str]:
-    """The model this configuration runs, resolved (never loaded), or why it cannot be."""
-    try:
-        return resources.model_choice.describe()
-    except ModelLoadError as exc:
-        return {"reason": exc.message}
+def _eval_settings(settings: Settings) -> Settings:
+    """Where an evaluation runs: in the data dir, or, while a server owns it, in a data dir
+    of its own inside it (an evaluation builds and searches its own collection either way),
+    sharing the server's Redis cache."""
+    if running_server(settings.data_dir) is None:
+        return settings
+    redis_url = settings.redis_url or embedded_redis_url(settings.redis_dir)
+    return settings.model_copy(
+        update={"data_dir": settings.data_dir / "eval", "redis_url": redis_url}
+    )
 
 
 def _check_model(resources: Resources) -> None:

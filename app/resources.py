@@ -17,6 +17,7 @@ from embedding.balancer import RequestObserver
 from embedding.cache import CachedEmbedder, RedisVectorCache
 from embedding.default_model import ModelChoice, choose_model
 from embedding.errors import InvalidInputError, ModelLoadError
+from embedding.languages import model_languages
 from embedding.model_source import ModelSource
 from embedding.protocol import Embedder
 from embedding.redis_server import EmbeddedRedis
@@ -357,7 +358,14 @@ class Resources:
             ),
             reranker=lambda: self.reranker,
             rerank_top_n=s.rerank_top_n,
+            languages=self.dense_languages,
         )
+
+    @cached_property
+    def dense_languages(self) -> frozenset[str] | None:
+        """The languages the embedding model reads (None: every language)."""
+        source = self.model_source
+        return model_languages(source.model_id, source.path)
 
     def backfill_sparse(self, collection: str) -> int:
         """Give a collection built before BM25 vectors existed its sparse vectors, from the

@@ -95,6 +95,13 @@ class SearchResponse(BaseModel):
     collection: str
     instruction: str
     mode: str = Field(description="how it was searched: dense, sparse or hybrid")
+    language: str | None = Field(
+        default=None, description="the query's language, when it changed how hybrid fused"
+    )
+    weights: tuple[float, float] | None = Field(
+        default=None, description="[dense, sparse] weights used, when not the defaults"
+    )
+    note: str | None = Field(default=None, description="why it was searched so")
     hits: list[Hit]
     timings_ms: dict[str, float]
 

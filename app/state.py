@@ -17,6 +17,7 @@ from app.batcher import MicroBatcher
 from app.metrics import LiveSources, Metrics
 from app.ownership import worker_credential
 from app.resources import Resources
+from app.service import delete_document, require_collection
 from app.settings import Settings
 from app.supervisor import WorkerSupervisor
 from app.worker import InProcessWorker
@@ -271,12 +272,7 @@ class QuarryState:
         return job
 
     def delete_document(self, collection: str, doc_id: str) -> int:
-        store = self.resources.store
-        if store.document(collection, doc_id) is None:
-            raise NotFoundError(f"no document {doc_id!r} in collection {collection!r}")
-        removed = store.delete_document(collection, doc_id)
-        self.originals.remove(doc_id)
-        return removed
+        return delete_document(self.resources.store, self.originals, collection, doc_id)
 
     # -- model work (run on the batchers' threads) ------------------------------------
     def model_stats(self) -> ModelStats | None:
@@ -296,11 +292,7 @@ class QuarryState:
 
     def _search_batch(self, key: SearchKey, queries: list[str]) -> list[SearchResult]:
         collection = key.collection
-        if self.resources.store.recipe(collection) is None:
-            raise NotFoundError(
-                f"collection {collection!r} does not exist yet: upload documents first",
-                detail={"collection": collection},
-            )
+        require_collection(self.resources.store, collection)
         service = self.resources.search_service(collection)
         return service.search_many(
             collection,

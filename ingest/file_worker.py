@@ -283,9 +283,11 @@ class FileWorker:
 
 
 def finish_if_done(store: FileJobStore, originals: Originals | None, job_id: str) -> Job | None:
-    """Settle the job when every file has ended: save its final record, keep the
-    originals of stored files, move failed ones to `failed/`, drop the staging folder.
-    Returns the job when this call ended it."""
+    """Settle the job when every file has ended: keep the originals of stored files and
+    move failed ones to `failed/`, then save its final record, then drop the staging
+    folder (in that order: whoever reads the final record finds the originals kept, and a
+    crash in between is settled again by the next pass). Returns the job when this call
+    ended it."""
     record = store.record(job_id)
     if record is None or record.finished or not store.all_files_ended(record):
         return None  # the usual case, decided without the lock and with few reads
@@ -293,14 +295,15 @@ def finish_if_done(store: FileJobStore, originals: Originals | None, job_id: str
         job = store.get(job_id)
         if job is None or job.finished or not all(f.finished for f in job.files):
             return None
+        keep_files(store.root, originals, job)
         job.settle()
         job.version += 1
         store.save(job)
-        clean_up(store.root, originals, job)
+        shutil.rmtree(store.root / job.id / "files", ignore_errors=True)
         return job
 
 
-def clean_up(root: Path, originals: Originals | None, job: Job) -> None:
+def keep_files(root: Path, originals: Originals | None, job: Job) -> None:
     folder = root / job.id / "files"
     failed_dir = root / job.id / "failed"
     for entry in job.files:
@@ -312,4 +315,3 @@ def clean_up(root: Path, originals: Originals | None, job: Job) -> None:
         elif entry.status == "failed":
             failed_dir.mkdir(parents=True, exist_ok=True)
             shutil.move(staged, failed_dir / entry.staged)
-    shutil.rmtree(folder, ignore_errors=True)

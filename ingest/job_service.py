@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ from retrieval.errors import NotFoundError
 log = logging.getLogger(__name__)
 
 ENQUEUE_WAIT_S = 2.0
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # anything else names no job (and never a folder)
 
 
 class JobStateError(QuarryError):
@@ -122,7 +124,7 @@ class JobService:
 
     def get(self, job_id: str) -> Job | None:
         """The job as it stands (a read-only view: cached while nothing of it changes)."""
-        return self.store.view(job_id)
+        return self.store.view(job_id) if JOB_ID.fullmatch(job_id) else None
 
     def recent(self, limit: int = 20) -> list[Job]:
         return self.store.recent(limit)
@@ -130,6 +132,7 @@ class JobService:
     def cancel(self, job_id: str) -> Job:
         """Stop a job: files not started end `cancelled`; running ones stop within a second
         (their parse worker is killed); files already stored stay stored."""
+        self._require(job_id)  # before any lock: an unknown id never becomes a folder
         with self.store.locked(job_id):
             job = self._require(job_id)
             if job.finished:
@@ -150,6 +153,13 @@ class JobService:
 
     async def retry(self, job_id: str) -> Job:
         """Run the failed files of an ended job again, from their kept originals."""
+        job = await asyncio.to_thread(self._reset_failed, job_id)
+        self._watching.add(job_id)
+        await self._enqueue(job)
+        return await asyncio.to_thread(self._require, job_id)
+
+    def _reset_failed(self, job_id: str) -> Job:
+        self._require(job_id)
         with self.store.locked(job_id):
             job = self._require(job_id)
             if not job.finished:
@@ -179,9 +189,7 @@ class JobService:
             job.force, job.cancel_requested = True, False
             job.version += 1
             self.store.save(job)
-        self._watching.add(job_id)
-        await self._enqueue(job)
-        return self._require(job_id)
+        return job
 
     @property
     def depth(self) -> int:
@@ -243,6 +251,8 @@ class JobService:
                 ", ".join(map(str, stale)),
             )
             await self.queue.requeue(job.id, stale)
+            for _ in stale:  # each is delivered again
+                await self.queue.count("retries")
 
     def _adopt(self, job_id: str) -> Job | None:
         """A job committed (its manifest written) by an API that died before recording it;
@@ -275,7 +285,7 @@ class JobService:
                 self._on_finish(job)
 
     def _require(self, job_id: str) -> Job:
-        job = self.store.get(job_id)
+        job = self.store.get(job_id) if JOB_ID.fullmatch(job_id) else None
         if job is None:
             raise NotFoundError(f"no job {job_id!r}", detail={"job_id": job_id})
         return job

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from embedding.errors import InvalidInputError
+from embedding.languages import query_language, reads
 from embedding.protocol import Embedder
 from embedding.rerankers import Reranker
 from retrieval.models import DenseVectors, SearchHit, SearchMode, SearchPlan
@@ -26,6 +28,9 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     instruction: str = ""
     mode: str = "dense"
+    language: str | None = None  # the query's, when it decided the fusion
+    weights: tuple[float, float] | None = None  # [dense, sparse] when not equal
+    note: str | None = None  # why the search was run as it was
 
 
 class SearchService:
@@ -45,8 +50,10 @@ class SearchService:
         defaults: SearchPlan = SearchPlan(),  # noqa: B008 - frozen, never mutated
         reranker: Callable[[], Reranker] | None = None,
         rerank_top_n: int = 50,
+        languages: frozenset[str] | None = None,
     ) -> None:
         self.embedder = embedder
+        self.languages = languages  # what the dense model reads (None: every language)
         self.store = store
         self.default_instruction = default_instruction
         self.has_sparse = sparse
@@ -127,6 +134,22 @@ class SearchService:
                     f"query #{position + 1} is empty", detail={"field": "query"}
                 )
         plan = plan or self.plan()
+        if plan.mode == "hybrid" and self.languages is not None:
+            split = self._by_language(queries)
+            if split is not None:
+                return self._search_split(
+                    split,
+                    collection,
+                    queries,
+                    top_k=top_k,
+                    filters=filters,
+                    instruction=instruction,
+                    score_threshold=score_threshold,
+                    plan=plan,
+                    rerank=rerank,
+                    rerank_top_n=rerank_top_n,
+                    profile=profile,
+                )
         instruction = instruction or self.default_instruction
         reranker = self._rerank_model() if rerank else None
         depth = max(top_k, rerank_top_n or self.rerank_top_n) if reranker else top_k
@@ -158,6 +181,43 @@ class SearchService:
             timings["rerank_ms"] = (time.perf_counter() - started) * 1000
         # Stages run once for the whole batch: each query waited for all of it.
         return [SearchResult(row, dict(timings), instruction, plan.mode) for row in hits]
+
+    def _by_language(self, queries: Sequence[str]) -> dict[int, str] | None:
+        """The queries (index -> language) the dense model cannot read, or None."""
+        found = {i: query_language(q) for i, q in enumerate(queries)}
+        unread = {i: lang for i, lang in found.items() if not reads(self.languages, lang)}
+        return unread or None
+
+    def _search_split(
+        self,
+        unread: dict[int, str],
+        collection: str,
+        queries: Sequence[str],
+        *,
+        plan: SearchPlan,
+        **options: Any,
+    ) -> list[SearchResult]:
+        """Hybrid, leaning on BM25 where the dense model does not read the query's
+        language: those queries are searched by BM25 alone (fusing noise at any weight
+        only pushes the right passages down), the rest hybrid as asked."""
+        read = [i for i in range(len(queries)) if i not in unread]
+        results: dict[int, SearchResult] = {}
+        if read:
+            rows = self.search_many(collection, [queries[i] for i in read], plan=plan, **options)
+            results |= dict(zip(read, rows, strict=True))
+        lonely = list(unread)
+        rows = self.search_many(
+            collection, [queries[i] for i in lonely], plan=replace(plan, mode="sparse"), **options
+        )
+        model = ", ".join(sorted(self.languages or ())) or "?"
+        for i, row in zip(lonely, rows, strict=True):
+            row.mode, row.language, row.weights = "hybrid", unread[i], (0.0, 1.0)
+            row.note = (
+                f"the query is in {unread[i]!r}, which the dense model does not read "
+                f"(it reads {model}): BM25 alone ranked it"
+            )
+            results[i] = row
+        return [results[i] for i in range(len(queries))]
 
     def _profile(
         self,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from app.settings import Settings
-from ui.config import UiSettings
+from client.config import UiSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

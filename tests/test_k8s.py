@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from app.settings import Settings
-from ui.config import UiSettings
+from client.config import UiSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from ui.client import ApiClient, ApiError
-from ui.config import UiSettings
+from client import ApiClient, ApiError
+from client.config import UiSettings
 
 T = TypeVar("T")
 

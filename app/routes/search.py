@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.deps import State
-from app.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
+from app.schemas import COMMON_ERRORS, SearchRequest, SearchResponse, error_responses
+from app.service import search_answer
 from app.state import SearchKey
 from embedding.instructions import PRESETS
 
@@ -44,14 +45,7 @@ async def search(state: State, body: SearchRequest) -> SearchResponse:
     profiled = {"total_ms", "prefetch_dense_ms", "prefetch_sparse_ms", "fusion_ms"}
     stages = sum(v for k, v in timings.items() if k.endswith("_ms") and k not in profiled)
     timings["queue_ms"] = max(timings["total_ms"] - stages, 0)
-    return SearchResponse(
-        query=body.query,
-        collection=collection,
-        instruction=result.instruction,
-        mode=result.mode,
-        hits=[Hit.bounded(hit, state.settings.max_hit_chars) for hit in result.hits],
-        timings_ms={k: round(v, 3) for k, v in timings.items()},
-    )
+    return search_answer(result, body.query, collection, state.settings.max_hit_chars, timings)
 
 
 @router.get("/instructions")

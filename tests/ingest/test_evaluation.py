@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.resources import Resources
+from embedding.errors import InvalidInputError
 from ingest.evaluation import evaluate, load_beir, score_run
 
 DOCS = {
@@ -44,6 +45,37 @@ def test_score_run_matches_trec_definitions() -> None:
     assert 0 < half["ndcg@10"] < 100 and half["recall@100"] == 50.0
 
 
+def test_only_the_questions_run_are_scored() -> None:
+    """A qrels file that judges questions the queries file lacks: those are not zeros."""
+    qrels = {"q": {"a": 1}, "never-asked": {"b": 1}, "nor-this": {"c": 1}}
+    scores = score_run(qrels, {"q": {"a": 0.9}})
+    assert scores["ndcg@10"] == 100.0 and scores["queries"] == 1
+    assert scores["qrels_without_query"] == 2
+
+
+def test_a_set_whose_qrels_match_no_query_is_refused(tmp_path: Path) -> None:
+    folder = write_beir(tmp_path / "mini")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nzz\td1\t1\n")
+    with pytest.raises(InvalidInputError, match="none of the 1 questions"):
+        load_beir(folder, "test")
+
+
+def test_extra_judgements_do_not_lower_the_score(resources: Resources, tmp_path: Path) -> None:
+    folder = write_beir(tmp_path / "mini")
+    with (folder / "qrels" / "test.tsv").open("a") as out:
+        out.writelines(f"extra{i}\td4\t1\n" for i in range(30))
+    sources, queries, qrels = load_beir(folder, "test")
+    scores, _ = evaluate(
+        resources.pipeline("eval-extra"),
+        lambda: resources.search_service("eval-extra"),
+        sources,
+        queries,
+        qrels,
+    )
+    assert scores["queries"] == 3 and scores["qrels_without_query"] == 30
+    assert scores["ndcg@10"] == 100.0
+
+
 @pytest.mark.parametrize("whole", [True, False])
 def test_small_dataset_end_to_end(resources: Resources, tmp_path: Path, whole: bool) -> None:
     sources, queries, qrels = load_beir(write_beir(tmp_path / "mini"), "test")
@@ -66,7 +98,15 @@ def test_every_mode_reports_the_same_shape(resources: Resources, tmp_path: Path,
     scores, _ = evaluate(
         pipeline, lambda: resources.search_service("eval-modes"), sources, queries, qrels, mode=mode
     )
-    assert set(scores) == {"ndcg@10", "recall@100", "queries", "mode", "vectors", "ms_per_query"}
+    assert set(scores) == {
+        "ndcg@10",
+        "recall@100",
+        "queries",
+        "qrels_without_query",
+        "mode",
+        "vectors",
+        "ms_per_query",
+    }
     assert scores["mode"] == mode and scores["queries"] == 3 and scores["ms_per_query"] > 0
     assert scores["ndcg@10"] == 100.0  # each query shares words and meaning with its doc
 

@@ -1,8 +1,8 @@
-"""The CLI's work done by a running server through its HTTP API.
+"""Quarry through a running server's HTTP API (`HttpQuarry`), with the shared client.
 
-When a server owns the data dir (or `--api` / QUARRY_API_URL names one), `quarry ingest`,
-`search`, `docs` and `stats` send their work there: the same upload, job, identity rules and
-search as the API's own clients, with the CLI's progress bars fed from the job's progress.
+When a server owns the data dir (or `--api` / QUARRY_API_URL names one), the CLI's verbs go
+there: the same upload, job, identity rules and search as the API's own clients, with the
+CLI's progress bars fed from the job's progress.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from client import ApiClient, ApiError, ClientSettings
 from embedding.errors import QuarryError
 from ingest.models import FileError, IngestReport
 from ingest.pipeline import IngestObserver
-from ui.client import ApiClient, ApiError
-from ui.config import UiSettings
 
 _FILES_PER_UPLOAD = 64
 _BYTES_PER_UPLOAD = 200_000_000
@@ -33,8 +32,8 @@ class RemoteError(QuarryError):
         self.status = error.status or 503
 
 
-def connect(url: str, api_key: str | None) -> ApiClient:
-    return ApiClient(UiSettings(api_url=url, api_key=api_key, api_timeout_s=600))
+def connect(url: str, api_key: str | None) -> HttpQuarry:
+    return HttpQuarry(ApiClient(ClientSettings(api_url=url, api_key=api_key, api_timeout_s=600)))
 
 
 def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -127,6 +126,8 @@ def _tally(entry: dict[str, Any], observer: IngestObserver, report: IngestReport
         report.chunks += entry["stored"]
     elif status == "unchanged":
         report.unchanged += 1
+    elif status == "superseded":
+        report.superseded += 1
     elif error is not None:
         report.errors.append(error)
     observer.file_done(name, status, entry["stored"], error)
@@ -139,3 +140,78 @@ def documents(client: ApiClient, collection: str) -> list[dict[str, Any]]:
         found.extend(page["documents"])
         if len(found) >= page["total"] or not page["documents"]:
             return found
+
+
+class HttpQuarry:
+    """`Quarry` over a running server: every verb is one of its API calls."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    @property
+    def where(self) -> str:
+        return f"through the server at {self.client.base_url}"
+
+    def ingest(
+        self,
+        files: Sequence[tuple[Path, str]],
+        *,
+        collection: str,
+        metadata: dict[str, Any],
+        force: bool,
+        observer: IngestObserver,
+    ) -> IngestReport:
+        return ingest(
+            self.client,
+            files,
+            collection=collection,
+            metadata=metadata,
+            force=force,
+            observer=observer,
+        )
+
+    def search(
+        self,
+        query: str,
+        *,
+        collection: str,
+        top_k: int = 10,
+        filters: dict[str, Any] | None = None,
+        instruction: str | None = None,
+        threshold: float | None = None,
+        mode: str | None = None,
+        rerank: bool = False,
+    ) -> dict[str, Any]:
+        return dict(
+            call(
+                self.client.search,
+                query,
+                top_k,
+                filters,
+                instruction,
+                collection=collection,
+                score_threshold=threshold,
+                mode=mode,
+                rerank=rerank,
+            )
+        )
+
+    def documents(self, collection: str) -> list[dict[str, Any]]:
+        return documents(self.client, collection)
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        return int(call(self.client.delete, doc_id, collection)["deleted_chunks"])
+
+    def collections(self) -> list[dict[str, Any]]:
+        return list(call(self.client.collections)["collections"])
+
+    def model(self) -> dict[str, Any]:
+        checks = call(self.client.readiness).get("checks", {})
+        wanted = ("model", "chosen", "warning", "reason")
+        return {k: v for k, v in checks.get("model", {}).items() if k in wanted}
+
+    def backfill_sparse(self, collection: str) -> int:
+        return int(call(self.client.backfill_sparse, collection)["chunks_updated"])
+
+    def close(self) -> None:
+        self.client.close()

@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import httpx
 
-from ui.config import UiSettings
+from client.config import ClientSettings
 
 
 class ApiError(Exception):
@@ -23,12 +23,15 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, settings: UiSettings) -> None:
+    def __init__(self, settings: ClientSettings) -> None:
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.base_url = settings.api_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=settings.api_timeout_s
         )
+
+    def close(self) -> None:
+        self._http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

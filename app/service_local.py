@@ -1,0 +1,237 @@
+"""Quarry in this process: the data dir opened here, the same write path as an upload.
+
+A local ingest is staged as a job exactly as `POST /v1/documents` stages one (durable,
+versioned in acknowledgement order, originals kept), then its files are worked here by the
+same `FileWorker` the server's queue consumers run, a few at once, their chunks sharing
+model batches. A file that must wait for a dependency is left `retrying` in the job: the
+next server on this data dir finishes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from app.resources import Resources
+from app.schemas import CollectionOut, DocumentOut
+from app.service import delete_document, require_collection, search_answer
+from embedding.coalescing import CoalescingEmbedder
+from embedding.errors import QuarryError
+from ingest.file_worker import FileTracker, FileWorker, RetryLater
+from ingest.jobs import FileJobStore, Job
+from ingest.models import FileError, IngestReport, Stopped
+from ingest.originals import Originals
+from ingest.pipeline import IngestObserver, IngestPipeline
+from ingest.uploads import UploadRejected, stage_upload
+from ingest.versions import VersionCounter
+from retrieval.summaries import summarize_collections
+
+
+class _Tee:
+    """A file's tracker (the job state) and the caller's observer (a progress bar)."""
+
+    def __init__(self, tracker: FileTracker, shown: IngestObserver) -> None:
+        self.tracker, self.shown = tracker, shown
+
+    def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
+        self.tracker.file_done(name, status, chunks, error)
+        self.shown.file_done(name, status, chunks, error)
+
+    def file_retry(self, name: str, error: FileError) -> None:
+        self.tracker.file_retry(name, error)
+        self.shown.file_retry(name, error)
+
+    def file_stage(self, name: str, stage: str, count: int) -> None:
+        self.tracker.file_stage(name, stage, count)
+
+    def chunks_queued(self, count: int) -> None:
+        self.shown.chunks_queued(count)
+
+    def chunks_embedded(self, count: int) -> None:
+        self.shown.chunks_embedded(count)
+
+    def chunks_stored(self, count: int) -> None:
+        self.shown.chunks_stored(count)
+
+    def check(self) -> None:
+        self.tracker.check()
+
+
+def report_of(job: Job, report: IngestReport) -> IngestReport:
+    """Tally a job's ended files into `report` (the same tally for both front doors)."""
+    for entry in job.files:
+        error = FileError(entry.name, **entry.error) if entry.error else None
+        if entry.status == "ingested":
+            report.ingested += 1
+            report.chunks += entry.stored
+        elif entry.status == "unchanged":
+            report.unchanged += 1
+        elif entry.status == "superseded":
+            report.superseded += 1
+        elif entry.status == "retrying" and error is not None:
+            report.retrying.append(error)
+        elif error is not None:
+            report.errors.append(error)
+    return report
+
+
+class LocalQuarry:
+    """`Quarry` over this process's own `Resources`."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+        self.originals = Originals(resources.settings.originals_dir)
+
+    @property
+    def where(self) -> str:
+        s = self.resources.settings
+        return s.qdrant_url or f"embedded ({s.qdrant_path})"
+
+    # -- the write path ------------------------------------------------------------------
+    def ingest(
+        self,
+        files: Sequence[tuple[Path, str]],
+        *,
+        collection: str,
+        metadata: dict[str, Any],
+        force: bool,
+        observer: IngestObserver,
+    ) -> IngestReport:
+        res, s = self.resources, self.resources.settings
+        res.check_recipe_early(collection)
+        started = time.perf_counter()
+        report = IngestReport(files=len(files))
+        store = FileJobStore(s.jobs_dir)
+        try:
+            with ExitStack() as stack:
+                handles = [(key, stack.enter_context(p.open("rb"))) for p, key in files]
+                job, rejected = stage_upload(
+                    s.jobs_dir,
+                    collection,
+                    metadata,
+                    int(s.max_file_mb * 1e6),
+                    list(handles),
+                    force=force,
+                    versions=VersionCounter(s.data_dir),
+                    free_floor_bytes=s.min_free_mb * 1_000_000,
+                )
+        except UploadRejected as exc:
+            for item in (exc.detail or {}).get("rejected", []):
+                error = FileError(item["file"], item["code"], item["message"])
+                report.errors.append(error)
+                observer.file_done(error.file, "failed", 0, error)
+            return report
+        for item in rejected:
+            error = FileError(item.file, item.code, item.message)
+            observer.file_done(item.file, "failed", 0, error)
+        with store.locked(job.id):
+            store.save(job)
+        self._work(store, job, force, observer)
+        ended = store.get(job.id) or job
+        report_of(ended, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _work(self, store: FileJobStore, job: Job, force: bool, observer: IngestObserver) -> None:
+        res, s = self.resources, self.resources.settings
+        embedder = CoalescingEmbedder(lambda: res.embedder, max_items=s.batch_max_items)
+        local = threading.local()
+
+        def pipelines(collection: str, tracker: FileTracker, force_: bool) -> IngestPipeline:
+            if getattr(local, "chunker", None) is None:
+                local.chunker = res.chunker()
+            return res.pipeline(
+                collection,
+                _Tee(tracker, observer),
+                force=force_,
+                optimize=False,
+                chunker=lambda: local.chunker,
+                embedder=embedder,
+            )
+
+        worker = FileWorker(
+            store, pipelines, self.originals, on_settled=self._optimize, lease_s=s.lease_s
+        )
+        stopping = threading.Event()
+
+        def one(index: int) -> None:
+            # A file left retrying stays in the job: the next server here goes on with it.
+            with contextlib.suppress(RetryLater, Stopped):
+                worker.process(job.id, index, worker.holder.name, stopping)
+
+        todo = [i for i, entry in enumerate(job.files) if entry.staged and not entry.finished]
+        try:
+            with ThreadPoolExecutor(max(1, min(s.ingest_slots, len(todo) or 1))) as pool:
+                list(pool.map(one, todo))
+        except BaseException:
+            stopping.set()  # Ctrl-C: running files are handed back, untouched
+            raise
+        finally:
+            embedder.close()
+
+    def _optimize(self, job: Job) -> None:
+        if any(f.status == "ingested" for f in job.files):
+            with contextlib.suppress(QuarryError):  # stored either way; it only speeds search
+                self.resources.store.optimize(job.collection)
+
+    # -- reads ---------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        collection: str,
+        top_k: int = 10,
+        filters: dict[str, Any] | None = None,
+        instruction: str | None = None,
+        threshold: float | None = None,
+        mode: str | None = None,
+        rerank: bool = False,
+    ) -> dict[str, Any]:
+        res = self.resources
+        require_collection(res.store, collection)
+        service = res.search_service(collection)
+        started = time.perf_counter()
+        result = service.search(
+            collection,
+            query,
+            top_k=top_k,
+            filters=filters or {},
+            instruction=instruction,
+            score_threshold=threshold,
+            plan=service.plan(mode),
+            rerank=rerank,
+        )
+        timings = dict(result.timings_ms)
+        timings["total_ms"] = (time.perf_counter() - started) * 1000
+        answer = search_answer(result, query, collection, res.settings.max_hit_chars, timings)
+        return answer.model_dump(mode="json")
+
+    def documents(self, collection: str) -> list[dict[str, Any]]:
+        store = self.resources.store
+        found = store.documents(collection) if store.recipe(collection) else []
+        return [DocumentOut(**d.to_dict()).model_dump(mode="json") for d in found]
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        return delete_document(self.resources.store, self.originals, collection, doc_id)
+
+    def collections(self) -> list[dict[str, Any]]:
+        summaries = summarize_collections(self.resources.store)
+        return [CollectionOut(**vars(s)).model_dump(mode="json") for s in summaries]
+
+    def model(self) -> dict[str, Any]:
+        try:
+            return self.resources.model_choice.describe()
+        except QuarryError as exc:
+            return {"reason": exc.message}
+
+    def backfill_sparse(self, collection: str) -> int:
+        return self.resources.backfill_sparse(collection)
+
+    def close(self) -> None:
+        self.resources.close()
