@@ -1,5 +1,5 @@
 # Quarry: `make run` installs and starts Quarry (API + UI); `make test` runs the checks CI runs.
-.PHONY: install run test lint bench
+.PHONY: install run test test-all lint bench
 
 install:
 	@./scripts/install.sh
@@ -12,7 +12,11 @@ lint: install
 	.venv/bin/mypy
 
 test: lint
-	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
+	HF_HUB_OFFLINE=1 .venv/bin/pytest -q -m "not slow" --durations=20
+
+# Everything, the minutes-long evaluation runs (SciFact) included.
+test-all: lint
+	HF_HUB_OFFLINE=1 .venv/bin/pytest -q --durations=20
 
 bench: install
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/ingest.py

@@ -144,14 +144,15 @@ class LocalQuarry:
         local = threading.local()
 
         def pipelines(collection: str, tracker: FileTracker, force_: bool) -> IngestPipeline:
-            if getattr(local, "chunker", None) is None:
+            if getattr(local, "chunker", None) is None:  # one per slot, kept across files
                 local.chunker = res.chunker()
+            chunker = local.chunker
             return res.pipeline(
                 collection,
                 _Tee(tracker, observer),
                 force=force_,
                 optimize=False,
-                chunker=lambda: local.chunker,
+                chunker=lambda: chunker,
                 embedder=embedder,
             )
 

@@ -44,7 +44,8 @@ class _OutageFilter(logging.Filter):
     dequeue loops retry on their own)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], RedisError | OSError):
+        outage = RedisError | ConnectionError | TimeoutError
+        if record.exc_info and isinstance(record.exc_info[1], outage):
             record.msg = f"{record.getMessage()}: Redis unreachable ({record.exc_info[1]})"
             record.args, record.exc_info, record.exc_text = None, None, None
         return True
@@ -103,12 +104,13 @@ class IngestWorker:
 
     def _pipeline(self, collection: str, tracker: FileTracker, force: bool) -> IngestPipeline:
         self.resources.check_recipe_early(collection)
-        return self.resources.pipeline(
+        chunker = self._chunker()  # this slot's, resolved here: the pipeline's own
+        return self.resources.pipeline(  # parse threads are new for every file
             collection,
             tracker,
             force=force,
             optimize=False,
-            chunker=self._chunker,
+            chunker=lambda: chunker,
             embedder=self.embedder,
         )
 

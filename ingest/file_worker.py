@@ -22,11 +22,12 @@ from redis.exceptions import RedisError
 
 from embedding.errors import QuarryError
 from ingest.failpoints import failpoint
+from ingest.file_tracker import FileTracker, LeaseLost
 from ingest.jobs import FileJobStore, FileProgress, Job
 from ingest.leases import Holder, take_over
-from ingest.models import FileError, Stopped
+from ingest.models import Stopped
 from ingest.originals import Originals
-from ingest.pipeline import IngestPipeline, SilentObserver
+from ingest.pipeline import IngestPipeline
 from ingest.sources import FileSource, document_id
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,6 @@ class RetryLater(Exception):
     """The file could not be done now for a reason outside it (store, model, a worker)."""
 
 
-class LeaseLost(Stopped):
-    """Another process took this file over (this one was presumed dead): stop, write
-    nothing more."""
-
-
 def dependency_failure(exc: BaseException) -> bool:
     """A dependency's outage (connection refused, a timeout, a 5xx): wait it out. Anything
     else (a bug, a 4xx from the store) is unexpected, and retried only a few times."""
@@ -56,87 +52,6 @@ def dependency_failure(exc: BaseException) -> bool:
     if isinstance(exc, RedisError | httpx.TransportError | TimeoutError | ConnectionError):
         return True
     return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError)
-
-
-class FileTracker(SilentObserver):
-    """An `IngestObserver` for one held file: its progress goes to the job store as it
-    moves, its lease is renewed while it works, and it stops if another process took the
-    file over (its claim is no longer the one on disk)."""
-
-    def __init__(
-        self,
-        store: FileJobStore,
-        job_id: str,
-        index: int,
-        entry: FileProgress,
-        stopping: threading.Event,
-        lease_s: float = 45.0,
-    ) -> None:
-        self.store = store
-        self.job_id = job_id
-        self.index = index
-        self.entry = entry
-        self.lease_s = lease_s
-        self._stopping = stopping
-        self._lock = threading.Lock()
-        self._saved_at = 0.0
-        self._cancel_checked_at = 0.0
-        self._lease_lost = False
-
-    def _still_mine(self) -> bool:
-        on_disk = self.store.read_file(self.job_id, self.index)
-        if on_disk is not None and on_disk.claim != self.entry.claim and not on_disk.finished:
-            self._lease_lost = True
-        elif on_disk is not None and on_disk.finished and not self.entry.finished:
-            self._lease_lost = True  # another holder finished it meanwhile
-        return not self._lease_lost
-
-    def save(self, force: bool = False) -> None:
-        with self._lock:
-            if self._lease_lost:
-                raise LeaseLost
-            self.entry.version += 1
-            now = time.monotonic()
-            if force or now - self._saved_at > 0.5:
-                self._saved_at = now
-                self.store.save_file(self.job_id, self.index, self.entry)
-
-    def renew(self) -> None:
-        """Push the lease forward (the holder's heartbeat, durable in the job state)."""
-        with self._lock:
-            if self._lease_lost or not self.entry.held or not self._still_mine():
-                return
-            self.entry.lease_until = time.time() + self.lease_s
-            self.entry.version += 1
-            self._saved_at = time.monotonic()
-            self.store.save_file(self.job_id, self.index, self.entry)
-
-    def file_stage(self, name: str, stage: str, count: int) -> None:
-        setattr(self.entry, stage, count)
-        self.entry.status = "parsing" if stage in ("parsed", "chunked") else "embedding"
-        self.save()
-
-    def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
-        self.entry.status = status
-        self.entry.error = {"code": error.code, "message": error.message} if error else None
-        self.save(force=True)
-
-    def file_retry(self, name: str, error: FileError) -> None:
-        self.entry.status = "retrying"
-        self.entry.error = {"code": error.code, "message": error.message}
-        self.save(force=True)
-
-    def check(self) -> None:
-        if self._lease_lost:
-            raise LeaseLost
-        if self._stopping.is_set():
-            raise Stopped
-        now = time.monotonic()
-        if now - self._cancel_checked_at > 1.0:  # a cancel is read from the shared state
-            self._cancel_checked_at = now
-            job = self.store.record(self.job_id)
-            if job is None or job.cancel_requested:
-                raise Stopped
 
 
 class FileWorker:
@@ -158,6 +73,8 @@ class FileWorker:
         self.on_settled = on_settled  # a job this worker ended (optimize its collection)
         self.holder = holder or Holder.me()
         self.lease_s = lease_s
+        self._working: set[tuple[str, int]] = set()  # the files this process works on now
+        self._working_lock = threading.Lock()
 
     def _finish_if_done(self, job_id: str) -> None:
         settled = finish_if_done(self.store, self.originals, job_id)
@@ -177,7 +94,7 @@ class FileWorker:
             entry = self.store.file(job, index)
             if entry.finished:
                 outcome: str = entry.status
-            elif entry.held:
+            elif entry.held and not self._abandoned(entry, job_id, index):
                 return "held"
             elif job.cancel_requested:
                 entry.status, entry.error = "cancelled", None
@@ -195,6 +112,13 @@ class FileWorker:
         self._finish_if_done(job_id)
         return outcome
 
+    def _abandoned(self, entry: FileProgress, job_id: str, index: int) -> bool:
+        """A claim of this very process that nothing here works on any more (its attempt
+        ended in an error that even the hand-back could not record, a full disk say)."""
+        mine = entry.host == self.holder.host and entry.pid == self.holder.pid
+        with self._working_lock:
+            return mine and (job_id, index) not in self._working
+
     def process(
         self,
         job_id: str,
@@ -211,6 +135,24 @@ class FileWorker:
             Stopped: the worker is stopping; the file is handed back, untouched.
         """
         holder = Holder(self.holder.host, self.holder.pid, worker_id or self.holder.name)
+        with self._working_lock:
+            if (job_id, index) in self._working:
+                return "held"  # delivered twice to this process: one attempt is enough
+            self._working.add((job_id, index))
+        try:
+            return self._attempt(job_id, index, holder, stopping, started)
+        finally:
+            with self._working_lock:
+                self._working.discard((job_id, index))
+
+    def _attempt(
+        self,
+        job_id: str,
+        index: int,
+        holder: Holder,
+        stopping: threading.Event,
+        started: Callable[[FileTracker], None],
+    ) -> str:
         claimed = self._claim(job_id, index, holder)
         if isinstance(claimed, str):
             return claimed

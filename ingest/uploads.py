@@ -149,9 +149,8 @@ class Staging:
                             f"{name}: larger than the {limit_mb:g} MB limit per file",
                             status=413,
                         )
+                    self._check_room(len(block))  # one statvfs a MB: never past the floor
                     out.write(block)
-                    if size % (64 * _CHUNK) < len(block):  # now and then: room left?
-                        self._check_room(len(block))
                 out.flush()
                 os.fsync(out.fileno())  # the bytes are on disk before the 202
         except OSError as exc:

@@ -7,7 +7,8 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from retrieval.errors import NotFoundError, StoreUnavailableError
+from retrieval.errors import NotFoundError, StoreFullError, StoreUnavailableError, disk_full
 from retrieval.models import (
     DENSE,
     HEAD_FIELDS,
@@ -119,6 +120,21 @@ def _request(stage: Stage, flt: qe.Filter | None) -> qe.QueryRequest:
     return qe.QueryRequest(**_stage_fields(stage, flt), with_payload=True)
 
 
+@contextmanager
+def _writing(collection: str) -> Iterator[None]:
+    """A full disk is a dependency's outage (the write waits for room), not a bug."""
+    try:
+        yield
+    except StoreFullError:
+        raise
+    except Exception as exc:
+        if disk_full(exc):
+            raise StoreFullError(
+                f"cannot write to collection {collection!r}: the data dir's disk is full ({exc})"
+            ) from exc
+        raise
+
+
 class EdgeStore:
     """Collections live in `root/<name>/` next to the recipe they were built with."""
 
@@ -127,6 +143,31 @@ class EdgeStore:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._recipes: dict[str, CollectionRecipe] = {}
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._busy: dict[int, int] = {}  # id(shard) -> reads running on it right now
+
+    @contextmanager
+    def _reading(self, collection: str) -> Iterator[qe.EdgeShard]:
+        """A shard for one read outside the lock: it is not closed (by a rebuild, a drop,
+        `close`) until every read on it has returned."""
+        with self._lock:
+            shard = self._shard(collection)
+            self._busy[id(shard)] = self._busy.get(id(shard), 0) + 1
+        try:
+            yield shard
+        finally:
+            with self._lock:
+                left = self._busy.pop(id(shard)) - 1
+                if left:
+                    self._busy[id(shard)] = left
+                self._idle.notify_all()
+
+    def _retire(self, shard: qe.EdgeShard) -> None:
+        """Close `shard` once no read uses it (called holding the lock, which the wait
+        gives up meanwhile)."""
+        while self._busy.get(id(shard)):
+            self._idle.wait()
+        shard.close()
 
     def _dir(self, collection: str) -> Path:
         return self.root / collection
@@ -229,8 +270,8 @@ class EdgeStore:
                     break
             fresh.flush()
             fresh.close()
-            old.close()
-            del self._shards[collection]
+            self._retire(old)  # reads running on it finish first (new ones join them)
+            del self._shards[collection]  # from here on, reads open the new shard
             os.replace(directory / "shard", directory / "shard.old")
             os.replace(fresh_path, directory / "shard")
             self._write_recipe(collection, upgraded)
@@ -245,9 +286,10 @@ class EdgeStore:
     def drop_collection(self, collection: str) -> None:
         with self._lock:
             self._recipes.pop(collection, None)
-            shard = self._shards.pop(collection, None)
+            shard = self._shards.get(collection)
             if shard is not None:
-                shard.close()
+                self._retire(shard)
+                self._shards.pop(collection, None)
             shutil.rmtree(self._dir(collection), ignore_errors=True)
 
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
@@ -262,28 +304,31 @@ class EdgeStore:
                 for r in records
             ]
             shard = self._shard(collection)
-            shard.update(qe.UpdateOperation.upsert_points(points))
-            shard.flush()
+            with _writing(collection):
+                shard.update(qe.UpdateOperation.upsert_points(points))
+                shard.flush()
 
     def document(self, collection: str, doc_id: str) -> DocumentInfo | None:
         if self.recipe(collection) is None:
             return None
-        shard = self._shard(collection)
-        heads = shard.retrieve([chunk_id(doc_id, 0)], with_payload=HEAD_FIELDS, with_vector=False)
-        if not heads:
-            return None
-        stored = shard.count(
-            qe.CountRequest(exact=True, filter=qe.Filter(must=[_doc_condition(doc_id)]))
-        )
+        with self._reading(collection) as shard:
+            heads = shard.retrieve(
+                [chunk_id(doc_id, 0)], with_payload=HEAD_FIELDS, with_vector=False
+            )
+            if not heads:
+                return None
+            stored = shard.count(
+                qe.CountRequest(exact=True, filter=qe.Filter(must=[_doc_condition(doc_id)]))
+            )
         return DocumentInfo.from_head(heads[0].payload or {}, stored)
 
     def documents(self, collection: str) -> list[DocumentInfo]:
-        shard = self._shard(collection)
-        facets = shard.facet(qe.FacetRequest(key="doc_id", limit=1_000_000, exact=True))
-        counts = {str(hit.value): hit.count for hit in facets.hits}
-        heads = shard.retrieve(
-            [chunk_id(doc, 0) for doc in counts], with_payload=HEAD_FIELDS, with_vector=False
-        )
+        with self._reading(collection) as shard:
+            facets = shard.facet(qe.FacetRequest(key="doc_id", limit=1_000_000, exact=True))
+            counts = {str(hit.value): hit.count for hit in facets.hits}
+            heads = shard.retrieve(
+                [chunk_id(doc, 0) for doc in counts], with_payload=HEAD_FIELDS, with_vector=False
+            )
         infos = [
             DocumentInfo.from_head(
                 h.payload or {}, counts.get(str((h.payload or {}).get("doc_id")), 0)
@@ -299,7 +344,8 @@ class EdgeStore:
         ids: list[int | uuid.UUID | str] = [
             chunk_id(doc_id, i) for i in range(max(info.expected_chunks, info.chunks))
         ]
-        points = self._shard(collection).retrieve(ids, with_payload=True, with_vector=False)
+        with self._reading(collection) as shard:
+            points = shard.retrieve(ids, with_payload=True, with_vector=False)
         hits = [SearchHit.from_payload(p.id, 0.0, p.payload or {}) for p in points]
         return sorted(hits, key=lambda hit: hit.chunk_index)
 
@@ -308,8 +354,9 @@ class EdgeStore:
             shard = self._shard(collection)
             doomed = shard.count(qe.CountRequest(exact=True, filter=flt))
             if doomed:
-                shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
-                shard.flush()
+                with _writing(collection):
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+                    shard.flush()
             return int(doomed)
 
     def delete_document(self, collection: str, doc_id: str) -> int:
@@ -338,7 +385,8 @@ class EdgeStore:
             ],
             must_not=[_doc_condition(doc_id)],
         )
-        return bool(self._shard(collection).count(qe.CountRequest(exact=True, filter=newer)))
+        with self._reading(collection) as shard:
+            return bool(shard.count(qe.CountRequest(exact=True, filter=newer)))
 
     def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
         with self._lock:
@@ -350,9 +398,8 @@ class EdgeStore:
     def count(self, collection: str, filters: Filters | None = None) -> int:
         if self.recipe(collection) is None:
             return 0
-        return int(
-            self._shard(collection).count(qe.CountRequest(exact=True, filter=_filter(filters)))
-        )
+        with self._reading(collection) as shard:
+            return int(shard.count(qe.CountRequest(exact=True, filter=_filter(filters))))
 
     def search(
         self,
@@ -365,17 +412,18 @@ class EdgeStore:
         sparse: Sequence[SparseVec] | None = None,
         plan: SearchPlan = DENSE,
     ) -> list[list[SearchHit]]:
-        shard = self._shard(collection)
-        recipe = self.recipe(collection)
-        if recipe is None:
+        if self.recipe(collection) is None:
             raise NotFoundError(f"collection {collection!r} does not exist")
         flt = _filter(filters)
-        stages = build_all(recipe, plan, vectors, sparse, limit, score_threshold)
-        requests = [_request(stage, flt) for stage in stages if stage is not None]
-        if len(requests) == 1:
-            found = [shard.query(requests[0])]
-        else:
-            found = shard.query_batch(qe.QueryBatchRequest(requests)) if requests else []
+        with self._reading(collection) as shard:
+            recipe = self.recipe(collection)  # the shard's own: a rebuild waits for us
+            assert recipe is not None
+            stages = build_all(recipe, plan, vectors, sparse, limit, score_threshold)
+            requests = [_request(stage, flt) for stage in stages if stage is not None]
+            if len(requests) == 1:
+                found = [shard.query(requests[0])]
+            else:
+                found = shard.query_batch(qe.QueryBatchRequest(requests)) if requests else []
         hits = [[SearchHit.from_payload(p.id, p.score, p.payload or {}) for p in f] for f in found]
         return regroup(stages, hits)
 
@@ -385,8 +433,8 @@ class EdgeStore:
 
     def close(self) -> None:
         with self._lock:
-            for shard in self._shards.values():
-                shard.close()
+            for shard in list(self._shards.values()):
+                self._retire(shard)
             self._shards.clear()
 
 

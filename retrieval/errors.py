@@ -27,3 +27,18 @@ class StoreRejectedError(QuarryError):
 
     code = "store_rejected"
     status = 500
+
+
+class StoreFullError(QuarryError):
+    """The store's disk is full: writes wait until there is room (never a file's fault)."""
+
+    code = "insufficient_storage"
+    status = 507
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether a failure (from any library) means the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "os error 28" in text or "disk quota" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -26,16 +27,16 @@ from retrieval.models import (
     payload_key,
 )
 from retrieval.protocol import Filters, SparseEncoder
+from retrieval.qdrant_rebuild import Layout, Rebuild, generation_of, is_internal, physical
 from retrieval.query_plan import (
     Nearest,
     Rrf,
     Stage,
     build_all,
-    full_vector,
     point_vectors,
     regroup,
 )
-from retrieval.sparse import SPARSE_VECTOR, SparseVec
+from retrieval.sparse import SPARSE_VECTOR, Bm25Encoder, SparseVec
 
 _RECIPE_KEY = "quarry_recipe"
 
@@ -217,6 +218,8 @@ class QdrantServerStore:
         self.client = client
         self.options = options or QdrantOptions()
         self._lock = threading.RLock()
+        self.layout = Layout(client, self._call)
+        self._bm25 = Bm25Encoder()
 
     @classmethod
     def connect(
@@ -245,54 +248,106 @@ class QdrantServerStore:
         data = (info.config.metadata or {}).get(_RECIPE_KEY)
         return CollectionRecipe.from_dict(data) if data else None
 
+    def _recipe_waiting_out_a_swap(self, collection: str) -> CollectionRecipe:
+        """The collection's recipe; during the one instant a collection made before aliases
+        is missing (dropped, its alias not yet made) a search waits for it, not fails."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            recipe = self.recipe(collection)
+            if recipe is not None:
+                return recipe
+            swapping = collection in self.layout.local or any(
+                generation_of(n, collection) is not None for n in self.layout.names()
+            )
+            if not swapping or time.monotonic() > deadline:
+                raise NotFoundError(f"collection {collection!r} does not exist")
+            time.sleep(0.05)
+
     def _require(self, collection: str) -> None:
         if not self._call("lookup", self.client.collection_exists, collection):
             raise NotFoundError(f"collection {collection!r} does not exist")
 
     def ensure_collection(self, collection: str, recipe: CollectionRecipe) -> None:
+        """Create `collection` as an alias of its first generation (so that a rebuild can
+        swap it), or check that it was built with `recipe`."""
         with self._lock:
             stored = self.recipe(collection)
             if stored is not None:
                 stored.check(recipe, collection)
                 return
+            first = physical(collection, self.layout.next_generation(collection))
+            self._create(first, recipe, {})
+            self.layout.swap(collection, first)
+
+    def _create(self, physical_name: str, recipe: CollectionRecipe, extra: dict[str, Any]) -> None:
+        self._call(
+            "create collection",
+            self.client.create_collection,
+            physical_name,
+            **self.options.collection_params(recipe),
+            metadata={_RECIPE_KEY: recipe.to_dict(), **extra},
+        )
+        for name, schema in self.options.payload_indexes().items():
             self._call(
-                "create collection",
-                self.client.create_collection,
-                collection,
-                **self.options.collection_params(recipe),
-                metadata={_RECIPE_KEY: recipe.to_dict()},
+                "create index",
+                self.client.create_payload_index,
+                physical_name,
+                field_name=name,
+                field_schema=schema,
             )
-            for name, schema in self.options.payload_indexes().items():
-                self._call(
-                    "create index",
-                    self.client.create_payload_index,
-                    collection,
-                    field_name=name,
-                    field_schema=schema,
-                )
 
     def collections(self) -> list[str]:
-        found = self._call("list", self.client.get_collections).collections
-        return sorted(c.name for c in found if self.recipe(c.name) is not None)
+        """Every collection by the name it is used under (aliases; older collections made
+        before aliases by their own name), never a generation or a rebuild in progress."""
+        names = set(self.layout.aliases())
+        names |= {n for n in self.layout.names() if not is_internal(n)}
+        return sorted(n for n in names if self.recipe(n) is not None)
 
     def drop_collection(self, collection: str) -> None:
-        self._call("drop", self.client.delete_collection, collection)
+        with self._lock:
+            doomed = [self.layout.target(collection), *self.layout.shadows(collection)]
+            if collection in self.layout.aliases():
+                drop = models.DeleteAliasOperation(
+                    delete_alias=models.DeleteAlias(alias_name=collection)
+                )
+                self._call(
+                    "drop", self.client.update_collection_aliases, change_aliases_operations=[drop]
+                )
+            for name in filter(None, doomed):
+                self._call("drop", self.client.delete_collection, name)
+
+    def _writes(self, collection: str) -> list[str]:
+        """Where a write to `collection` goes: it, and a rebuild's new collection if one is
+        being filled (so nothing written meanwhile is missing after the swap)."""
+        return [collection, *self.layout.shadows(collection)]
 
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return
-        recipe = self.recipe(collection)
-        if recipe is None:
-            raise NotFoundError(f"collection {collection!r} does not exist")
+        for target in self._writes(collection):
+            recipe = self.recipe(target)
+            if recipe is None:
+                raise NotFoundError(f"collection {collection!r} does not exist")
+            self._upsert_into(target, recipe, records)
+
+    def _upsert_into(
+        self, target: str, recipe: CollectionRecipe, records: Sequence[ChunkRecord]
+    ) -> None:
+        if recipe.sparse and any(r.sparse is None for r in records):
+            weights = self._bm25.documents([str(r.payload.get("text", "")) for r in records])
+            records = [
+                r if r.sparse is not None else replace(r, sparse=w)
+                for r, w in zip(records, weights, strict=True)
+            ]
         points = [_point(recipe, r) for r in records]
-        self._call("upsert", self.client.upsert, collection, points=points, wait=True)
+        self._call("upsert", self.client.upsert, target, points=points, wait=True)
 
     def add_sparse(self, collection: str, scheme: str, encode: SparseEncoder) -> int:
         """Give an older collection BM25 vectors from its stored chunk text (no re-embedding).
 
-        A server cannot add a vector to a collection, so the points are copied to a new
-        collection with the sparse vector, then back into the original name, recreated.
-        The collection is missing for the moment between; the copy survives a crash.
+        A server cannot add a vector to a collection: a new generation with the sparse
+        vector is filled beside the live one and swapped in by alias (`qdrant_rebuild`);
+        searches answer from the old one until the swap; a killed run resumes.
         """
         with self._lock:
             recipe = self.recipe(collection)
@@ -300,42 +355,7 @@ class QdrantServerStore:
                 raise NotFoundError(f"collection {collection!r} does not exist")
             if recipe.sparse:
                 return 0
-            upgraded = replace(recipe, sparse=scheme)
-            staging = f"{collection}.sparse-upgrade"
-            if self._call("lookup", self.client.collection_exists, staging):
-                self.drop_collection(staging)
-            self.ensure_collection(staging, upgraded)
-            copied = self._copy(collection, recipe, staging, encode)
-            self.drop_collection(collection)
-            self.ensure_collection(collection, upgraded)
-            self._copy(staging, upgraded, collection, encode)
-            self.drop_collection(staging)
-            return copied
-
-    def _copy(
-        self, source: str, layout: CollectionRecipe, target: str, encode: SparseEncoder
-    ) -> int:
-        copied = 0
-        offset = None
-        while True:
-            page, offset = self._call(
-                "scroll",
-                self.client.scroll,
-                source,
-                limit=256,
-                offset=offset,
-                with_payload=True,
-                with_vectors=True,
-            )
-            weights = encode([str((p.payload or {}).get("text", "")) for p in page])
-            records = [
-                ChunkRecord(str(p.id), full_vector(layout, p.vector), p.payload or {}, w)
-                for p, w in zip(page, weights, strict=True)
-            ]
-            self.upsert(target, records)
-            copied += len(records)
-            if offset is None:
-                return copied
+            return Rebuild(self, collection, recipe, replace(recipe, sparse=scheme)).run(encode)
 
     def _count(self, collection: str, flt: models.Filter | None) -> int:
         result = self._call("count", self.client.count, collection, count_filter=flt, exact=True)
@@ -396,11 +416,12 @@ class QdrantServerStore:
 
     def _delete(self, collection: str, flt: models.Filter) -> int:
         doomed = self._count(collection, flt)
-        if doomed:
+        for target in self._writes(collection):
             selector = models.FilterSelector(filter=flt)
-            self._call(
-                "delete", self.client.delete, collection, points_selector=selector, wait=True
-            )
+            if doomed or target != collection:
+                self._call(
+                    "delete", self.client.delete, target, points_selector=selector, wait=True
+                )
         return doomed
 
     def delete_document(self, collection: str, doc_id: str) -> int:
@@ -436,14 +457,15 @@ class QdrantServerStore:
         return self._count(collection, newer) > 0
 
     def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
-        self._call(
-            "stamp",
-            self.client.set_payload,
-            collection,
-            payload={"seq": seq},
-            points=models.Filter(must=[_doc_condition(doc_id)]),
-            wait=True,
-        )
+        for target in self._writes(collection):
+            self._call(
+                "stamp",
+                self.client.set_payload,
+                target,
+                payload={"seq": seq},
+                points=models.Filter(must=[_doc_condition(doc_id)]),
+                wait=True,
+            )
 
     def count(self, collection: str, filters: Filters | None = None) -> int:
         if self.recipe(collection) is None:
@@ -461,9 +483,7 @@ class QdrantServerStore:
         sparse: Sequence[SparseVec] | None = None,
         plan: SearchPlan = DENSE,
     ) -> list[list[SearchHit]]:
-        recipe = self.recipe(collection)
-        if recipe is None:
-            raise NotFoundError(f"collection {collection!r} does not exist")
+        recipe = self._recipe_waiting_out_a_swap(collection)
         flt = _filter(filters)
         params = self.options.search_params()
         stages = build_all(recipe, plan, vectors, sparse, limit, score_threshold)

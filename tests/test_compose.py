@@ -149,6 +149,8 @@ def test_only_the_api_is_published_and_qdrant_needs_a_key(services: dict[str, An
     key = env_of(services["qdrant"])["QDRANT__SERVICE__API_KEY"]
     assert key.startswith("${QDRANT_API_KEY:?")  # required: no stack without a key
     assert env_of(services["api"])["QUARRY_QDRANT_API_KEY"] == key
+    assert env_of(services["api"])["QUARRY_API_KEYS"].startswith("${QUARRY_API_KEYS:?")
+    assert env_of(services["ui"])["QUARRY_API_KEY"].startswith("${QUARRY_API_KEY:?")
 
 
 @pytest.mark.skipif(
@@ -166,12 +168,17 @@ def test_docker_compose_config_validates() -> None:
             env={"PATH": os.environ["PATH"], **env},
         )
 
-    result = config(QDRANT_API_KEY="a-secret")
+    keys = {"QDRANT_API_KEY": "a-secret", "QUARRY_API_KEYS": "k1,k2", "QUARRY_API_KEY": "k1"}
+    result = config(**keys)
     assert result.returncode == 0, result.stderr
-    scaled = config(QDRANT_API_KEY="a-secret", COMPOSE_PROFILES="scale")
+    scaled = config(**keys, COMPOSE_PROFILES="scale")
     assert scaled.returncode == 0, scaled.stderr
     refused = config()
     assert refused.returncode != 0 and "QDRANT_API_KEY" in refused.stderr
+    for missing in ("QUARRY_API_KEYS", "QUARRY_API_KEY"):  # closed by default, as Qdrant is
+        without = {k: v for k, v in keys.items() if k != missing}
+        open_stack = config(**without)
+        assert open_stack.returncode != 0 and missing in open_stack.stderr
 
 
 def test_the_scale_profile_puts_sglang_behind_nginx(all_services: dict[str, Any]) -> None:
