@@ -340,10 +340,9 @@ class Resources:
 
         A query uses the instruction it names, else the collection's default.
         """
-        stored = self.store.recipe(collection)
+        stored = self.store.recipe(collection)  # read once for the whole batch
         if stored is not None:
-            self.check_recipe_early(collection)
-            stored.check(self.recipe(), collection)
+            stored.check(self.recipe(dimension=self.settings.embedding_dim), collection)
         s = self.settings
         return SearchService(
             self.embedder,

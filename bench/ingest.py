@@ -17,7 +17,7 @@ With `--served` it measures the path `make run` users meet side by side in one r
 same documents (BEIR abstracts written out as one .txt file each, or a folder) through the
 in-process pipeline, then through `quarry serve` on its defaults fed by one upload of all of
 them, and prints docs/s, chunks/s, the ratio, and the server's memory at rest (PSS and RSS
-summed over its process tree, before the upload).
+summed over its process tree, ready and before any upload).
 
     python bench/ingest.py --served [PATH] [--limit 1000]
 """
@@ -211,10 +211,10 @@ def compare_served(path: Path, limit: int | None, model: str) -> None:
         server = Process("serve", env, tmp / "serve.log")
         server.start()
         try:
-            wait_job(server.url, upload(server.url, paths[:1], "warm"), timeout=600)
-            time.sleep(5)  # at rest
+            time.sleep(5)  # ready (the model is loaded), at rest, before any upload
             assert server.process is not None
             procs, pss, rss = tree_memory(server.process.pid)
+            wait_job(server.url, upload(server.url, paths[:1], "warm"), timeout=600)
             started = time.perf_counter()
             job = wait_job(server.url, upload(server.url, paths, "bench"), timeout=7200)
             served_s = time.perf_counter() - started

@@ -3,6 +3,11 @@
 Least outstanding requests with a bound per server; active health checks; passive
 ejection after consecutive failures; an ejected server comes back on probation (one
 request at a time) once a probe succeeds, and is trusted again after a real request does.
+
+Overload is never turned into unavailability (Envoy's outlier detection): slowness alone
+(timeouts) ejects at most `max_ejection_share` of the servers and never the last one in
+service, and below `panic_share` of servers in service the balancer is in panic: it sends
+to every server it can still reach, ejected or not, instead of refusing the work.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class Backend:
         self.ejections = 0
         self.failures = 0  # consecutive failed requests
         self.failed_probes = 0  # consecutive failed health checks
+        self.unreachable = False  # its last failure: no connection at all
         self.reason: str | None = "not checked yet"
         self.health_path: str | None = None
 
@@ -85,12 +91,16 @@ class Balancer:
         max_in_flight: int = 4,
         eject_after: int = 3,
         observer: RequestObserver | None = None,
+        max_ejection_share: float = 0.5,
+        panic_share: float = 0.5,
     ) -> None:
         self.backends = [Backend(url) for url in urls]
         if not self.backends:
             raise ValueError("no embedding server URLs")
         self.max_in_flight = max_in_flight
         self.eject_after = eject_after
+        self.max_ejection_share = max_ejection_share
+        self.panic_share = panic_share
         self.observer = observer
         self._cond = threading.Condition()
         self._turn = 0
@@ -101,12 +111,21 @@ class Balancer:
         # A query may use one slot more than ingestion, so it never queues behind a bulk load.
         return self.max_in_flight + (1 if priority is Priority.QUERY else 0)
 
+    def _in_service(self) -> list[Backend]:
+        return [b for b in self.backends if b.state is not ServerState.EJECTED]
+
+    def panicking(self) -> bool:
+        """Too few servers in service to trust the ejections: use every reachable one."""
+        return len(self._in_service()) < self.panic_share * len(self.backends)
+
+    def _candidates(self) -> list[Backend]:
+        if not self.panicking():
+            return self._in_service()
+        # Panic: an ejected server that still answers is better than refusing the work.
+        return [b for b in self.backends if b.state is not ServerState.EJECTED or not b.unreachable]
+
     def _choose(self, priority: Priority, avoid: set[str]) -> Backend | None:
-        open_ = [
-            b
-            for b in self.backends
-            if b.state is not ServerState.EJECTED and b.in_flight < self._limit(b, priority)
-        ]
+        open_ = [b for b in self._candidates() if b.in_flight < self._limit(b, priority)]
         preferred = [b for b in open_ if b.url not in avoid] or open_
         if not preferred:
             return None
@@ -119,8 +138,9 @@ class Balancer:
         )
 
     def all_ejected(self) -> bool:
+        """No server can be sent anything: all out, and none reachable even in panic."""
         with self._cond:
-            return all(b.state is ServerState.EJECTED for b in self.backends)
+            return not self._candidates()
 
     def acquire(self, priority: Priority, avoid: set[str], timeout: float) -> Backend | None:
         """A server with a free slot (one not in `avoid` if any), or None when every server
@@ -128,7 +148,7 @@ class Balancer:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                if all(b.state is ServerState.EJECTED for b in self.backends):
+                if not self._candidates():
                     return None
                 chosen = self._choose(priority, avoid)
                 if chosen is not None:
@@ -143,31 +163,42 @@ class Balancer:
         """Sleep until some server is admitted again, or `timeout` passes."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while all(b.state is ServerState.EJECTED for b in self.backends):
+            while not self._candidates():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
                 self._cond.wait(left)
 
     def release(
-        self, backend: Backend, seconds: float, *, ok: bool, reason: str | None = None
+        self,
+        backend: Backend,
+        seconds: float,
+        *,
+        ok: bool,
+        reason: str | None = None,
+        kind: str = "error",
     ) -> None:
-        """Return `backend`'s slot; `ok` says whether the server itself worked."""
+        """Return `backend`'s slot; `ok` says whether the server itself worked; `kind` how
+        it failed: `slow` (a timeout), `down` (no connection) or `error` (a 5xx, garbage)."""
         with self._cond:
             backend.in_flight -= 1
             backend.requests += 1
             if ok:
-                backend.failures = 0
-                if backend.state is ServerState.PROBATION:
+                backend.failures, backend.unreachable = 0, False
+                if backend.state is not ServerState.UP:
                     backend.state, backend.reason = ServerState.UP, None
                     log.info("embedding server %s is back in service", backend.url)
             else:
                 backend.errors += 1
                 backend.failures += 1
+                backend.unreachable = kind == "down"
                 if backend.state is ServerState.EJECTED:
                     backend.reason = reason or backend.reason  # an in-flight straggler
                 elif backend.state is ServerState.PROBATION or backend.failures >= self.eject_after:
-                    self._eject(backend, reason or "requests failed")
+                    if kind == "slow" and not self._may_eject_for_slowness():
+                        backend.reason = f"slow, kept in service: {reason or 'timed out'}"
+                    else:
+                        self._eject(backend, reason or "requests failed")
             self._cond.notify_all()
         if self.observer is not None:
             self.observer.request_done(backend.url, seconds, ok)
@@ -181,6 +212,10 @@ class Balancer:
         """
         with self._cond:
             backend.failed_probes = 0 if ok else backend.failed_probes + 1
+            if not ok and reason and "cannot connect" in reason:
+                backend.unreachable = True
+            elif ok:
+                backend.unreachable = False
             if ok and backend.state is not ServerState.UP:
                 if backend.state is ServerState.EJECTED:
                     log.info("embedding server %s passed its health check", backend.url)
@@ -194,6 +229,13 @@ class Balancer:
             else:  # up and passing, up with one miss, or out and still failing
                 backend.reason = None if ok else reason
             self._cond.notify_all()
+
+    def _may_eject_for_slowness(self) -> bool:
+        """Slowness alone takes out at most `max_ejection_share` of the servers (at least
+        one may go), and never the last one in service."""
+        out = len(self.backends) - len(self._in_service())
+        allowed = max(1, int(self.max_ejection_share * len(self.backends)))
+        return out + 1 <= allowed and len(self._in_service()) > 1
 
     def _eject(self, backend: Backend, reason: str) -> None:
         backend.state, backend.reason = ServerState.EJECTED, reason

@@ -50,6 +50,7 @@ class RemoteOptions:
     batch_size: int = 32  # TEI's default max_client_batch_size
     in_flight: int = 4  # per server
     timeout_s: float = 60.0
+    timeout_per_token_s: float = 0.01  # a request's timeout grows with its size
     retry_s: float = 30.0
     health_interval_s: float = 5.0
     eject_after: int = 3
@@ -215,7 +216,9 @@ class RemoteEmbedder(ModelInputs):
                 continue
             started = time.perf_counter()
             try:
-                response = self._client.post(backend.url + "/embeddings", json=payload)
+                response = self._client.post(
+                    backend.url + "/embeddings", json=payload, timeout=self._timeout(texts)
+                )
                 vectors = self._read(backend.url, response, len(texts))
             except (_TooLarge, EmbeddingServerError):  # the server worked; the input did not
                 self.balancer.release(backend, time.perf_counter() - started, ok=True)
@@ -223,8 +226,19 @@ class RemoteEmbedder(ModelInputs):
             except (httpx.HTTPError, _Retry) as exc:
                 last_error = describe(exc) if isinstance(exc, httpx.HTTPError) else str(exc)
                 server_fault = not isinstance(exc, _Retry) or exc.server_fault
+                kind = (
+                    "slow"
+                    if isinstance(exc, httpx.TimeoutException)
+                    else "down"
+                    if isinstance(exc, httpx.ConnectError)
+                    else "error"
+                )
                 self.balancer.release(
-                    backend, time.perf_counter() - started, ok=not server_fault, reason=last_error
+                    backend,
+                    time.perf_counter() - started,
+                    ok=not server_fault,
+                    reason=last_error,
+                    kind=kind,
                 )
                 log.info("embedding request to %s failed (%s); retrying", backend.url, last_error)
                 tried.add(backend.url)
@@ -239,6 +253,14 @@ class RemoteEmbedder(ModelInputs):
                 self.stats.texts += len(texts)
                 self.stats.seconds += seconds
             return vectors
+
+    def _timeout(self, texts: list[str]) -> httpx.Timeout:
+        """A request's time follows its size: the base, plus time per token (estimated from
+        the characters, a token being a few of them), so a large batch on a loaded server
+        is not cut short; connecting keeps its own short limit."""
+        tokens = sum(len(text) for text in texts) / 3
+        total = self.options.timeout_s + tokens * self.options.timeout_per_token_s
+        return httpx.Timeout(total, connect=min(5.0, self.options.timeout_s))
 
     def _read(self, server: str, response: httpx.Response, expected: int) -> np.ndarray:
         status = response.status_code

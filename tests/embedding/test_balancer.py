@@ -97,3 +97,45 @@ def test_a_server_in_service_needs_two_failed_checks_in_a_row_to_go_out() -> Non
     assert backend.state is ServerState.UP  # not in a row
     balancer.probed(backend, False, "health check timed out")
     assert backend.state is ServerState.EJECTED and backend.reason == "health check timed out"
+
+
+def test_slowness_alone_never_ejects_the_last_servers() -> None:
+    """Overload is not unavailability: timeouts eject at most half the servers, never the
+    last one in service."""
+    balancer = trusted(eject_after=1)
+    a, b, c = balancer.backends
+    for backend in (a, b, c):
+        held = balancer.acquire(Priority.BULK, {x.url for x in (a, b, c)} - {backend.url}, 0)
+        assert held is backend
+        balancer.release(backend, 60.0, ok=False, reason="timed out", kind="slow")
+    states = [x.state for x in (a, b, c)]
+    assert states.count(ServerState.EJECTED) == 1  # max(1, 50 % of 3)
+    kept = [x for x in (a, b, c) if x.state is ServerState.UP]
+    assert all("slow, kept in service" in (x.reason or "") for x in kept)
+    assert balancer.acquire(Priority.BULK, set(), 0) is not None
+
+
+def test_below_the_panic_share_every_reachable_server_gets_work() -> None:
+    balancer = trusted(eject_after=1)
+    a, b, c = balancer.backends
+    for backend in (a, b):  # refused connections: really down
+        balancer.release(
+            balancer.acquire(Priority.BULK, {x.url for x in (a, b, c)} - {backend.url}, 0),  # type: ignore[arg-type]
+            0.01,
+            ok=False,
+            reason="cannot connect",
+            kind="down",
+        )
+    balancer.release(  # and c errs once: out too, but it answers
+        balancer.acquire(Priority.BULK, set(), 0),  # type: ignore[arg-type]
+        0.5,
+        ok=False,
+        reason="answered 503",
+        kind="error",
+    )
+    assert all(x.state is ServerState.EJECTED for x in (a, b, c))
+    assert balancer.panicking() and not balancer.all_ejected()
+    chosen = balancer.acquire(Priority.BULK, set(), 0)
+    assert chosen is c  # the reachable one, not refused
+    balancer.release(c, 0.1, ok=True)
+    assert c.state is ServerState.UP
