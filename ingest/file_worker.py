@@ -84,7 +84,13 @@ class FileWorker:
     def _claim(self, job_id: str, index: int, holder: Holder) -> tuple[Job, FileProgress] | str:
         """Take file `index` for this process (a compare-and-set under the job's lock), or
         say why not: its outcome when it has one, `held` when a live holder has it."""
-        if take_over(self.store, job_id, index, self.lease_s) == "dead_letter":
+        record = self.store.record(job_id)
+        seen = self.store.read_file(job_id, index) if record is not None else None
+        if (
+            seen is not None
+            and seen.held
+            and take_over(self.store, job_id, index, self.lease_s) == "dead_letter"
+        ):
             self._finish_if_done(job_id)
             return "dead_letter"
         with self.store.locked(job_id):
@@ -94,7 +100,7 @@ class FileWorker:
             entry = self.store.file(job, index)
             if entry.finished:
                 outcome: str = entry.status
-            elif entry.held and not self._abandoned(entry, job_id, index):
+            elif entry.held and not self._abandoned(entry):
                 return "held"
             elif job.cancel_requested:
                 entry.status, entry.error = "cancelled", None
@@ -112,12 +118,11 @@ class FileWorker:
         self._finish_if_done(job_id)
         return outcome
 
-    def _abandoned(self, entry: FileProgress, job_id: str, index: int) -> bool:
-        """A claim of this very process that nothing here works on any more (its attempt
-        ended in an error that even the hand-back could not record, a full disk say)."""
-        mine = entry.host == self.holder.host and entry.pid == self.holder.pid
-        with self._working_lock:
-            return mine and (job_id, index) not in self._working
+    def _abandoned(self, entry: FileProgress) -> bool:
+        """A claim of this very process that nothing here works on any more (an attempt
+        that ended in an error even its hand-back could not record, a full disk say):
+        `process` lets one attempt per file run here, and this is it."""
+        return entry.host == self.holder.host and entry.pid == self.holder.pid
 
     def process(
         self,

@@ -177,3 +177,19 @@ def test_a_dependency_outage_is_waited_out_however_often_it_fails(resources: Res
             worker.process(job.id, 0, "w1", threading.Event())
     waiting = store.get(job.id).files[0]  # type: ignore[union-attr]
     assert waiting.status == "retrying" and waiting.failures == 0
+
+
+def test_a_claim_this_process_abandoned_is_taken_back_without_a_loss(
+    resources: Resources,
+) -> None:
+    """An attempt that ended in an error even its hand-back could not record (a full disk)
+    leaves this process's own claim behind: the next delivery here takes it back."""
+    store = FileJobStore(resources.settings.jobs_dir)
+    job = staged_job(store, OWLS)
+    entry = job.files[0]
+    Holder.me("earlier attempt").claim(entry, 600)
+    entry.status, entry.version = "embedding", 5
+    store.save_file(job.id, 0, entry)
+    assert worker_for(resources, store).process(job.id, 0, "w1", threading.Event()) == "ingested"
+    done = store.get(job.id).files[0]  # type: ignore[union-attr]
+    assert done.lost == 0 and done.attempts == 1
