@@ -114,10 +114,20 @@ def query_language(text: str) -> str:
     return _latin_language(text)
 
 
+# English function words that other languages written in Latin script rarely use as words
+# (not "in", "a", "die", "de"): one of them settles it, where langdetect alone can take a
+# terse technical English sentence for Italian.
+_ENGLISH = frozenset(
+    "the of to and is are were with for that this what which who how why does do did "
+    "from by at be been its not or can has have than when where there their these those "
+    "into about after before between during without should would could".split()
+)
+
+
 @lru_cache(maxsize=8192)
 def _latin_language(text: str) -> str:
-    words = re.findall(r"\w+", text)
-    if len(words) < 3:  # too short to tell: trust the common case
+    words = re.findall(r"\w+", text.lower())
+    if len(words) < 3 or _ENGLISH.intersection(words):  # too short to tell, or English
         return "en"
     try:
         from langdetect import DetectorFactory, detect_langs
