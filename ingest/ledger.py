@@ -7,8 +7,11 @@ unreadable); a missing system tool is checked afresh every time.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
+
+from filelock import FileLock
 
 from ingest.models import FileError
 
@@ -17,20 +20,28 @@ _VERSION = 1
 
 
 class FailureLedger:
-    """A small JSON file of `doc_id -> (code, message)`; written once per run."""
+    """A small JSON file of `doc_id -> (code, message)`; written once per run.
+
+    Many processes write it (every file a worker ends): a save takes the file's lock,
+    re-reads it, adds this run's new entries and replaces it through a temporary file of its
+    own, so no writer drops another's entries or half-writes the file."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._entries: dict[str, dict[str, str]] = {}
-        self._dirty = False
-        if path is not None and path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if data.get("version") == _VERSION:
-                    self._entries = dict(data.get("entries", {}))
-            except (OSError, ValueError):
-                self._entries = {}
+        self._entries: dict[str, dict[str, str]] = self._load()
+        self._new: dict[str, dict[str, str]] = {}
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("version") != _VERSION:
+            return {}
+        return dict(data.get("entries", {}))
 
     def get(self, doc_id: str, name: str) -> FileError | None:
         with self._lock:
@@ -44,17 +55,22 @@ class FailureLedger:
             return
         reason = error.message.split(": ", 1)[1] if ": " in error.message else error.message
         with self._lock:
-            self._entries[doc_id] = {"code": error.code, "reason": reason}
-            self._dirty = True
+            self._entries[doc_id] = self._new[doc_id] = {"code": error.code, "reason": reason}
 
     def save(self) -> None:
         with self._lock:
-            if not self._dirty or self.path is None:
+            if not self._new or self.path is None:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps({"version": _VERSION, "entries": self._entries}), encoding="utf-8"
-            )
-            tmp.replace(self.path)
-            self._dirty = False
+            with FileLock(str(self.path) + ".lock", timeout=60):
+                merged = self._load() | self._new
+                tmp = self.path.with_name(
+                    f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+                )
+                with tmp.open("w", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"version": _VERSION, "entries": merged}))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.path)
+            self._entries = merged
+            self._new = {}
