@@ -16,6 +16,7 @@ STATUS_LABEL = {
     "embedding": ":material/memory: embedding",
     "ingested": ":material/check_circle: indexed",
     "unchanged": ":material/check_circle: already indexed, unchanged",
+    "superseded": ":material/update: superseded by a newer upload of the same name",
     "failed": ":material/error: failed",
     "retrying": ":material/autorenew: waiting to retry",
     "cancelled": ":material/cancel: cancelled",
@@ -36,7 +37,7 @@ def job_caption(job: dict[str, Any]) -> str:
     progress = job["progress"]
     counts = progress["files_by_status"]
     parts = [f"{job['state']}", f"{progress['files']} files"]
-    for status in ("ingested", "unchanged", "failed"):
+    for status in ("ingested", "unchanged", "superseded", "failed"):
         if counts.get(status):
             parts.append(f"{counts[status]} {status}")
     parts.append(f"{progress['stored']} chunks stored")
