@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     remote_in_flight: int = Field(default=4, ge=1, description="requests per server at once")
     remote_timeout_s: float = Field(default=60, gt=0, description="one request's time limit")
     remote_timeout_per_token_s: float = Field(
-        default=0.01, ge=0, description="more time a request gets per token it carries"
+        default=0.001, ge=0, description="more time a request gets per token it carries"
     )
     remote_retry_s: float = Field(
         default=30, gt=0, description="how long a batch is retried across servers"

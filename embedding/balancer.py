@@ -6,8 +6,9 @@ request at a time) once a probe succeeds, and is trusted again after a real requ
 
 Overload is never turned into unavailability (Envoy's outlier detection): slowness alone
 (timeouts) ejects at most `max_ejection_share` of the servers and never the last one in
-service, and below `panic_share` of servers in service the balancer is in panic: it sends
-to every server it can still reach, ejected or not, instead of refusing the work.
+service, and with no server in service (or fewer than `panic_share` of them) the balancer
+is in panic: it sends to every server it can still reach, ejected or not, instead of
+refusing the work.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class Balancer:
         eject_after: int = 3,
         observer: RequestObserver | None = None,
         max_ejection_share: float = 0.5,
-        panic_share: float = 0.5,
+        panic_share: float = 0.0,
     ) -> None:
         self.backends = [Backend(url) for url in urls]
         if not self.backends:
@@ -115,8 +116,10 @@ class Balancer:
         return [b for b in self.backends if b.state is not ServerState.EJECTED]
 
     def panicking(self) -> bool:
-        """Too few servers in service to trust the ejections: use every reachable one."""
-        return len(self._in_service()) < self.panic_share * len(self.backends)
+        """Too few servers in service to trust the ejections (none, by default; Envoy's
+        panic threshold when `panic_share` is set): use every reachable one."""
+        serving = len(self._in_service())
+        return serving == 0 or serving < self.panic_share * len(self.backends)
 
     def _candidates(self) -> list[Backend]:
         if not self.panicking():

@@ -50,7 +50,7 @@ class RemoteOptions:
     batch_size: int = 32  # TEI's default max_client_batch_size
     in_flight: int = 4  # per server
     timeout_s: float = 60.0
-    timeout_per_token_s: float = 0.01  # a request's timeout grows with its size
+    timeout_per_token_s: float = 0.001  # a request's timeout grows with its size
     retry_s: float = 30.0
     health_interval_s: float = 5.0
     eject_after: int = 3
