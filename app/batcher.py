@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -153,3 +153,29 @@ class MicroBatcher(Generic[K, T, R]):
             if not request.future.done():
                 request.future.set_result(results[start:end])
             start = end
+
+
+class AdmissionGate:
+    """A bound on items in the model's hands for work that is not micro-batched (rerank):
+    past it, `OverloadedError` (429 with Retry-After) at once."""
+
+    def __init__(self, name: str, max_depth: int) -> None:
+        self.name = name
+        self.max_depth = max_depth
+        self.depth = 0
+        self.refused = 0
+
+    @contextlib.contextmanager
+    def admit(self, items: int) -> Iterator[None]:
+        if self.depth and self.depth + items > self.max_depth:
+            self.refused += 1
+            raise OverloadedError(
+                f"{self.name}: {self.depth} texts are already with the model (the bound is "
+                f"{self.max_depth}); retry in a second",
+                detail={"queued": self.depth, "bound": self.max_depth},
+            )
+        self.depth += items
+        try:
+            yield
+        finally:
+            self.depth -= items

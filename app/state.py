@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.batcher import MicroBatcher
+from app.batcher import AdmissionGate, MicroBatcher
 from app.metrics import LiveSources, Metrics
 from app.ownership import worker_credential
 from app.resources import Resources
@@ -114,6 +114,7 @@ class QuarryState:
             on_batch=self.metrics.batch_observer("embeddings"),
             max_depth=settings.model_queue_max,
         )
+        self.rerank_gate = AdmissionGate("rerank", settings.model_queue_max)
         self.model_error: QuarryError | None = None
         self.metrics.watch(
             LiveSources(
@@ -125,6 +126,7 @@ class QuarryState:
                 batch_depth=lambda: {
                     "search": self.search_batcher.depth,
                     "embeddings": self.embed_batcher.depth,
+                    "rerank": self.rerank_gate.depth,
                 },
                 servers=self.embedding_servers,
             )

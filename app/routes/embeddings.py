@@ -124,7 +124,10 @@ async def create_embeddings(state: State, body: EmbeddingsRequest) -> Embeddings
 async def rerank(state: State, body: RerankRequest) -> RerankResponse:
     """Score documents against a query with QUARRY_RERANK_MODEL (the Cohere / vLLM shape)."""
     reranker = await run_in_threadpool(lambda: state.resources.reranker)
-    scores = await run_in_threadpool(reranker.rerank, body.query, body.documents, body.instruction)
+    with state.rerank_gate.admit(len(body.documents)):  # 429 at once past the bound
+        scores = await run_in_threadpool(
+            reranker.rerank, body.query, body.documents, body.instruction
+        )
     order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n]
     return RerankResponse(
         model=state.settings.rerank_model or state.settings.rerank_url or "",

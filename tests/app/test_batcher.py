@@ -67,3 +67,34 @@ def test_submit_before_start_is_an_error() -> None:
     batcher = MicroBatcher("t", Recorder().run)
     with pytest.raises(RuntimeError, match="not started"):
         asyncio.run(batcher.submit("k", [1]))
+
+
+def test_a_full_queue_refuses_at_once_with_a_retry_after() -> None:
+    """Admission control: past the bound a request is refused (429), not queued forever."""
+    import time
+
+    from embedding.errors import OverloadedError
+
+    def slow(key: str, items: list[int]) -> list[int]:
+        time.sleep(0.3)
+        return items
+
+    batcher = MicroBatcher("t", slow, max_items=2, max_wait_s=0.0, max_depth=4)
+
+    async def burst() -> list[object]:
+        batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.submit("k", [i, i]) for i in range(8)), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    started = time.monotonic()
+    results = asyncio.run(burst())
+    refused = [r for r in results if isinstance(r, OverloadedError)]
+    served = [r for r in results if isinstance(r, list)]
+    assert refused and served and len(refused) + len(served) == 8
+    assert all(r.status == 429 and r.retry_after_s >= 1 for r in refused)
+    assert "waiting for the model" in refused[0].message and batcher.refused == len(refused)
+    assert time.monotonic() - started < 0.3 * 8  # the refused never waited their turn
