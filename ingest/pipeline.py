@@ -217,6 +217,9 @@ class IngestPipeline:
 
     def _prepared_stream(self, sources: Sequence[Source]) -> Iterator[_Prepared]:
         """Results in input order, with parsing a bounded distance ahead of the consumer."""
+        if len(sources) == 1:  # a queue consumer's one file: on its own, long-lived thread
+            yield self._prepare(sources[0])  # (whose tokenizer copy is kept across files)
+            return
         ahead = max(4, self.config.parse_workers * 2)
         with ThreadPoolExecutor(self.config.parse_workers, thread_name_prefix="parse") as pool:
             pending: list[Future[_Prepared]] = []
