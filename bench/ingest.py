@@ -201,8 +201,7 @@ def compare_served(path: Path, limit: int | None, model: str) -> None:
         try:
             resources.pipeline("warm").run([FileSource(paths[0], "warm")])
             texts: list[Source] = [
-                TextSource(p.name, p.read_text(encoding="utf-8", errors="replace"))
-                for p in paths
+                TextSource(p.name, p.read_text(encoding="utf-8", errors="replace")) for p in paths
             ]
             started = time.perf_counter()
             resources.pipeline("texts").run(texts)  # what the bench's default mode measures

@@ -62,9 +62,8 @@ def gnome(language: str) -> list[str]:
         deb = next(folder.glob("gnome-user-docs_*.deb"))
         subprocess.run(["dpkg", "-x", str(deb), str(folder)], check=True)
     help_dir = folder / "usr" / "share" / "help"
-    english = {
-        p for f in (help_dir / "C" / "gnome-help").glob("*.page") for p in _paragraphs(f.read_text())
-    }
+    pages = (help_dir / "C" / "gnome-help").glob("*.page")
+    english = {p for f in pages for p in _paragraphs(f.read_text())}
     found: list[str] = []
     for page in sorted((help_dir / GNOME[language] / "gnome-help").glob("*.page")):
         body = re.sub(r"<info>.*?</info>", " ", page.read_text(encoding="utf-8"), flags=re.S)
@@ -85,7 +84,8 @@ def passages(language: str, limit: int) -> list[str]:
 
 def question(passage: str, language: str, rng: random.Random) -> str | None:
     """About 60 % of one of the passage's longest sentences, as a contiguous span."""
-    sentences = [s for s in re.split(r"(?<=[.!?。！？؟।])\s*", passage) if s.strip()]
+    ends = ".!?\u3002\uff01\uff1f\u061f\u0964"  # . ! ? and CJK, Arabic, Devanagari ends
+    sentences = [s for s in re.split(rf"(?<=[{ends}])\s*", passage) if s.strip()]
     sentence = max(sentences, key=len)
     units = list(sentence) if language in NO_SPACES else sentence.split()
     if len(units) < 5:
@@ -161,7 +161,8 @@ def main() -> None:
             ok = s["hybrid"] >= max(s["sparse"], s["dense"]) - 1
             print(
                 f"{language:<5} {int(s['passages']):>8} {int(s['queries']):>7} "
-                f"{s['sparse']:>7.2f} {s['dense']:>7.2f} {s['hybrid']:>7.2f}  {'yes' if ok else 'NO'}",
+                f"{s['sparse']:>7.2f} {s['dense']:>7.2f} {s['hybrid']:>7.2f}  "
+                f"{'yes' if ok else 'NO'}",
                 flush=True,
             )
 
