@@ -203,7 +203,7 @@ class JobService:
         self._watching.update(unfinished)
         live = 0
         for job_id in list(self._watching):
-            job = await asyncio.to_thread(self.store.get, job_id)
+            job = await asyncio.to_thread(self.store.view, job_id)
             if job is None:
                 job = await asyncio.to_thread(self._adopt, job_id)
             if job is None or job.finished:

@@ -175,7 +175,7 @@ class Job:
     def to_public(self) -> dict[str, Any]:
         """What the API shows: the job without staging internals, plus its progress."""
         files = [
-            {k: v for k, v in asdict(f).items() if k != "staged"}
+            {k: v for k, v in asdict(f).items() if k not in ("staged", "claim")}
             | {"finished": f.finished, "retryable": f.status == "failed" and bool(f.staged)}
             for f in self.files
         ]
