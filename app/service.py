@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.schemas import Hit, SearchResponse
-from ingest.models import IngestReport
+from ingest.models import FileError, IngestReport
 from ingest.originals import Originals
 from ingest.pipeline import IngestObserver
 from retrieval.errors import NotFoundError
@@ -68,6 +68,21 @@ class Quarry(Protocol):
     def backfill_sparse(self, collection: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def tally(report: IngestReport, status: str, stored: int, error: FileError | None) -> None:
+    """Count one ended file into `report`: the one tally of both front doors."""
+    if status == "ingested":
+        report.ingested += 1
+        report.chunks += stored
+    elif status == "unchanged":
+        report.unchanged += 1
+    elif status == "superseded":
+        report.superseded += 1
+    elif status == "retrying" and error is not None:
+        report.retrying.append(error)
+    elif error is not None:
+        report.errors.append(error)
 
 
 def require_collection(store: VectorStore, collection: str) -> None:

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from app.service import tally
 from client import ApiClient, ApiError, ClientSettings
 from embedding.errors import QuarryError
 from ingest.models import FileError, IngestReport
@@ -121,15 +122,7 @@ def _tally(entry: dict[str, Any], observer: IngestObserver, report: IngestReport
     error = None
     if entry.get("error"):
         error = FileError(name, entry["error"]["code"], entry["error"]["message"])
-    if status == "ingested":
-        report.ingested += 1
-        report.chunks += entry["stored"]
-    elif status == "unchanged":
-        report.unchanged += 1
-    elif status == "superseded":
-        report.superseded += 1
-    elif error is not None:
-        report.errors.append(error)
+    tally(report, status, entry["stored"], error)
     observer.file_done(name, status, entry["stored"], error)
 
 

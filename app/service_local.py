@@ -20,7 +20,7 @@ from typing import Any
 
 from app.resources import Resources
 from app.schemas import CollectionOut, DocumentOut
-from app.service import delete_document, require_collection, search_answer
+from app.service import delete_document, require_collection, search_answer, tally
 from embedding.coalescing import CoalescingEmbedder
 from embedding.errors import QuarryError
 from ingest.file_worker import FileTracker, FileWorker, RetryLater
@@ -64,20 +64,10 @@ class _Tee:
 
 
 def report_of(job: Job, report: IngestReport) -> IngestReport:
-    """Tally a job's ended files into `report` (the same tally for both front doors)."""
+    """Tally a job's ended files into `report`."""
     for entry in job.files:
         error = FileError(entry.name, **entry.error) if entry.error else None
-        if entry.status == "ingested":
-            report.ingested += 1
-            report.chunks += entry.stored
-        elif entry.status == "unchanged":
-            report.unchanged += 1
-        elif entry.status == "superseded":
-            report.superseded += 1
-        elif entry.status == "retrying" and error is not None:
-            report.retrying.append(error)
-        elif error is not None:
-            report.errors.append(error)
+        tally(report, entry.status, entry.stored, error)
     return report
 
 

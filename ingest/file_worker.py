@@ -84,8 +84,7 @@ class FileWorker:
     def _claim(self, job_id: str, index: int, holder: Holder) -> tuple[Job, FileProgress] | str:
         """Take file `index` for this process (a compare-and-set under the job's lock), or
         say why not: its outcome when it has one, `held` when a live holder has it."""
-        record = self.store.record(job_id)
-        seen = self.store.read_file(job_id, index) if record is not None else None
+        seen = self.store.read_file(job_id, index)  # unlocked: most files are free
         if (
             seen is not None
             and seen.held

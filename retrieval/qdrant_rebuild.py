@@ -182,16 +182,21 @@ class Rebuild:
                     with_vectors=True,
                 )
             return
+        yield from self._scroll(source, 256, payload=True, vectors=True)
+
+    def _scroll(
+        self, source: str, limit: int, *, payload: bool | list[str], vectors: bool
+    ) -> Iterator[list[Any]]:
         offset = None
         while True:
             page, offset = self.store._call(
                 "scroll",
                 self.store.client.scroll,
                 source,
-                limit=256,
+                limit=limit,
                 offset=offset,
-                with_payload=True,
-                with_vectors=True,
+                with_payload=payload,
+                with_vectors=vectors,
             )
             yield page
             if offset is None:
@@ -221,22 +226,12 @@ class Rebuild:
     def _stamps(self, collection: str) -> dict[Any, tuple[Any, ...]]:
         """Each point's id -> what says which version of it this is."""
         found: dict[Any, tuple[Any, ...]] = {}
-        offset = None
-        while True:
-            page, offset = self.store._call(
-                "scroll",
-                self.store.client.scroll,
-                collection,
-                limit=1024,
-                offset=offset,
-                with_payload=["doc_id", "seq", "ingested_at", "chunk_count"],
-                with_vectors=False,
-            )
+        fields = ["doc_id", "seq", "ingested_at"]
+        for page in self._scroll(collection, 1024, payload=fields, vectors=False):
             for p in page:
                 load = p.payload or {}
                 found[p.id] = (load.get("doc_id"), load.get("seq"), load.get("ingested_at"))
-            if offset is None:
-                return found
+        return found
 
     def _catch_up(
         self,
