@@ -118,9 +118,55 @@ def query_language(text: str) -> str:
 # (not "in", "a", "die", "de"): one of them settles it, where langdetect alone can take a
 # terse technical English sentence for Italian.
 _ENGLISH = frozenset(
-    "the of to and is are were with for that this what which who how why does do did "
-    "from by at be been its not or can has have than when where there their these those "
-    "into about after before between during without should would could".split()
+    [
+        "the",
+        "of",
+        "to",
+        "and",
+        "is",
+        "are",
+        "were",
+        "with",
+        "for",
+        "that",
+        "this",
+        "what",
+        "which",
+        "who",
+        "how",
+        "why",
+        "does",
+        "do",
+        "did",
+        "from",
+        "by",
+        "at",
+        "be",
+        "been",
+        "its",
+        "not",
+        "or",
+        "can",
+        "has",
+        "have",
+        "than",
+        "when",
+        "where",
+        "there",
+        "their",
+        "these",
+        "those",
+        "into",
+        "about",
+        "after",
+        "before",
+        "between",
+        "during",
+        "without",
+        "should",
+        "would",
+        "could",
+    ]
 )
 
 
