@@ -24,7 +24,8 @@ from app.service import delete_document, require_collection, search_answer, tall
 from embedding.coalescing import CoalescingEmbedder
 from embedding.errors import QuarryError
 from ingest.file_worker import FileTracker, FileWorker, RetryLater
-from ingest.jobs import FileJobStore, Job
+from ingest.job_store import FileJobStore
+from ingest.jobs import Job
 from ingest.models import FileError, IngestReport, Stopped
 from ingest.originals import Originals
 from ingest.pipeline import IngestObserver, IngestPipeline

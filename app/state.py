@@ -28,7 +28,8 @@ from embedding.model_inputs import ModelStats
 from embedding.remote import RemoteEmbedder
 from ingest.job_queue import IngestQueue, connect, queue_name
 from ingest.job_service import JobService
-from ingest.jobs import FileJobStore, Job
+from ingest.job_store import FileJobStore
+from ingest.jobs import Job
 from ingest.originals import Originals
 from ingest.parsing import tools_report
 from ingest.uploads import stage_upload

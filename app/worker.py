@@ -29,7 +29,8 @@ from embedding.coalescing import CoalescingEmbedder
 from ingest.chunking import Chunker
 from ingest.file_worker import FileTracker, FileWorker, RetryLater
 from ingest.job_queue import TASK, connect, count, queue_name
-from ingest.jobs import FileJobStore, Job
+from ingest.job_store import FileJobStore
+from ingest.jobs import Job
 from ingest.leases import Holder
 from ingest.originals import Originals
 from ingest.pipeline import IngestPipeline
@@ -75,7 +76,8 @@ class IngestWorker:
         settings = resources.settings
         self.id = name or worker_id()
         self.heartbeat_s = settings.worker_heartbeat_s
-        self._local = threading.local()
+        self._chunker_lock = threading.Lock()
+        self._shared_chunker: Chunker | None = None
         self.files = FileWorker(
             FileJobStore(settings.jobs_dir),
             self._pipeline,
@@ -104,7 +106,7 @@ class IngestWorker:
 
     def _pipeline(self, collection: str, tracker: FileTracker, force: bool) -> IngestPipeline:
         self.resources.check_recipe_early(collection)
-        chunker = self._chunker()  # this slot's, resolved here: the pipeline's own
+        chunker = self._chunker()
         return self.resources.pipeline(  # parse threads are new for every file
             collection,
             tracker,
@@ -115,12 +117,12 @@ class IngestWorker:
         )
 
     def _chunker(self) -> Chunker:
-        """One chunker per slot thread, kept across files (a tokenizer loads slowly, and a
-        fast tokenizer must not be shared between threads)."""
-        chunker: Chunker | None = getattr(self._local, "chunker", None)
-        if chunker is None:
-            chunker = self._local.chunker = self.resources.chunker()
-        return chunker
+        """One chunker for every slot, kept across files (a tokenizer loads slowly; the
+        chunker gives each thread its own copy of it)."""
+        with self._chunker_lock:
+            if self._shared_chunker is None:
+                self._shared_chunker = self.resources.chunker()
+            return self._shared_chunker
 
     def warm_up(self) -> None:
         """Start the parse processes and load the tokenizer before the first file arrives,

@@ -61,6 +61,7 @@ class ModelInputs:
         self._max_length_cap = max_length
         self._tokenizer_lock = threading.Lock()
         self._tokenizer: PerThreadTokenizer | None = None
+        self._special: int | None = None  # tokens added around a text, once known
         if dimension is not None and source.uses_last_token and not 32 <= dimension <= 1 << 16:
             raise ModelLoadError(f"QUARRY_EMBEDDING_DIM={dimension} is outside 32..65536")
 
@@ -110,7 +111,9 @@ class ModelInputs:
 
     def special_tokens(self) -> int:
         """Tokens the tokenizer adds around a text (CLS/SEP, or Qwen's trailing EOS)."""
-        return int(self.tokenizer.num_special_tokens_to_add(pair=False))
+        if self._special is None:
+            self._special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
+        return self._special
 
     def as_queries(self, texts: Sequence[str], instruction: str | None) -> list[str]:
         """Queries as the model reads them: instructed only when the model was trained so."""

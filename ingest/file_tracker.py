@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
-from ingest.jobs import FileJobStore, FileProgress
+from ingest.job_store import FileJobStore
+from ingest.jobs import FileProgress
 from ingest.models import FileError, Stopped
 from ingest.pipeline import SilentObserver
 

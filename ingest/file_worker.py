@@ -23,7 +23,8 @@ from redis.exceptions import RedisError
 from embedding.errors import QuarryError
 from ingest.failpoints import failpoint
 from ingest.file_tracker import FileTracker, LeaseLost
-from ingest.jobs import FileJobStore, FileProgress, Job
+from ingest.job_store import FileJobStore
+from ingest.jobs import FileProgress, Job
 from ingest.leases import Holder, take_over
 from ingest.models import Stopped
 from ingest.originals import Originals

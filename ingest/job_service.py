@@ -26,7 +26,8 @@ from embedding.errors import QuarryError
 from ingest.failpoints import failpoint
 from ingest.file_worker import finish_if_done
 from ingest.job_queue import IngestQueue, QueueSnapshot, file_key
-from ingest.jobs import FileJobStore, Job
+from ingest.job_store import FileJobStore
+from ingest.jobs import Job
 from ingest.leases import take_over
 from ingest.originals import Originals
 from ingest.uploads import Rejection, load_manifest, stage_upload

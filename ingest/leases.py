@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from ingest.jobs import FileJobStore, FileProgress
+from ingest.job_store import FileJobStore
+from ingest.jobs import FileProgress
 
 MAX_LOST = 3  # real deaths of a file's holder before the file is given up (it kills them)
 STALLED_LEASES = 10  # a live holder this many leases late is taken over (without a loss)

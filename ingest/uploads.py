@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from embedding.errors import QuarryError
-from ingest.jobs import FileProgress, Job, write_atomically
+from ingest.job_store import write_atomically
+from ingest.jobs import FileProgress, Job
 from ingest.models import ParseError
 from ingest.parsing import check_supported
 from ingest.versions import VersionCounter

@@ -17,6 +17,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from retrieval.errors import NotFoundError, StoreFullError, StoreUnavailableError, disk_full
+from retrieval.group_commit import GroupCommit
 from retrieval.models import (
     DENSE,
     HEAD_FIELDS,
@@ -144,7 +145,8 @@ class EdgeStore:
         self._recipes: dict[str, CollectionRecipe] = {}
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
-        self._busy: dict[int, int] = {}  # id(shard) -> reads running on it right now
+        self._busy: dict[int, int] = {}  # id(shard) -> reads and writes using it right now
+        self._commits: dict[int, GroupCommit] = {}  # id(shard) -> its flushes
 
     @contextmanager
     def _reading(self, collection: str) -> Iterator[qe.EdgeShard]:
@@ -156,17 +158,37 @@ class EdgeStore:
         try:
             yield shard
         finally:
-            with self._lock:
-                left = self._busy.pop(id(shard)) - 1
-                if left:
-                    self._busy[id(shard)] = left
-                self._idle.notify_all()
+            self._release(shard)
+
+    def _release(self, shard: qe.EdgeShard) -> None:
+        with self._lock:
+            left = self._busy.pop(id(shard)) - 1
+            if left:
+                self._busy[id(shard)] = left
+            self._idle.notify_all()
+
+    def _apply(self, collection: str, operation: Any) -> None:
+        """Apply an update to the collection's shard and return once it is on disk: the
+        flush is shared with the writers waiting meanwhile (group commit)."""
+        with self._lock:
+            shard = self._shard(collection)
+            with _writing(collection):
+                shard.update(operation)
+            commit = self._commits.setdefault(id(shard), GroupCommit())
+            ticket = commit.wrote()
+            self._busy[id(shard)] = self._busy.get(id(shard), 0) + 1  # not closed meanwhile
+        try:
+            with _writing(collection):
+                commit.wait(ticket, shard.flush)
+        finally:
+            self._release(shard)
 
     def _retire(self, shard: qe.EdgeShard) -> None:
-        """Close `shard` once no read uses it (called holding the lock, which the wait
-        gives up meanwhile)."""
+        """Close `shard` once no read or write uses it (called holding the lock, which the
+        wait gives up meanwhile)."""
         while self._busy.get(id(shard)):
             self._idle.wait()
+        self._commits.pop(id(shard), None)
         shard.close()
 
     def _dir(self, collection: str) -> Path:
@@ -295,18 +317,14 @@ class EdgeStore:
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return
-        with self._lock:
-            recipe = self.recipe(collection)
-            if recipe is None:
-                raise NotFoundError(f"collection {collection!r} does not exist")
-            points = [
-                qe.Point(r.id, _layout(point_vectors(recipe, r.vector, r.sparse)), r.payload)
-                for r in records
-            ]
-            shard = self._shard(collection)
-            with _writing(collection):
-                shard.update(qe.UpdateOperation.upsert_points(points))
-                shard.flush()
+        recipe = self.recipe(collection)
+        if recipe is None:
+            raise NotFoundError(f"collection {collection!r} does not exist")
+        points = [
+            qe.Point(r.id, _layout(point_vectors(recipe, r.vector, r.sparse)), r.payload)
+            for r in records
+        ]
+        self._apply(collection, qe.UpdateOperation.upsert_points(points))
 
     def document(self, collection: str, doc_id: str) -> DocumentInfo | None:
         if self.recipe(collection) is None:
@@ -350,14 +368,11 @@ class EdgeStore:
         return sorted(hits, key=lambda hit: hit.chunk_index)
 
     def _delete(self, collection: str, flt: qe.Filter) -> int:
-        with self._lock:
-            shard = self._shard(collection)
+        with self._reading(collection) as shard:
             doomed = shard.count(qe.CountRequest(exact=True, filter=flt))
-            if doomed:
-                with _writing(collection):
-                    shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
-                    shard.flush()
-            return int(doomed)
+        if doomed:
+            self._apply(collection, qe.UpdateOperation.delete_points_by_filter(flt))
+        return int(doomed)
 
     def delete_document(self, collection: str, doc_id: str) -> int:
         return self._delete(collection, qe.Filter(must=[_doc_condition(doc_id)]))
@@ -389,11 +404,8 @@ class EdgeStore:
             return bool(shard.count(qe.CountRequest(exact=True, filter=newer)))
 
     def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
-        with self._lock:
-            shard = self._shard(collection)
-            flt = qe.Filter(must=[_doc_condition(doc_id)])
-            shard.update(qe.UpdateOperation.set_payload_by_filter(flt, {"seq": seq}))
-            shard.flush()
+        flt = qe.Filter(must=[_doc_condition(doc_id)])
+        self._apply(collection, qe.UpdateOperation.set_payload_by_filter(flt, {"seq": seq}))
 
     def count(self, collection: str, filters: Filters | None = None) -> int:
         if self.recipe(collection) is None:

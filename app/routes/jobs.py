@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
@@ -17,6 +17,9 @@ from ingest.jobs import Job
 from retrieval.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=COMMON_ERRORS | error_responses(404, 409))
+_JOB_OK: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}}
+}
 JobId = Annotated[str, Path(description="a job id (32 hex digits)")]
 
 
@@ -25,6 +28,16 @@ def _job(state: State, job_id: JobId) -> Job:
     if job is None:
         raise NotFoundError(f"no job {job_id!r}", detail={"job_id": job_id})
     return job
+
+
+def _as_json(job: Job) -> Response:
+    """The job as the API shows it, encoded here (in a worker thread, by `json`): a job of
+    thousands of files, polled, must not walk through FastAPI's encoder on the event loop."""
+    return Response(json.dumps(job.to_public()), media_type="application/json")
+
+
+def _job_json(state: State, job_id: str) -> Response:
+    return _as_json(_job(state, job_id))
 
 
 @router.get("/jobs")
@@ -36,11 +49,10 @@ async def list_jobs(
     return {"jobs": [job.to_public() for job in jobs]}
 
 
-@router.get("/jobs/{job_id}")
-async def get_job(state: State, job_id: JobId) -> dict[str, Any]:
+@router.get("/jobs/{job_id}", response_class=Response, responses=_JOB_OK)
+async def get_job(state: State, job_id: JobId) -> Response:
     """State, per-stage counts, chunks/s, ETA, and each file's progress, worker and error."""
-    job = await run_in_threadpool(_job, state, job_id)
-    return job.to_public()
+    return await run_in_threadpool(_job_json, state, job_id)
 
 
 @router.delete("/jobs/{job_id}")
@@ -60,8 +72,8 @@ async def retry_job(state: State, job_id: JobId) -> dict[str, Any]:
     return job.to_public()
 
 
-def _event(kind: str, data: dict[str, Any], event_id: int) -> str:
-    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+def _event(kind: str, data: Callable[[], dict[str, Any]], event_id: int) -> str:
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data())}\n\n"
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
@@ -78,9 +90,9 @@ async def job_events(state: State, job_id: JobId, request: Request) -> Streaming
                 return
             if job.version != seen or idle >= 15:
                 seen, idle = job.version, 0.0
-                yield _event("progress", job.to_public(), job.version)
+                yield await run_in_threadpool(_event, "progress", job.to_public, job.version)
             if job.finished:
-                yield _event("end", job.to_public(), job.version)
+                yield await run_in_threadpool(_event, "end", job.to_public, job.version)
                 return
             if await request.is_disconnected():
                 return

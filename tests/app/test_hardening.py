@@ -373,7 +373,9 @@ def test_jobs_can_be_cancelled_and_failed_files_retried(
 ) -> None:
     log = tmp_path / "server.log"
     slow = tmp_path / "slow.txt"
-    slow.write_text("\n\n".join(f"Paragraph {i} of a very long report." for i in range(20_000)))
+    # ~4,000 elements to classify: tens of seconds of parsing here (and over the
+    # strict limit anywhere), a few on retry under the default one
+    slow.write_text("\n\n".join(f"Paragraph {i} of a very long report." for i in range(4_000)))
     strict = Process("serve", env | {"QUARRY_PARSE_TIMEOUT_S": "4"}, log)
     strict.start()
     try:
@@ -396,7 +398,10 @@ def test_jobs_can_be_cancelled_and_failed_files_retried(
         assert job["state"] == "done" and {f["status"] for f in job["files"]} == {"ingested"}
 
         many = upload(patient.url, text_files(tmp_path / "many", 40, seed=21))
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while not httpx.get(f"{patient.url}/v1/jobs/{many}").json()["progress"]["stored"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)  # cancelled mid-way: the first files are stored, most are not
         cancelled = httpx.delete(f"{patient.url}/v1/jobs/{many}", timeout=30)
         assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"]
         job = wait_job(patient.url, many, timeout=60)

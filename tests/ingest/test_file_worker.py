@@ -17,7 +17,8 @@ import pytest
 from app.resources import Resources
 from app.settings import Settings
 from ingest.file_worker import MAX_UNEXPECTED, FileTracker, FileWorker, RetryLater
-from ingest.jobs import FileJobStore, Job
+from ingest.job_store import FileJobStore
+from ingest.jobs import Job
 from ingest.leases import MAX_LOST, Holder
 from ingest.originals import Originals
 from ingest.pipeline import IngestPipeline

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from embedding.errors import QuarryError
-from ingest.jobs import FileJobStore, FileProgress, Job
+from ingest.job_store import FileJobStore
+from ingest.jobs import FileProgress, Job
 from ingest.uploads import clean_filename, load_manifest, stage_upload
 
 
@@ -120,3 +122,30 @@ def test_staging_writes_files_under_job_ids_never_under_given_names(tmp_path: Pa
         stage_upload(tmp_path, "docs", {}, 3, [("big.txt", io.BytesIO(b"toolong"))])
     assert caught.value.status == 413 and caught.value.code == "file_too_large"
     assert len(list(tmp_path.iterdir())) == 1  # the refused upload left nothing behind
+
+
+def test_cached_reads_follow_every_rewrite_and_hand_out_copies(store: FileJobStore) -> None:
+    job = Job("j3", "docs", [FileProgress(f"{i}.txt", 1, f"{i:05d}.txt") for i in range(50)])
+    store.save(job)
+    seen = store.view("j3")
+    assert seen is not None and seen.state == "queued"
+    for index in range(50):  # each rewrite is seen, however fast they follow one another
+        entry = store.file(job, index)
+        entry.status, entry.stored, entry.version = "ingested", index, entry.version + 1
+        store.save_file("j3", index, entry)
+        viewed = store.view("j3")
+        assert viewed is not None and viewed.files[index].status == "ingested"
+        assert viewed.files[index].stored == index
+    time.sleep(0.1)  # writes this recent are read again (their stamps may repeat)
+    assert store.view("j3") is store.view("j3")  # nothing rewritten: nothing rebuilt
+    mine = store.file(store.record("j3") or job, 0)
+    mine.status = "failed"  # a caller's copy: the store's own records do not change
+    record = store.record("j3")
+    assert record is not None and record.files[0].status == "queued"
+    record.cancel_requested = True
+    again = store.record("j3")
+    assert again is not None and not again.cancel_requested
+    job.cancel_requested = True
+    store.save(job)
+    now = store.record("j3")
+    assert now is not None and now.cancel_requested
