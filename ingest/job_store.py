@@ -66,6 +66,7 @@ class _View:
     files: dict[int, tuple[Stamp, FileProgress]] = field(default_factory=dict)
     job: Job | None = None  # the merged job, as `view` last built it...
     built_from: Stamp | None = None  # ...from this record
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class FileJobStore:
@@ -107,10 +108,9 @@ class FileJobStore:
                 view = self._views[job_id] = _View()
             return view
 
-    def record(self, job_id: str) -> Job | None:
-        """The job's own record (`state.json`), its files as the API last wrote them: what
-        a worker needs of the job (collection, metadata, cancel) without its files' reads.
-        The caller may change the job it gets, not its files (`file` hands out copies)."""
+    def _record(self, job_id: str) -> tuple[Stamp | None, Job] | None:
+        """The parsed `state.json` (shared: never changed), and its stamp (None while too
+        recent to be known again)."""
         path = self.root / job_id / "state.json"
         try:
             stamp = _stamp(path.stat())
@@ -118,17 +118,24 @@ class FileJobStore:
             return None
         view = self._cache(job_id)
         known = view.record
-        if stamp is None or known is None or known[0] != stamp:
-            data = _read(path)
-            try:
-                job = Job.from_dict(data) if data is not None else None
-            except TypeError:
-                job = None
-            if job is None:
-                return None
-            view.record = (stamp, job) if stamp is not None else None
-            known = (stamp or (0, 0, 0), job)
-        return replace(known[1], files=list(known[1].files))
+        if stamp is not None and known is not None and known[0] == stamp:
+            return known
+        data = _read(path)
+        try:
+            job = Job.from_dict(data) if data is not None else None
+        except TypeError:
+            job = None
+        if job is None:
+            return None
+        view.record = (stamp, job) if stamp is not None else None
+        return stamp, job
+
+    def record(self, job_id: str) -> Job | None:
+        """The job's own record (`state.json`), its files as the API last wrote them: what
+        a worker needs of the job (collection, metadata, cancel) without its files' reads.
+        The caller may change the job it gets, not its files (`file` hands out copies)."""
+        found = self._record(job_id)
+        return None if found is None else replace(found[1], files=list(found[1].files))
 
     def read_file(self, job_id: str, index: int) -> FileProgress | None:
         """File `index`'s progress file alone (None: not written yet)."""
@@ -151,7 +158,10 @@ class FileJobStore:
         """The job as it stands, the caller's own: its final record, or its record merged
         with its files' progress."""
         job = self.record(job_id)
-        if job is None or job.finished:
+        if job is None:
+            return None
+        if job.finished:
+            job.files = [replace(entry) for entry in job.files]
             return job
         job.files = [self.file(job, index) for index in range(len(job.files))]
         job.derive_state()
@@ -161,11 +171,31 @@ class FileJobStore:
         """`get`, for readers that do not change the job (polls, event streams): only the
         pieces rewritten since the last view are parsed again (a stat each tells which),
         and a job at rest is not rebuilt at all."""
-        job = self.record(job_id)
-        if job is None or job.finished:
-            return job
         view = self._cache(job_id)
-        changed = view.record is None or view.built_from != view.record[0]
+        with view.lock:  # one reader at a time builds it: a slower one never caches older
+            found = self._record(job_id)
+            if found is None:
+                return None
+            stamp, record = found
+            if record.finished:
+                return replace(record, files=list(record.files))
+            changed = stamp is None or view.built_from != stamp
+            changed = self._read_progress(job_id, view) or changed
+            if not changed and view.job is not None:
+                return view.job
+            job = replace(record, files=list(record.files))
+            for index, entry in enumerate(job.files):
+                newer = view.files.get(index)
+                if newer is not None and newer[1].version >= entry.version:
+                    job.files[index] = newer[1]
+            job.derive_state()
+            view.job, view.built_from = job, stamp
+            return job
+
+    def _read_progress(self, job_id: str, view: _View) -> bool:
+        """Parse the job's progress files written since `view` last read them; whether any
+        was."""
+        changed = False
         try:
             with os.scandir(self.root / job_id / "progress") as listing:
                 for item in listing:
@@ -182,17 +212,7 @@ class FileJobStore:
                         changed = True
         except OSError:
             pass  # no file has progress yet
-        if not changed and view.job is not None:
-            return view.job
-        merged = []
-        for index, entry in enumerate(job.files):
-            newer = view.files.get(index)
-            merged.append(newer[1] if newer and newer[1].version >= entry.version else entry)
-        job.files = merged
-        job.derive_state()
-        view.job = job
-        view.built_from = view.record[0] if view.record else None
-        return job
+        return changed
 
     def expire(self, retention_s: float) -> int:
         """Remove the records of jobs that ended more than `retention_s` ago (their

@@ -47,7 +47,8 @@ def _load(name: str) -> Any:
     nlp = spacy.load(name, exclude=_UNUSED)
     if "senter" in nlp.component_names:
         nlp.enable_pipe("senter")
-    return nlp
+        return nlp
+    return spacy.load(name, exclude=_UNUSED[1:])  # no recogniser: the parser splits sentences
 
 
 def _install(nlp: Any) -> None:

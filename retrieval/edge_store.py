@@ -147,6 +147,7 @@ class EdgeStore:
         self._idle = threading.Condition(self._lock)
         self._busy: dict[int, int] = {}  # id(shard) -> reads and writes using it right now
         self._commits: dict[int, GroupCommit] = {}  # id(shard) -> its flushes
+        self._swapping: set[str] = set()  # collections whose rebuilt shard is being swapped in
 
     @contextmanager
     def _reading(self, collection: str) -> Iterator[qe.EdgeShard]:
@@ -196,6 +197,8 @@ class EdgeStore:
 
     def _shard(self, collection: str) -> qe.EdgeShard:
         with self._lock:
+            while collection in self._swapping:  # its copy is done: a write now would be lost
+                self._idle.wait()
             shard = self._shards.get(collection)
             if shard is not None:
                 return shard
@@ -292,11 +295,16 @@ class EdgeStore:
                     break
             fresh.flush()
             fresh.close()
-            self._retire(old)  # reads running on it finish first (new ones join them)
-            del self._shards[collection]  # from here on, reads open the new shard
-            os.replace(directory / "shard", directory / "shard.old")
-            os.replace(fresh_path, directory / "shard")
-            self._write_recipe(collection, upgraded)
+            self._swapping.add(collection)  # new reads and writes wait for the new shard
+            try:
+                self._retire(old)  # reads and flushes running on it finish first
+                del self._shards[collection]  # from here on, the new shard is opened
+                os.replace(directory / "shard", directory / "shard.old")
+                os.replace(fresh_path, directory / "shard")
+                self._write_recipe(collection, upgraded)
+            finally:
+                self._swapping.discard(collection)
+                self._idle.notify_all()
             shutil.rmtree(directory / "shard.old", ignore_errors=True)
             return copied
 

@@ -149,3 +149,32 @@ def test_cached_reads_follow_every_rewrite_and_hand_out_copies(store: FileJobSto
     store.save(job)
     now = store.record("j3")
     assert now is not None and now.cancel_requested
+
+
+def test_concurrent_readers_never_leave_an_old_view_behind(store: FileJobStore) -> None:
+    import threading
+
+    job = Job("j4", "docs", [FileProgress(f"{i}.txt", 1, f"{i:05d}.txt") for i in range(20)])
+    store.save(job)
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            store.view("j4")
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    for round_ in range(1, 6):
+        for index in range(20):
+            entry = store.file(job, index)
+            entry.stored, entry.version = round_, entry.version + 1
+            entry.status = "ingested" if round_ == 5 else "embedding"
+            store.save_file("j4", index, entry)
+    stop.set()
+    for thread in readers:
+        thread.join()
+    time.sleep(0.1)
+    final = store.view("j4")
+    assert final is not None and {f.stored for f in final.files} == {5}
+    assert {f.status for f in final.files} == {"ingested"}

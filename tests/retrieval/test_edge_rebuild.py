@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from retrieval.edge_store import EdgeStore
 from retrieval.models import ChunkRecord, CollectionRecipe, SearchPlan, chunk_id
-from retrieval.sparse import BM25_SCHEME, Bm25Encoder
+from retrieval.sparse import BM25_SCHEME, Bm25Encoder, SparseVec
 
 
 def test_searches_run_on_through_a_sparse_rebuild(tmp_path: Path) -> None:
@@ -63,4 +64,36 @@ def test_searches_run_on_through_a_sparse_rebuild(tmp_path: Path) -> None:
         plan=SearchPlan("sparse"),
     )
     assert sparse[0][0].doc_id == "d17"
+    store.close()
+
+
+def _chunk(i: int) -> ChunkRecord:
+    vector = np.random.default_rng(i).standard_normal(8).astype(np.float32)
+    return ChunkRecord(chunk_id(f"d{i}", 0), vector, {"doc_id": f"d{i}", "text": f"owl {i}"})
+
+
+def test_a_write_during_the_swap_of_a_rebuilt_shard_reaches_the_new_one(tmp_path: Path) -> None:
+    """A writer arriving while the rebuilt shard is swapped in waits for it: its points are
+    in the collection afterwards, never written to the old shard and lost."""
+    store = EdgeStore(tmp_path)
+    store.ensure_collection("c", CollectionRecipe("m", 8, "i"))
+    store.upsert("c", [_chunk(i) for i in range(50)])
+    encoded = threading.Event()
+    encoder = Bm25Encoder()
+
+    def encode(texts: list[str]) -> list[SparseVec]:
+        encoded.set()
+        return encoder.documents(texts)
+
+    rebuild = threading.Thread(target=store.add_sparse, args=("c", BM25_SCHEME, encode))
+    with store._reading("c"):  # a read keeps the old shard busy: the swap waits for it
+        rebuild.start()
+        assert encoded.wait(10)
+        time.sleep(0.3)  # the copy is done; the swap waits for this read
+        writer = threading.Thread(target=store.upsert, args=("c", [_chunk(99)]))
+        writer.start()
+        time.sleep(0.3)
+    rebuild.join(30)
+    writer.join(30)
+    assert store.count("c") == 51 and store.recipe("c").sparse == BM25_SCHEME  # type: ignore[union-attr]
     store.close()
