@@ -339,7 +339,9 @@ def test_hostile_files_end_in_clear_errors_with_the_server_responsive(
         server.stop()
     assert peak < limit_mb * 1024 * 1024, f"server RSS peaked at {peak / 2**20:.0f} MB"
     slow.sort()
-    assert slow[len(slow) // 2] < 0.1, slow  # /healthz: typically well under 100 ms
+    # /healthz: typically well under 100 ms alone; a parse blocking the loop would be seconds
+    # (the bound leaves room for the test running beside this one on two cores)
+    assert slow[len(slow) // 2] < 0.5, slow
 
 
 def test_odd_file_names_are_kept_as_given(server: Process) -> None:
