@@ -19,6 +19,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from embedding.errors import QuarryError
+from ingest.job_store import read_json
 
 LOCK_FILE = ".owner.lock"
 OWNER_FILE = "owner.json"
@@ -30,14 +31,6 @@ class DataDirBusyError(QuarryError):
 
     code = "data_dir_busy"
     status = 503
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def describe_owner(owner: dict[str, Any] | None) -> str:
@@ -99,14 +92,14 @@ def is_claimed(data_dir: Path) -> bool:
 
 
 def current_owner(data_dir: Path) -> dict[str, Any] | None:
-    return _read(data_dir / OWNER_FILE)
+    return read_json(data_dir / OWNER_FILE)
 
 
 def running_server(data_dir: Path) -> str | None:
     """The URL of the live server that owns `data_dir`, if one does."""
     if not is_claimed(data_dir):
         return None
-    endpoint = _read(data_dir / ENDPOINT_FILE)
+    endpoint = read_json(data_dir / ENDPOINT_FILE)
     url = endpoint.get("url") if endpoint else None
     return str(url) if url else None
 

@@ -37,7 +37,8 @@ def write_atomically(path: Path, text: str, durable: bool = True) -> None:
     os.replace(tmp, path)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file's contents; None when missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -120,7 +121,7 @@ class FileJobStore:
         known = view.record
         if stamp is not None and known is not None and known[0] == stamp:
             return known
-        data = _read(path)
+        data = read_json(path)
         try:
             job = Job.from_dict(data) if data is not None else None
         except TypeError:
@@ -139,7 +140,7 @@ class FileJobStore:
 
     def read_file(self, job_id: str, index: int) -> FileProgress | None:
         """File `index`'s progress file alone (None: not written yet)."""
-        found = _read(self.root / job_id / "progress" / f"{index:05d}.json")
+        found = read_json(self.root / job_id / "progress" / f"{index:05d}.json")
         try:
             return None if found is None else FileProgress(**found)
         except TypeError:
