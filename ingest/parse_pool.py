@@ -42,6 +42,7 @@ _PRELOAD = [
     "unstructured.partition.image",
     "pypdfium2",
     "spacy",
+    "ingest.parse_preload",
 ]
 _OUT_OF_MEMORY = ("failed to map segment", "cannot allocate memory", "std::bad_alloc")
 
