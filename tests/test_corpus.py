@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from app.resources import Resources
+from app.settings import Settings
 from ingest.sources import FileSource, expand_paths
+from retrieval.models import SearchPlan
 
 from .conftest import SHARED
 
@@ -33,6 +37,16 @@ KNOWN_CODES = {
 }
 
 
+@pytest.fixture()
+def resources(settings: Settings, tiny_qwen: Path) -> Iterator[Resources]:
+    """What is tested here is reading the documents: a small Qwen3 (random weights, the
+    real tokenizer) embeds their thousands of chunks in a tenth of MiniLM's time, and BM25
+    finds them."""
+    res = Resources(settings.model_copy(update={"embedding_model": str(tiny_qwen)}))
+    yield res
+    res.close()
+
+
 @pytest.mark.skipif(
     not (SHARED / "docs").is_dir(), reason="../shared/docs is absent on this machine"
 )
@@ -56,7 +70,7 @@ def test_shared_documents(resources: Resources) -> None:
             assert stored[name].chunks > 0, name
     hits = (
         resources.search_service("corpus")
-        .search("corpus", "ReAct reasoning and acting", top_k=3)
+        .search("corpus", "ReAct reasoning and acting", top_k=3, plan=SearchPlan(mode="sparse"))
         .hits
     )
     assert hits[0].source.endswith("react_paper.pdf")

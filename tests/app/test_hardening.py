@@ -64,7 +64,7 @@ def env(server_env: dict[str, str]) -> dict[str, str]:
 
 
 def test_ingest_and_eight_searching_clients_never_collide(server: Process, tmp_path: Path) -> None:
-    job_id = upload(server.url, text_files(tmp_path / "novel", 60))
+    job_id = upload(server.url, text_files(tmp_path / "novel", 24))
     statuses: list[int | str] = []
     done = threading.Event()
 
@@ -141,10 +141,24 @@ def test_a_kill_at_any_stage_of_a_replacement_leaves_exactly_one_version(
     big = folder / "big.txt"
     big.write_text("\n\n".join(f"Version one, part {i}: " + " ".join(WORDS) for i in range(120)))
     log = tmp_path / "server.log"
-    server = Process("serve", env, log)
-    server.start()
-    assert wait_job(server.url, upload(server.url, [*others, big]))["state"] == "done"
-    server.stop()
+
+    def settings(data_dir: Path) -> Settings:
+        return Settings(
+            _env_file=None,
+            data_dir=data_dir,
+            embedding_model=minilm_path,
+            redis_url=redis_process.url,
+        )
+
+    # Version one, stored as `quarry ingest` stores it when no server runs (the same pipeline)
+    first = Resources(settings(tmp_path / "data"))
+    try:
+        assert (
+            first.pipeline("served").run([FileSource(p, p.name) for p in [*others, big]]).ingested
+            == 5
+        )
+    finally:
+        first.close()
 
     big.write_text(
         "\n\n".join(f"Version two, part {i}: " + " ".join(WORDS[::-1]) for i in range(90))
@@ -154,6 +168,7 @@ def test_a_kill_at_any_stage_of_a_replacement_leaves_exactly_one_version(
     job_id = upload(paused.url, [big])
     wait_for_log(log, f"failpoint {stage}: pausing")
     paused.kill()
+    server = Process("serve", env, log)
     server.start()
     try:
         finished = wait_job(server.url, job_id)
@@ -165,14 +180,7 @@ def test_a_kill_at_any_stage_of_a_replacement_leaves_exactly_one_version(
     )
 
     clean_dir = tmp_path / "clean"
-    clean = Resources(
-        Settings(
-            _env_file=None,
-            data_dir=clean_dir,
-            embedding_model=minilm_path,
-            redis_url=redis_process.url,
-        )
-    )
+    clean = Resources(settings(clean_dir))
     try:
         clean.pipeline("served").run([FileSource(p, p.name) for p in [*others, big]])
     finally:
@@ -312,7 +320,7 @@ def test_hostile_files_end_in_clear_errors_with_the_server_responsive(
     folder.mkdir()
     bomb = docx_bomb(folder / "bomb.docx", 600)
     line = folder / "one-line.txt"
-    line.write_bytes(b"y" * 20_000_000)
+    line.write_bytes(b"y" * 6_000_000)  # one line past LARGE_TEXT_BYTES (4 MiB)
     fine = text_files(folder, 2, seed=9)
     assert server.process is not None
     owner = psutil.Process(server.process.pid)
@@ -375,10 +383,11 @@ def test_jobs_can_be_cancelled_and_failed_files_retried(
 ) -> None:
     log = tmp_path / "server.log"
     slow = tmp_path / "slow.txt"
-    # ~4,000 elements to classify: tens of seconds of parsing here (and over the
-    # strict limit anywhere), a few on retry under the default one
-    slow.write_text("\n\n".join(f"Paragraph {i} of a very long report." for i in range(4_000)))
-    strict = Process("serve", env | {"QUARRY_PARSE_TIMEOUT_S": "4"}, log)
+    # 1,500 elements to classify, ~10 ms each: over 15 s of parsing here, several times the
+    # strict limit anywhere (the small file takes a few ms in the warm parse workers); a few
+    # seconds on retry under the default limit
+    slow.write_text("\n\n".join(f"Paragraph {i} of a very long report." for i in range(1_500)))
+    strict = Process("serve", env | {"QUARRY_PARSE_TIMEOUT_S": "3"}, log)
     strict.start()
     try:
         job_id = upload(strict.url, [slow, *text_files(tmp_path / "ok", 1)])

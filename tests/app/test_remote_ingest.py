@@ -48,7 +48,6 @@ FAILOVER_DOCS = frozenset(
         "fake-email.eml",
         "sample-presentation.pptx",
         "vodafone.xlsx",
-        "loremipsum-flat.pdf",
         "multi-column-2p.pdf",
     }
 )

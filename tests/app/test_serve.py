@@ -106,7 +106,7 @@ def _corpus(folder: Path, count: int) -> list[Path]:
 def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
     server_env: dict[str, str], tmp_path: Path, minilm_path: str, redis_process: Any
 ) -> None:
-    paths = _corpus(tmp_path / "corpus", 40)
+    paths = _corpus(tmp_path / "corpus", 24)
     server = Process("serve", server_env, tmp_path / "server.log")
     server.start()
     try:
