@@ -75,7 +75,8 @@ class MicroBatcher(Generic[K, T, R]):
 
     @property
     def depth(self) -> int:
-        return sum(len(r.items) for r in self._pending)
+        """Items waiting for the model, not counting those whose caller has gone."""
+        return sum(len(r.items) for r in self._pending if not r.future.done())
 
     async def submit(self, key: K, items: Sequence[T]) -> list[R]:
         if self._arrived is None:

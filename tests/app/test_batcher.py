@@ -98,3 +98,39 @@ def test_a_full_queue_refuses_at_once_with_a_retry_after() -> None:
     assert all(r.status == 429 and r.retry_after_s >= 1 for r in refused)
     assert "waiting for the model" in refused[0].message and batcher.refused == len(refused)
     assert time.monotonic() - started < 0.3 * 8  # the refused never waited their turn
+
+
+def test_a_caller_that_gave_up_is_neither_run_nor_counted() -> None:
+    """A client that timed out (and retried elsewhere) leaves nothing in the queue: its
+    items are not embedded and do not count toward the 429 bound."""
+    release = threading.Event()
+    recorder = Recorder()
+
+    def run(key: str, items: list[int]) -> list[int]:
+        release.wait(10)
+        return recorder.run(key, items)
+
+    async def scenario() -> tuple[int, int, list[int]]:
+        batcher = MicroBatcher("t", run, max_items=4, max_wait_s=0)
+        batcher.start()
+        try:
+            busy = asyncio.ensure_future(batcher.submit("k", [1]))  # holds the model
+            await asyncio.sleep(0.05)
+            abandoned = [asyncio.ensure_future(batcher.submit("k", [i])) for i in (2, 3, 4)]
+            await asyncio.sleep(0.05)
+            waiting = batcher.depth
+            for task in abandoned:
+                task.cancel()
+            await asyncio.sleep(0.05)
+            left = batcher.depth
+            kept = asyncio.ensure_future(batcher.submit("k", [5]))
+            await asyncio.sleep(0.05)
+            release.set()
+            return waiting, left, [*(await busy), *(await kept)]
+        finally:
+            await batcher.stop()
+
+    waiting, left, results = asyncio.run(scenario())
+    assert (waiting, left) == (3, 0)
+    assert results == [10, 50]
+    assert sorted(item for _, items in recorder.calls for item in items) == [1, 5]

@@ -118,9 +118,15 @@ def test_hung_and_dead_servers_are_ejected_and_the_work_goes_elsewhere(
             assert time.monotonic() < deadline, client.balancer.snapshot()
             time.sleep(0.2)
             states = {s.url: s for s in client.balancer.snapshot()}
-        client.embed_documents(DOCS[:20])
-        back = {s.url: s for s in client.balancer.snapshot()}[nodes[1].url + "/v1"]
-        assert back.state is ServerState.UP and back.ejections == 1
+        before = states[nodes[1].url + "/v1"].requests
+        deadline = time.monotonic() + 60
+        while True:  # on probation it gets one request at a time; a success puts it back
+            client.embed_documents(DOCS[:20])
+            back = {s.url: s for s in client.balancer.snapshot()}[nodes[1].url + "/v1"]
+            if back.state is ServerState.UP or time.monotonic() > deadline:
+                break
+        # (on a loaded machine its first request may time out: out again, probed, back)
+        assert back.state is ServerState.UP and back.requests > before, back
     finally:
         client.close()
         for node in nodes:
