@@ -40,7 +40,7 @@ KNOWN_CODES = {
 @pytest.fixture()
 def resources(settings: Settings, tiny_qwen: Path) -> Iterator[Resources]:
     """What is tested here is reading the documents: a small Qwen3 (random weights, the
-    real tokenizer) embeds their thousands of chunks in a tenth of MiniLM's time, and BM25
+    real tokenizer) embeds their thousands of chunks in a fraction of MiniLM's time, and BM25
     finds them."""
     res = Resources(settings.model_copy(update={"embedding_model": str(tiny_qwen)}))
     yield res
