@@ -63,7 +63,8 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 90, driver: Any = None) -> Any:
+    """check()'s first true answer; on a timeout the page's text (given a driver) says why."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -72,7 +73,12 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
                 return result
         except Exception:  # the page is still drawing
             pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            try:
+                shown = page_text(driver)[-2000:] if driver is not None else ""
+            except Exception as exc:  # the browser itself is gone
+                shown = f"(no page: {exc})"
+            raise AssertionError(f"timed out waiting for {what}; the page shows:\n{shown}")
         time.sleep(0.3)
 
 
@@ -105,6 +111,7 @@ def click_button(driver: Any, label: str) -> None:
             if b.text.strip().endswith(label) and b.is_enabled()
         ),
         f"the {label!r} button",
+        driver=driver,
     )
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
     button.click()
@@ -114,7 +121,6 @@ def test_walk_through_the_ui(
     browser: Any, ui_server: Process, api_server: Process, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -132,8 +138,14 @@ def test_walk_through_the_ui(
     tags = browser.find_element(By.CSS_SELECTOR, "input[aria-label='Tags']")
     tags.send_keys("field-notes, demo")
     click_button(browser, "Upload and index")
-    wait_for(lambda: "3 files accepted" in page_text(browser), "the upload to be accepted")
-    wait_for(lambda: "partial" in page_text(browser), "the job to finish", timeout=240)
+    wait_for(
+        lambda: "3 files accepted" in page_text(browser),
+        "the upload to be accepted",
+        driver=browser,
+    )
+    wait_for(
+        lambda: "partial" in page_text(browser), "the job to finish", timeout=240, driver=browser
+    )
     text = page_text(browser)
     assert text.count("indexed") >= 2 and "failed" in text
     assert "broken-scan.pdf" in text
@@ -153,24 +165,31 @@ def test_walk_through_the_ui(
         box.send_keys(question)
         return None
 
-    query = wait_for(typed, "the query box to keep the question")
-    query.send_keys(Keys.ENTER)
+    wait_for(typed, "the query box to keep the question", driver=browser)
+    # The form's button, not Enter: until the page has drawn the whole form (it asks the
+    # server for the presets first, slow on a loaded machine), Enter submits nothing.
+    click_button(browser, "Search")
     first = wait_for(
         lambda: next(line for line in page_text(browser).splitlines() if line.startswith("1. ")),
         "the results",
+        driver=browser,
     )
     assert "owls-field-notes.pdf" in first
     assert browser.find_elements(By.TAG_NAME, "mark"), "query words are highlighted"
     shot(browser, "2-search")
     click_button(browser, "Open")
-    wait_for(lambda: "the result you opened" in page_text(browser), "the document view")
+    wait_for(
+        lambda: "the result you opened" in page_text(browser), "the document view", driver=browser
+    )
     shot(browser, "3-document")
 
     browser.get(f"{ui_server.url}/documents")
-    wait_for(lambda: "coffee-guide.docx" in page_text(browser), "the documents table")
+    wait_for(
+        lambda: "coffee-guide.docx" in page_text(browser), "the documents table", driver=browser
+    )
     shot(browser, "4-documents")
     browser.get(f"{ui_server.url}/status")
-    wait_for(lambda: "Recent jobs" in page_text(browser), "the status page")
+    wait_for(lambda: "Recent jobs" in page_text(browser), "the status page", driver=browser)
     assert "ready" in page_text(browser)
     shot(browser, "5-status")
 
