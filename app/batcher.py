@@ -92,9 +92,14 @@ class MicroBatcher(Generic[K, T, R]):
                 detail={"queued": depth, "bound": self.max_depth},
             )
         future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(key, items, future))
+        request = _Request(key, items, future)
+        self._pending.append(request)
         self._arrived.set()
-        return await future
+        try:
+            return await future
+        finally:
+            if future.cancelled() and request in self._pending:  # the caller gave up
+                self._pending.remove(request)
 
     async def _loop(self) -> None:
         assert self._arrived is not None

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
+from app.hangup import client_closed, unless_hung_up
 from app.schemas import (
     COMMON_ERRORS,
     EmbeddingItem,
@@ -90,26 +88,6 @@ async def _check_size(state: State, texts: list[str]) -> None:
         )
 
 
-T = TypeVar("T")
-CLIENT_CLOSED = 499  # nginx's code: the client hung up before the answer
-
-
-async def _unless_hung_up(request: Request, work: Awaitable[T]) -> T | None:
-    """`work`'s result, or None when the client hangs up first; the work is then cancelled,
-    so a batch still waiting for the model drops it. A client that timed out and retried
-    elsewhere must not leave its request in the queue: abandoned work would keep every
-    later request waiting past its own timeout, and the server would never catch up."""
-    task = asyncio.ensure_future(work)
-    try:
-        while not task.done():
-            await asyncio.wait({task}, timeout=0.25)
-            if not task.done() and await request.is_disconnected():
-                return None
-        return task.result()
-    finally:
-        task.cancel()
-
-
 @router.post("/embeddings", response_model=EmbeddingsResponse, response_model_exclude_none=True)
 async def create_embeddings(
     state: State, body: EmbeddingsRequest, request: Request
@@ -124,11 +102,11 @@ async def create_embeddings(
     texts = [body.input] if isinstance(body.input, str) else body.input
     await _check_size(state, texts)
     instruction = body.instruction if body.input_type == "query" else None
-    rows = await _unless_hung_up(
+    rows = await unless_hung_up(
         request, state.embed_batcher.submit((body.input_type, instruction), texts)
     )
     if rows is None:
-        return Response(status_code=CLIENT_CLOSED)
+        return client_closed()
     full = int(rows[0][0].shape[0])
     size = body.dimensions or full
     if size > full:

@@ -6,9 +6,10 @@ import json
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from app.deps import State
+from app.hangup import client_closed, unless_hung_up
 from app.schemas import COMMON_ERRORS, SearchRequest, SearchResponse, error_responses
 from app.service import search_answer
 from app.state import SearchKey
@@ -20,7 +21,7 @@ router = APIRouter(
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search(state: State, body: SearchRequest) -> SearchResponse:
+async def search(state: State, body: SearchRequest, request: Request) -> SearchResponse | Response:
     """Top-k chunks for a query, with each stage's timing."""
     started = time.perf_counter()
     collection = body.collection or state.settings.collection
@@ -38,7 +39,10 @@ async def search(state: State, body: SearchRequest) -> SearchResponse:
         body.vectors,
         body.profile,
     )
-    [result] = await state.search_batcher.submit(key, [body.query])
+    answers = await unless_hung_up(request, state.search_batcher.submit(key, [body.query]))
+    if answers is None:
+        return client_closed()
+    [result] = answers
     timings = dict(result.timings_ms)
     timings["total_ms"] = (time.perf_counter() - started) * 1000
     # The profile's extra runs are outside the answer's own stages (search_ms holds them).
