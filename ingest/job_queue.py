@@ -157,19 +157,28 @@ class IngestQueue:
             return silent_ms <= 2000 * max(self.heartbeat_s, 1.0)
         return False
 
-    async def requeue(self, job_id: str, indexes: list[int]) -> None:
-        """Give each file a fresh queue record: a stale one is ended first (its worker, if
-        alive after all, is told to stop), then the file is queued again. A crash between
-        the two leaves an ended record, which the next reconciler pass re-queues."""
+    async def requeue(self, job_id: str, indexes: list[int]) -> list[int]:
+        """Give each file found without a live record a fresh one: a stale record is ended
+        first (its worker, if alive after all, is told to stop), then the file is queued
+        again. A record that came alive since it was found stale (the queue delivered it
+        again by itself) is left to its worker: ending it would stop a healthy attempt.
+        A crash between the two steps leaves an ended record, which the next reconciler
+        pass re-queues. Returns the files queued again."""
         keys = [file_key(job_id, i) for i in indexes]
-        for record in (await self.queue.jobs(keys)) if keys else []:
-            if record is None:
-                continue
-            if record.status not in TERMINAL_STATUSES:
-                await self.queue.finish(record, Status.ABORTED, error="handed on")
-            await self.queue.redis.delete(record.abort_id)  # type: ignore[attr-defined]
-            failpoint("handoff_requeue")
-        await self.enqueue(job_id, indexes)
+        again: list[int] = []
+        for index, record in zip(
+            indexes, (await self.queue.jobs(keys)) if keys else [], strict=True
+        ):
+            if record is not None:
+                if self.pending(record):
+                    continue
+                if record.status not in TERMINAL_STATUSES:
+                    await self.queue.finish(record, Status.ABORTED, error="handed on")
+                await self.queue.redis.delete(record.abort_id)  # type: ignore[attr-defined]
+                failpoint("handoff_requeue")
+            again.append(index)
+        await self.enqueue(job_id, again)
+        return again
 
     async def snapshot(self) -> QueueSnapshot:
         info = await self.queue.info(jobs=True, limit=10_000)

@@ -245,15 +245,15 @@ class JobService:
             return
         records = await self.queue.records([file_key(job.id, i) for i in free])
         stale = [i for i in free if not self.queue.pending(records[file_key(job.id, i)])]
-        if stale:
+        again = await self.queue.requeue(job.id, stale) if stale else []
+        if again:
             log.warning(
-                "job %s: queueing file(s) %s again: the queue had no live record of them",
+                "job %s: queued file(s) %s again: the queue had no live record of them",
                 job.id,
-                ", ".join(map(str, stale)),
+                ", ".join(map(str, again)),
             )
-            await self.queue.requeue(job.id, stale)
-            for _ in stale:  # each is delivered again
-                await self.queue.count("retries")
+        for _ in again:  # each is delivered again
+            await self.queue.count("retries")
 
     def _adopt(self, job_id: str) -> Job | None:
         """A job committed (its manifest written) by an API that died before recording it;
