@@ -87,3 +87,19 @@ def test_encrypted_pdf(tmp_path: Path) -> None:
     with pytest.raises(ParseError) as info:
         parse_file(locked)
     assert info.value.code == "encrypted" and "locked.pdf" in info.value.message
+
+
+def test_the_text_layer_fallback_reads_alike_through_pdfium_and_pypdf(tmp_path: Path) -> None:
+    """The reader for PDFs unstructured's pdfminer gives up on: pdfium where it opens the
+    file, pypdf where only pypdf does; both give the same words on the same pages."""
+    from ingest.pdf_parsing import _text_layer_fallback
+    from ingest.spacy_offline import use_packaged_spacy_model
+
+    use_packaged_spacy_model()  # what parse_file does first
+    path = write_document(tmp_path, "pdf", SENTENCE)
+    by_pdfium = _text_layer_fallback(path, pdfium_reads_it=True)
+    by_pypdf = _text_layer_fallback(path, pdfium_reads_it=False)
+    assert SENTENCE.split()[0] in " ".join(e.text for e in by_pdfium)
+    assert {e.page for e in by_pdfium} == {1, 2}
+    words = [(e.page, w) for e in by_pdfium for w in e.text.split()]
+    assert words == [(e.page, w) for e in by_pypdf for w in e.text.split()]
