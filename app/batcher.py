@@ -23,7 +23,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass
+@dataclass(eq=False)  # one caller's request: found and removed by identity
 class _Request(Generic[K, T, R]):
     key: K
     items: Sequence[T]

@@ -1,11 +1,13 @@
-"""Work for a client that may hang up: a request abandoned while it waits for the model is
-dropped, not run. A client that timed out (and retried elsewhere) must not leave its request
-in the queue: abandoned work keeps every later request waiting past its own timeout, and a
-loaded server never catches up."""
+"""Model work for a client that may hang up: abandoned work is dropped, not run.
+
+A client that timed out (and retried elsewhere) must not leave its request queued: it would
+keep every later request waiting past its own timeout, and a loaded server never catches up.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -17,22 +19,20 @@ POLL_S = 0.25
 
 
 async def unless_hung_up(request: Request, work: Awaitable[T]) -> T | None:
-    """`work`'s result, or None once the client has hung up; the work is then cancelled
-    (a micro-batch not yet started drops it)."""
-    if await request.is_disconnected():
-        if asyncio.iscoroutine(work):
-            work.close()  # never started: nothing to cancel
-        return None
+    """`work`'s result, or None (the work cancelled) once the client has hung up."""
     task = asyncio.ensure_future(work)
     try:
         while not task.done():
+            if await request.is_disconnected():
+                return task.result() if task.done() else None
             await asyncio.wait({task}, timeout=POLL_S)
-            if not task.done() and await request.is_disconnected():
-                return None
         return task.result()
     finally:
         if not task.done():
             task.cancel()
+        elif not task.cancelled():
+            with contextlib.suppress(BaseException):
+                task.exception()  # retrieved: an answer nobody reads is not an error
 
 
 def client_closed() -> Response:

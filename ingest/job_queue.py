@@ -158,17 +158,16 @@ class IngestQueue:
         return False
 
     async def requeue(self, job_id: str, indexes: list[int]) -> list[int]:
-        """Give each file found without a live record a fresh one: a stale record is ended
-        first (its worker, if alive after all, is told to stop), then the file is queued
-        again. A record that came alive since it was found stale (the queue delivered it
-        again by itself) is left to its worker: ending it would stop a healthy attempt.
-        A crash between the two steps leaves an ended record, which the next reconciler
-        pass re-queues. Returns the files queued again."""
-        keys = [file_key(job_id, i) for i in indexes]
+        """Give each file found without a live record a fresh one; returns those queued.
+
+        Each record is read again just before it is ended: one the queue delivered again by
+        itself since it was found stale is left to its worker (ending it would stop a
+        healthy attempt). An ended record's worker, if alive after all, is told to stop. A
+        crash between ending and queuing leaves an ended record: the next pass queues it.
+        """
         again: list[int] = []
-        for index, record in zip(
-            indexes, (await self.queue.jobs(keys)) if keys else [], strict=True
-        ):
+        for index in indexes:
+            record = await self.queue.job(file_key(job_id, index))
             if record is not None:
                 if self.pending(record):
                     continue

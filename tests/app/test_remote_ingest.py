@@ -19,12 +19,22 @@ import httpx
 import numpy as np
 import pytest
 
-from embedding.model_source import resolve_model
+from app.resources import Resources
+from app.settings import Settings
 from embedding.st_embedder import SentenceTransformerEmbedder
+from ingest.parsing import parse_file
 from ingest.sources import expand_paths
 
 from ..conftest import SHARED
-from ..servers import Nginx, Process, embedding_nodes, quarry_env, stored_vectors, wait_job
+from ..servers import (
+    Nginx,
+    Process,
+    embedding_nodes,
+    quarry_env,
+    stored_chunks,
+    stored_vectors,
+    wait_job,
+)
 from .test_hardening import upload
 
 pytestmark = [
@@ -58,13 +68,28 @@ def _redis(redis_process: Any, db: int) -> str:
     return str(redis_process.url).rsplit("/", 1)[0] + f"/{db}"
 
 
+Reference = tuple[list[Path], dict[str, list[str]], SentenceTransformerEmbedder]
+
+
 @pytest.fixture(scope="module")
-def reference(minilm_path: str) -> tuple[list[Path], SentenceTransformerEmbedder]:
-    """The documents, and the local model every stored vector must agree with."""
+def reference(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Iterator[Reference]:
+    """The documents, each one's chunk texts as parsed and chunked here, and the local
+    model every stored vector must agree with."""
     found, _ = expand_paths([str(SHARED / "docs")])
     documents = [f for f, _ in found if f.name in FAILOVER_DOCS]
     assert len(documents) == len(FAILOVER_DOCS), "../shared/docs lacks some documents"
-    return documents, SentenceTransformerEmbedder(resolve_model(minilm_path))
+    data = tmp_path_factory.mktemp("local")
+    resources = Resources(Settings(_env_file=None, data_dir=data, embedding_model=minilm_path))
+    try:
+        chunker = resources.chunker()
+        chunks = {
+            path.name: sorted(c.text for c in chunker.chunk(parse_file(path))) for path in documents
+        }
+        local = resources.base_embedder
+        assert isinstance(local, SentenceTransformerEmbedder)
+        yield documents, chunks, local
+    finally:
+        resources.close()
 
 
 @pytest.fixture()
@@ -89,15 +114,18 @@ def _ingest_while_failing(
     return wait_job(api.url, job_id, timeout=600)
 
 
-def _check_same_as_local(
-    job: dict[str, Any], data_dir: Path, local: SentenceTransformerEmbedder
-) -> None:
-    """Every file done, every chunk the job counted stored once, and every stored vector
-    the local model's for its text (remote batches, retries and failover change nothing)."""
+def _check_same_as_local(job: dict[str, Any], data_dir: Path, reference: Reference) -> None:
+    """Every file done, its chunks stored once each and exactly as parsed and chunked here,
+    and every stored vector the local model's for its text (remote batches, retries and
+    failover change nothing)."""
+    _, chunks, local = reference
     assert job["state"] == "done", [f for f in job["files"] if f["status"] != "ingested"]
-    assert all(f["error"] is None and f["stored"] == f["chunked"] > 0 for f in job["files"])
+    assert all(f["error"] is None for f in job["files"])
     stored = stored_vectors(data_dir, "served")
-    assert len(stored) == sum(f["chunked"] for f in job["files"])
+    by_source: dict[str, list[str]] = {}
+    for _, source, text in stored_chunks(data_dir, "served"):
+        by_source.setdefault(source, []).append(text)
+    assert {k: sorted(v) for k, v in by_source.items()} == chunks
     ids = sorted(stored)
     np.testing.assert_allclose(
         np.stack([stored[i][1] for i in ids]),
@@ -123,9 +151,9 @@ def _api(tmp_path: Path, minilm_path: str, redis_url: str, urls: list[str]) -> P
 
 
 def test_client_side_balancing_survives_a_dead_and_a_hung_server(
-    tmp_path: Path, minilm_path: str, redis_process: Any, nodes: list[Process], reference: Any
+    tmp_path: Path, minilm_path: str, redis_process: Any, nodes: list[Process], reference: Reference
 ) -> None:
-    documents, local = reference
+    documents = reference[0]
     api = _api(tmp_path, minilm_path, _redis(redis_process, 6), [n.url + "/v1" for n in nodes])
     try:
         job = _ingest_while_failing(api, nodes, documents)
@@ -139,7 +167,7 @@ def test_client_side_balancing_survives_a_dead_and_a_hung_server(
         assert f'quarry_embedding_server_up{{server="{nodes[0].url}/v1"}} 0.0' in metrics
     finally:
         api.stop()
-    _check_same_as_local(job, tmp_path / "data", local)
+    _check_same_as_local(job, tmp_path / "data", reference)
 
 
 @pytest.mark.skipif(
@@ -147,9 +175,9 @@ def test_client_side_balancing_survives_a_dead_and_a_hung_server(
     reason="nginx is not installed (apt-get install nginx)",
 )
 def test_nginx_least_conn_in_front_survives_a_dead_and_a_hung_server(
-    tmp_path: Path, minilm_path: str, redis_process: Any, nodes: list[Process], reference: Any
+    tmp_path: Path, minilm_path: str, redis_process: Any, nodes: list[Process], reference: Reference
 ) -> None:
-    documents, local = reference
+    documents = reference[0]
     nginx = Nginx(tmp_path / "nginx", [n.url for n in nodes], read_timeout_s=4)
     nginx.start()
     api = _api(tmp_path, minilm_path, _redis(redis_process, 7), [nginx.url + "/v1"])
@@ -158,4 +186,4 @@ def test_nginx_least_conn_in_front_survives_a_dead_and_a_hung_server(
     finally:
         api.stop()
         nginx.stop()
-    _check_same_as_local(job, tmp_path / "data", local)
+    _check_same_as_local(job, tmp_path / "data", reference)

@@ -156,8 +156,7 @@ def test_walk_through_the_ui(
 
     def typed() -> Any:
         """The query box once it has kept the question across a poll: a page still
-        redrawing replaces the box and loses what was typed, and then Enter searches
-        for nothing."""
+        redrawing replaces the box and loses what was typed."""
         box = browser.find_element(By.CSS_SELECTOR, "input[aria-label='Query']")
         if box.get_attribute("value") == question:
             return box
