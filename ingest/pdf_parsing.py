@@ -32,6 +32,7 @@ _WORD = re.compile(r"\w+")
 @dataclass(frozen=True)
 class PagePlan:
     number: int
+    text: str  # pdfium's text layer (the fallback reader's, when pdfminer gives up)
     words: int
     image_cover: float
     visible_text: bool
@@ -58,7 +59,7 @@ def plan_pages(path: Path) -> list[PagePlan] | None:
         for index in range(len(document)):
             page = document[index]
             width, height = page.get_size()
-            words = len(page.get_textpage().get_text_range().split())
+            text = page.get_textpage().get_text_range().replace("\r\n", "\n")
             covered = 0.0
             for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=8):
                 left, bottom, right, top = image.get_bounds()
@@ -71,7 +72,9 @@ def plan_pages(path: Path) -> list[PagePlan] | None:
                 for text in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_TEXT], max_depth=8)
             )
             area = max(width * height, 1.0)
-            plans.append(PagePlan(index + 1, words, min(covered / area, 1.0), visible))
+            plans.append(
+                PagePlan(index + 1, text, len(text.split()), min(covered / area, 1.0), visible)
+            )
     except Exception as exc:  # a page pdfium chokes on: let the text parser decide
         log.info("%s: page analysis stopped (%s)", path.name, exc)
         return None
@@ -132,7 +135,7 @@ def parse_pdf(
     all_scans = plans is not None and len(to_read) == len(plans)
     elements = [] if all_scans else text_layer()
     if not elements and not all_scans:
-        elements = _text_layer_fallback(path, plans is not None)
+        elements = _text_layer_fallback(path, plans)
     if to_read and not tesseract_available():
         if elements:
             log.warning(
@@ -178,24 +181,9 @@ def pdf_guard(path: Path, name: str) -> None:
         raise ParseError("unreadable", f"{name}: not a readable PDF ({exc})") from exc
 
 
-def _page_texts(path: Path, pdfium_reads_it: bool) -> list[str]:
-    """Each page's text layer: pdfium's where it opened the file (tens of times faster than
-    pypdf, the same text), pypdf's otherwise (it reads some files pdfium refuses). A page
-    that cannot be read is empty: one broken page must not lose the rest."""
-    if pdfium_reads_it:
-        import pypdfium2 as pdfium
-
-        document = pdfium.PdfDocument(str(path))
-        try:
-            texts = []
-            for index in range(len(document)):
-                try:
-                    texts.append(document[index].get_textpage().get_text_range())
-                except Exception:
-                    texts.append("")
-            return [text.replace("\r\n", "\n") for text in texts]
-        finally:
-            document.close()
+def _pypdf_texts(path: Path) -> list[str]:
+    """Each page's text through pypdf, which reads some files pdfium refuses; a page that
+    cannot be read is empty: one broken page must not lose the rest."""
     from pypdf import PdfReader
 
     texts = []
@@ -207,13 +195,15 @@ def _page_texts(path: Path, pdfium_reads_it: bool) -> list[str]:
     return texts
 
 
-def _text_layer_fallback(path: Path, pdfium_reads_it: bool) -> list[Element]:
+def _text_layer_fallback(path: Path, plans: list[PagePlan] | None) -> list[Element]:
     """Text that unstructured's PDF reader (pdfminer) gave up on, page by page, as
-    unstructured's plain-text elements."""
+    unstructured's plain-text elements: pdfium's text, read while planning the pages (tens
+    of times faster than pypdf, the same text), or pypdf's where pdfium refused the file."""
     from unstructured.partition.text import partition_text
 
+    texts = [plan.text for plan in plans] if plans is not None else _pypdf_texts(path)
     elements: list[Element] = []
-    for number, text in enumerate(_page_texts(path, pdfium_reads_it), start=1):
+    for number, text in enumerate(texts, start=1):
         if text.strip():
             for element in to_elements(partition_text(text=text)):
                 elements.append(Element(element.text, element.type, number, element.languages))

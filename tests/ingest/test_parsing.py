@@ -92,13 +92,13 @@ def test_encrypted_pdf(tmp_path: Path) -> None:
 def test_the_text_layer_fallback_reads_alike_through_pdfium_and_pypdf(tmp_path: Path) -> None:
     """The reader for PDFs unstructured's pdfminer gives up on: pdfium where it opens the
     file, pypdf where only pypdf does; both give the same words on the same pages."""
-    from ingest.pdf_parsing import _text_layer_fallback
+    from ingest.pdf_parsing import _text_layer_fallback, plan_pages
     from ingest.spacy_offline import use_packaged_spacy_model
 
     use_packaged_spacy_model()  # what parse_file does first
     path = write_document(tmp_path, "pdf", SENTENCE)
-    by_pdfium = _text_layer_fallback(path, pdfium_reads_it=True)
-    by_pypdf = _text_layer_fallback(path, pdfium_reads_it=False)
+    by_pdfium = _text_layer_fallback(path, plan_pages(path))
+    by_pypdf = _text_layer_fallback(path, None)
     assert SENTENCE.split()[0] in " ".join(e.text for e in by_pdfium)
     assert {e.page for e in by_pdfium} == {1, 2}
     words = [(e.page, w) for e in by_pdfium for w in e.text.split()]
