@@ -190,17 +190,58 @@ def tree_memory(pid: int) -> tuple[int, float, float]:
     return len(procs), pss / 1e6, rss / 1e6
 
 
+ModelUse = tuple[float, float, float]  # forward batches, tokens, seconds in the model
+
+
+def _model_use(stats: object) -> ModelUse:
+    return (
+        float(getattr(stats, "batches", 0)),
+        float(getattr(stats, "tokens", 0)),
+        float(getattr(stats, "seconds", 0.0)),
+    )
+
+
+def _used(before: ModelUse, after: ModelUse) -> str:
+    batches, tokens, seconds = (b - a for a, b in zip(before, after, strict=True))
+    rate = tokens / seconds if seconds else 0.0
+    return (
+        f"model: {batches:.0f} batches, {tokens:.0f} tokens, {seconds:.1f} s ({rate:.0f} tokens/s)"
+    )
+
+
+def _served_model_use(url: str) -> ModelUse:
+    """The server's model counters, from its /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    batches, tokens, seconds = (
+        values.get(f"quarry_embedding_{name}_total", 0.0)
+        for name in ("batches", "tokens", "seconds")
+    )
+    return batches, tokens, seconds
+
+
 def _pipeline_run(
     data_dir: Path, model: str, warm: Path, sources: list[Source]
-) -> tuple[float, IngestReport]:
+) -> tuple[float, IngestReport, str]:
     """Seconds of one in-process pipeline run over `sources`, in a fresh data dir (its
-    Redis cache empty: every chunk is embedded), after a one-file warm-up."""
+    Redis cache empty: every chunk is embedded), after a one-file warm-up, and what the
+    model did meanwhile."""
     resources = Resources(Settings(_env_file=None, data_dir=data_dir, embedding_model=model))
     try:
         resources.pipeline("warm").run([FileSource(warm, "warm")])
+        before = _model_use(getattr(resources.base_embedder, "stats", None))
         started = time.perf_counter()
         report = resources.pipeline("bench").run(sources)
-        return time.perf_counter() - started, report
+        seconds = time.perf_counter() - started
+        after = _model_use(getattr(resources.base_embedder, "stats", None))
+        return seconds, report, _used(before, after)
     finally:
         resources.close()
 
@@ -215,8 +256,8 @@ def compare_served(path: Path, limit: int | None, model: str) -> None:
         texts: list[Source] = [
             TextSource(p.name, p.read_text(encoding="utf-8", errors="replace")) for p in paths
         ]
-        texts_s, _ = _pipeline_run(tmp / "texts", model, paths[0], texts)
-        inproc_s, report = _pipeline_run(
+        texts_s, _, texts_model = _pipeline_run(tmp / "texts", model, paths[0], texts)
+        inproc_s, report, inproc_model = _pipeline_run(
             tmp / "files", model, paths[0], [FileSource(p, p.name) for p in paths]
         )
         env = quarry_env(tmp / "served", model, "")
@@ -229,9 +270,11 @@ def compare_served(path: Path, limit: int | None, model: str) -> None:
             assert server.process is not None
             procs, pss, rss = tree_memory(server.process.pid)
             wait_job(server.url, upload(server.url, paths[:1], "warm"), timeout=600)
+            before = _served_model_use(server.url)
             started = time.perf_counter()
             job = wait_job(server.url, upload(server.url, paths, "bench"), timeout=7200)
             served_s = time.perf_counter() - started
+            served_model = _used(before, _served_model_use(server.url))
         finally:
             server.stop()
     chunks = report.chunks
@@ -239,12 +282,13 @@ def compare_served(path: Path, limit: int | None, model: str) -> None:
     rate_in, rate_served = len(paths) / inproc_s, len(paths) / served_s
     print(
         f"in-process pipeline, texts (no parsing): {texts_s:.1f} s, "
-        f"{len(paths) / texts_s:.2f} docs/s\n"
+        f"{len(paths) / texts_s:.2f} docs/s; {texts_model}\n"
         f"in-process pipeline, files (parsed, fresh data dir): {inproc_s:.1f} s, "
         f"{rate_in:.2f} docs/s, "
-        f"{chunks / inproc_s:.1f} chunks/s ({report.ingested} ingested)\n"
+        f"{chunks / inproc_s:.1f} chunks/s ({report.ingested} ingested); {inproc_model}\n"
         f"quarry serve, one upload: {served_s:.1f} s, {rate_served:.2f} docs/s, "
-        f"{stored / served_s:.1f} chunks/s ({job['progress']['files_by_status']})\n"
+        f"{stored / served_s:.1f} chunks/s ({job['progress']['files_by_status']}); "
+        f"{served_model}\n"
         f"served / in-process files: {rate_served / rate_in:.3f}\n"
         f"served / in-process texts: {texts_s / served_s:.3f}\n"
         f"quarry serve at rest: {procs} processes, PSS {pss:.0f} MB, RSS summed {rss:.0f} MB"
