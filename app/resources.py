@@ -149,6 +149,8 @@ class Resources:
             device=self.settings.device,
             batch_tokens=self.settings.batch_tokens,
             bulk_batch_tokens=self.settings.bulk_batch_tokens,
+            engine=self.settings.cpu_backend,
+            engine_dir=self.settings.data_dir / "engines",
         )
 
     def redis_url(self) -> str:

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     bulk_batch_tokens: int = Field(
         default=0, ge=0, description="tokens per model batch while ingesting; 0 = auto"
     )
+    cpu_backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="the engine of a local model's forward pass on a CPU: onnx runs an encoder "
+        "(MiniLM, BERT-like) through ONNX Runtime, exported once into the data dir, with the "
+        "same vectors; other models, or a failed export, stay on torch",
+    )
     embedding_urls: str = Field(
         default="",
         description="comma-separated OpenAI-compatible embedding servers, each ending in /v1; "

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from embedding.batching import pack_batches
 from embedding.errors import ModelLoadError
 from embedding.model_inputs import ModelInputs, ModelStats, ensure_trailing_eos
 from embedding.model_source import ModelSource
+from embedding.onnx_forward import OnnxForward, onnx_or_torch
 from embedding.priority import Priority, PriorityGate
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
@@ -59,6 +61,8 @@ class SentenceTransformerEmbedder(ModelInputs):
         batch_tokens: int = 0,
         bulk_batch_tokens: int = 0,
         packed: bool | None = None,
+        engine: str = "torch",
+        engine_dir: Path | None = None,
     ) -> None:
         super().__init__(source, dimension=dimension, max_length=max_length)
         self._device_request = device
@@ -66,6 +70,9 @@ class SentenceTransformerEmbedder(ModelInputs):
         self._bulk_tokens = bulk_batch_tokens
         self._packed_request = packed  # None: packed on CUDA for a Qwen3 model
         self._packed: PackedQwen3 | None = None
+        self._engine_request = engine  # "onnx": ONNX Runtime on a CPU, where it fits
+        self._engine_dir = engine_dir
+        self._onnx: OnnxForward | None = None
         self._gate = PriorityGate()
         self._lock = threading.RLock()
         self._model: Any = None
@@ -127,7 +134,10 @@ class SentenceTransformerEmbedder(ModelInputs):
             ensure_trailing_eos(model.tokenizer)
         model.eval()
         self._packed = self._packing(model, device)
+        if self._engine_request == "onnx" and self._packed is None:
+            self._onnx = onnx_or_torch(model, device, self._engine_dir, self.source.model_id)
         backend = f", packed batches, {self._packed.backend}" if self._packed else ""
+        backend += ", ONNX Runtime" if self._onnx else ""
         log.info("loaded %s on %s (%s%s)", self.source.model_id, device, dtype, backend)
         return model
 
@@ -250,12 +260,17 @@ class SentenceTransformerEmbedder(ModelInputs):
         for batch in batches:
             with self._gate.turn(priority):  # one model call per turn: queries cut in between
                 started = time.perf_counter()
-                vectors = model.encode(
-                    [texts[i] for i in batch],
-                    batch_size=len(batch),
-                    convert_to_numpy=True,
-                    normalize_embeddings=False,
-                    show_progress_bar=False,
+                chosen = [texts[i] for i in batch]
+                vectors = (
+                    self._onnx.encode(chosen)
+                    if self._onnx is not None
+                    else model.encode(
+                        chosen,
+                        batch_size=len(batch),
+                        convert_to_numpy=True,
+                        normalize_embeddings=False,
+                        show_progress_bar=False,
+                    )
                 )
                 out[batch] = np.asarray(vectors, dtype=np.float32)[:, :dim]
                 self._count(batch, lengths, started)
