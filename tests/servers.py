@@ -146,7 +146,9 @@ class WorkerProcess(Process):
         super().stop(timeout)
 
 
-def wait_job(url: str, job_id: str, timeout: float = 300, **headers: str) -> dict[str, Any]:
+def wait_job(
+    url: str, job_id: str, timeout: float = 300, every_s: float = 0.2, **headers: str
+) -> dict[str, Any]:
     """Poll a job until it ends."""
     deadline = time.monotonic() + timeout
     while True:
@@ -156,7 +158,7 @@ def wait_job(url: str, job_id: str, timeout: float = 300, **headers: str) -> dic
         if job["state"] in ("done", "failed", "partial", "cancelled"):
             return job
         assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+        time.sleep(every_s)
 
 
 def stored_chunks(data_dir: Path, collection: str) -> list[tuple[str, str, str]]:

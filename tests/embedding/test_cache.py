@@ -76,3 +76,10 @@ def test_redis_down_bypasses_then_recovers(minilm_path: str, own_redis) -> None:
     inner.seen.clear()
     cached.embed_documents(["after restart"])
     assert inner.seen == [], "the cache is used again once Redis is back"
+
+
+def test_redis_replies_are_parsed_in_c() -> None:
+    """hiredis is installed and redis-py takes it (it ignores a version it cannot use)."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
