@@ -150,7 +150,8 @@ class Resources:
             batch_tokens=self.settings.batch_tokens,
             bulk_batch_tokens=self.settings.bulk_batch_tokens,
             engine=self.settings.cpu_backend,
-            engine_dir=self.settings.data_dir / "engines",
+            engine_dir=self.settings.engines_dir,
+            lanes=self.settings.model_lanes,
         )
 
     def redis_url(self) -> str:

@@ -36,10 +36,21 @@ class Settings(BaseSettings):
         default=0, ge=0, description="tokens per model batch while ingesting; 0 = auto"
     )
     cpu_backend: Literal["torch", "onnx"] = Field(
-        default="torch",
+        default="onnx",
         description="the engine of a local model's forward pass on a CPU: onnx runs an encoder "
-        "(MiniLM, BERT-like) through ONNX Runtime, exported once into the data dir, with the "
-        "same vectors; other models, or a failed export, stay on torch",
+        "(MiniLM, BERT-like) through ONNX Runtime, exported once into engine_dir and checked "
+        "against torch, with the same vectors; other models, or a failed export, stay on torch",
+    )
+    model_lanes: int = Field(
+        default=0,
+        ge=0,
+        description="forward passes run side by side on a CPU with ONNX Runtime, each on its "
+        "share of the cores; 0 = one per core (a busy core then slows one lane, not all)",
+    )
+    engine_dir: Path | None = Field(
+        default=None,
+        description="where ONNX exports are kept (named by the weights they come from, so "
+        "data dirs may share one); default <data_dir>/engines",
     )
     embedding_urls: str = Field(
         default="",
@@ -247,6 +258,10 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.data_dir / "qdrant"
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.engine_dir or self.data_dir / "engines"
 
     @property
     def redis_dir(self) -> Path:

@@ -20,7 +20,7 @@ them (the job watched once a second), and prints docs/s, chunks/s, what the mode
 each path, the ratio, and the server's memory at rest (PSS and RSS summed over its process
 tree, ready and before any upload).
 
-    python bench/ingest.py --served [PATH] [--limit 1000] [--cpu-backend torch|onnx]
+    python bench/ingest.py --served [PATH] [--limit 1000] [--cpu-backend onnx|torch]
 """
 
 from __future__ import annotations
@@ -194,6 +194,49 @@ def tree_memory(pid: int) -> tuple[int, float, float]:
 ModelUse = tuple[float, float, float]  # forward batches, tokens, seconds in the model
 
 
+class CpuUse:
+    """CPU seconds from start to `stop()`: the whole machine's (every process, idle and
+    I/O waits left out), and one process tree's, its root apart from its descendants."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self._root = psutil.Process(pid)
+        self._machine = self._busy()
+        self._tree = self._by_process()
+        self.text = ""
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def _by_process(self) -> dict[int, float]:
+        import psutil
+
+        seconds: dict[int, float] = {}
+        for proc in [self._root, *self._root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            seconds[proc.pid] = times.user + times.system
+        return seconds
+
+    def stop(self, wall_s: float) -> str:
+        machine = self._busy() - self._machine
+        now = self._by_process()
+        root = now.get(self._root.pid, 0.0) - self._tree.get(self._root.pid, 0.0)
+        rest = sum(v - self._tree.get(pid, 0.0) for pid, v in now.items() if pid != self._root.pid)
+        self.text = (
+            f"CPU: machine {machine:.0f} s ({machine / wall_s:.2f} cores busy), "
+            f"main process {root:.0f} s, its child processes {rest:.0f} s"
+        )
+        return self.text
+
+
 def _model_use(stats: object) -> ModelUse:
     return (
         float(getattr(stats, "batches", 0)),
@@ -203,10 +246,12 @@ def _model_use(stats: object) -> ModelUse:
 
 
 def _used(before: ModelUse, after: ModelUse) -> str:
+    """What the model did; its seconds add up every lane's (`embedding/lanes.py`)."""
     batches, tokens, seconds = (b - a for a, b in zip(before, after, strict=True))
     rate = tokens / seconds if seconds else 0.0
     return (
-        f"model: {batches:.0f} batches, {tokens:.0f} tokens, {seconds:.1f} s ({rate:.0f} tokens/s)"
+        f"model: {batches:.0f} batches, {tokens:.0f} tokens, {seconds:.1f} lane-s "
+        f"({rate:.0f} tokens/lane-s)"
     )
 
 
@@ -241,11 +286,12 @@ def _pipeline_run(
     try:
         resources.pipeline("warm").run([FileSource(warm, "warm")])
         before = _model_use(getattr(resources.base_embedder, "stats", None))
+        cpu = CpuUse(os.getpid())
         started = time.perf_counter()
         report = resources.pipeline("bench").run(sources)
         seconds = time.perf_counter() - started
         after = _model_use(getattr(resources.base_embedder, "stats", None))
-        return seconds, report, _used(before, after)
+        return seconds, report, f"{_used(before, after)}; {cpu.stop(seconds)}"
     finally:
         resources.close()
 
@@ -275,6 +321,7 @@ def compare_served(path: Path, limit: int | None, model: str, engine: str) -> No
             procs, pss, rss = tree_memory(server.process.pid)
             wait_job(server.url, upload(server.url, paths[:1], "warm"), timeout=600)
             before = _served_model_use(server.url)
+            cpu = CpuUse(server.process.pid)
             started = time.perf_counter()
             # Watched once a second, as a person would: a poller asking five times a second
             # for a job of a thousand files takes a share of two cores that the in-process
@@ -283,7 +330,7 @@ def compare_served(path: Path, limit: int | None, model: str, engine: str) -> No
                 server.url, upload(server.url, paths, "bench"), timeout=7200, every_s=1.0
             )
             served_s = time.perf_counter() - started
-            served_model = _used(before, _served_model_use(server.url))
+            served_model = f"{_used(before, _served_model_use(server.url))}; {cpu.stop(served_s)}"
         finally:
             server.stop()
     chunks = report.chunks
@@ -325,8 +372,8 @@ def main() -> None:
     parser.add_argument(
         "--cpu-backend",
         choices=["torch", "onnx"],
-        default="torch",
-        help="with --served: the engine of the model's forward pass on both paths",
+        default="onnx",
+        help="with --served: the engine of the model's forward pass on both paths (default: Quarry's, onnx)",
     )
     args = parser.parse_args()
     if args.served:

@@ -131,6 +131,11 @@ class CachedEmbedder:
     def dimension(self) -> int:
         return self.inner.dimension
 
+    @property
+    def lanes(self) -> int:
+        """Model calls the wrapped embedder runs at once."""
+        return int(getattr(self.inner, "lanes", 1))
+
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._cached(list(texts), "doc", self.inner.embed_documents)
 

@@ -4,7 +4,9 @@ Each file in flight embeds its own few chunks (a short file has one or two). Run
 call of two texts keeps the model a fraction as busy as a call of sixty-four, so concurrent
 `embed_documents` calls from the files' threads are merged here: one thread takes what is
 waiting (whole calls, up to `max_items` texts, waiting at most `max_wait_s` for more when
-there is little), runs one model call, and hands every caller its rows.
+there is little), runs one model call, and hands every caller its rows. A model that runs
+several calls at once (`lanes`: one per core on a CPU, `embedding/lanes.py`) gets as many
+such threads, so a lane never idles while one thread waits for its call to end.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class CoalescingEmbedder:
         self.max_wait_s = max_wait_s
         self._waiting: list[_Call] = []
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
         self.batches = 0
 
@@ -60,15 +62,17 @@ class CoalescingEmbedder:
         if not texts:
             return self.inner.embed_documents(texts)
         call = _Call(texts)
+        lanes = 1 if self._threads else max(1, int(getattr(self.inner, "lanes", 1)))
         with self._cond:
             if self._closed:
                 raise RuntimeError("the embedder is closed")
             self._waiting.append(call)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="embed-coalescer", daemon=True
+            while len(self._threads) < lanes:
+                thread = threading.Thread(
+                    target=self._loop, name=f"embed-coalescer-{len(self._threads)}", daemon=True
                 )
-                self._thread.start()
+                thread.start()
+                self._threads.append(thread)
             self._cond.notify_all()
         return call.future.result()
 

@@ -14,6 +14,12 @@ cache do not change with the engine. A model this path does not cover (a decoder
 pooling, more modules, a default prompt) or an export that does not match raises
 `EngineUnavailable`: the caller keeps torch. The session holds its own copy of the
 weights, beside torch's (MiniLM: ~90 MB more).
+
+The session may be run from several threads at once (ONNX Runtime's `run` is thread-safe),
+each forward on `threads` cores: that is how the embedder runs one lane per core
+(`embedding/lanes.py`). Its thread pool never spin-waits: on a machine whose cores are
+shared with parsing and the API, spinning threads take the cores they wait for. Tokenizing
+goes one call at a time (a fast tokenizer's settings are shared state).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -53,11 +60,13 @@ class OnnxForward:
         self._session = session
         self._inputs = inputs
         self._pooling = pooling
+        self._tokenizing = threading.Lock()
 
     @classmethod
-    def load(cls, model: Any, folder: Path) -> OnnxForward:
+    def load(cls, model: Any, folder: Path, threads: int = 0) -> OnnxForward:
         """The engine for `model`, exported into `folder` unless it is there already, and
-        checked against torch on a padded batch before it is used."""
+        checked against torch on a padded batch before it is used; each forward runs on
+        `threads` cores (0: torch's count)."""
         pooling = _check_supported(model)
         try:
             import onnxruntime  # noqa: F401
@@ -70,15 +79,16 @@ class OnnxForward:
         _drop_abandoned(folder)
         if target.exists():
             try:  # a file left damaged (a full disk, a bad copy) is made again, once
-                return cls(model, _session(target), inputs, pooling)._checked(target)
+                return cls(model, _session(target, threads), inputs, pooling)._checked(target)
             except Exception as exc:
                 log.warning("the ONNX export %s is unusable (%s); exporting again", target, exc)
                 target.unlink(missing_ok=True)
         _export(network, sample, inputs, target)
-        return cls(model, _session(target), inputs, pooling)._checked(target)
+        return cls(model, _session(target, threads), inputs, pooling)._checked(target)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        features = self._model.preprocess(texts)
+        with self._tokenizing:
+            features = self._model.preprocess(texts)
         feed = {name: features[name].numpy().astype(np.int64) for name in self._inputs}
         (hidden,) = self._session.run(None, feed)
         mask = features["attention_mask"].numpy()
@@ -107,17 +117,19 @@ class OnnxForward:
         return self
 
 
-def onnx_or_torch(model: Any, device: str, folder: Path | None, name: str) -> OnnxForward | None:
+def onnx_or_torch(
+    model: Any, device: str, folder: Path | None, name: str, threads: int = 0
+) -> OnnxForward | None:
     """ONNX Runtime for `model`'s forward pass where it can run it (`QUARRY_CPU_BACKEND=onnx`,
     a CPU, a model it covers); None, with a warning saying why, where torch keeps it."""
-    if device != "cpu":
-        log.warning("QUARRY_CPU_BACKEND=onnx applies on a CPU only; %s runs on torch", name)
+    if device != "cpu":  # the default engine on a CPU; a GPU keeps torch, as it should
+        log.info("QUARRY_CPU_BACKEND=onnx applies on a CPU only; %s runs on torch", name)
         return None
     if folder is None:
         log.warning("QUARRY_CPU_BACKEND=onnx needs a folder for its export; %s runs on torch", name)
         return None
     try:
-        return OnnxForward.load(model, folder)
+        return OnnxForward.load(model, folder, threads)
     except EngineUnavailable as exc:
         log.warning("ONNX Runtime cannot run %s (%s); it runs on torch", name, exc)
     except Exception as exc:  # a failed export costs speed, never the model
@@ -129,13 +141,14 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _session(target: Path) -> Any:
+def _session(target: Path, threads: int) -> Any:
     import onnxruntime as ort
     import torch
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.intra_op_num_threads = threads or max(1, torch.get_num_threads())
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
 
 

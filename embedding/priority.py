@@ -14,15 +14,17 @@ class Priority(IntEnum):
 
 
 class PriorityGate:
-    """One holder at a time; when it lets go, the most urgent waiter goes next.
+    """`capacity` holders at a time (one per model lane); when one lets go, the most urgent
+    waiter goes next.
 
     Ingestion calls the model in small batches, taking a turn for each, so a query that
     arrives during a large ingest waits for at most the one batch in flight.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1) -> None:
         self._cond = threading.Condition()
-        self._busy = False
+        self._capacity = max(1, capacity)
+        self._holders = 0
         self._waiting = [0] * len(Priority)
 
     @contextmanager
@@ -30,14 +32,16 @@ class PriorityGate:
         with self._cond:
             self._waiting[priority] += 1
             try:
-                while self._busy or any(self._waiting[p] for p in range(priority)):
+                while self._holders >= self._capacity or any(
+                    self._waiting[p] for p in range(priority)
+                ):
                     self._cond.wait()
             finally:
                 self._waiting[priority] -= 1
-            self._busy = True
+            self._holders += 1
         try:
             yield
         finally:
             with self._cond:
-                self._busy = False
+                self._holders -= 1
                 self._cond.notify_all()

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +16,11 @@ import numpy as np
 
 from embedding.batching import pack_batches
 from embedding.errors import ModelLoadError
+from embedding.lanes import Lanes, usable_cores
 from embedding.model_inputs import ModelInputs, ModelStats, ensure_trailing_eos
 from embedding.model_source import ModelSource
 from embedding.onnx_forward import OnnxForward, onnx_or_torch
-from embedding.priority import Priority, PriorityGate
+from embedding.priority import Priority
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
     import torch
@@ -63,6 +64,7 @@ class SentenceTransformerEmbedder(ModelInputs):
         packed: bool | None = None,
         engine: str = "torch",
         engine_dir: Path | None = None,
+        lanes: int = 0,
     ) -> None:
         super().__init__(source, dimension=dimension, max_length=max_length)
         self._device_request = device
@@ -73,7 +75,9 @@ class SentenceTransformerEmbedder(ModelInputs):
         self._engine_request = engine  # "onnx": ONNX Runtime on a CPU, where it fits
         self._engine_dir = engine_dir
         self._onnx: OnnxForward | None = None
-        self._gate = PriorityGate()
+        self._lanes_request = lanes  # 0: one per core where the engine runs side by side
+        self._lanes = Lanes(1)
+        self._stats_lock = threading.Lock()
         self._lock = threading.RLock()
         self._model: Any = None
         self.loads = 0
@@ -135,9 +139,16 @@ class SentenceTransformerEmbedder(ModelInputs):
         model.eval()
         self._packed = self._packing(model, device)
         if self._engine_request == "onnx" and self._packed is None:
-            self._onnx = onnx_or_torch(model, device, self._engine_dir, self.source.model_id)
+            lanes = self._lanes_request or usable_cores()
+            threads = max(1, usable_cores() // lanes)
+            self._onnx = onnx_or_torch(
+                model, device, self._engine_dir, self.source.model_id, threads
+            )
+            if self._onnx is not None:
+                self._lanes = Lanes(lanes)
         backend = f", packed batches, {self._packed.backend}" if self._packed else ""
-        backend += ", ONNX Runtime" if self._onnx else ""
+        if self._onnx:
+            backend += f", ONNX Runtime in {self._lanes.count} lane(s)"
         log.info("loaded %s on %s (%s%s)", self.source.model_id, device, dtype, backend)
         return model
 
@@ -207,6 +218,12 @@ class SentenceTransformerEmbedder(ModelInputs):
         return int(getter())
 
     @property
+    def lanes(self) -> int:
+        """Model calls that run at once: one per core on ONNX Runtime, else one."""
+        self._load()
+        return self._lanes.count
+
+    @property
     def token_budget(self) -> int:
         """Tokens per model call for queries (latency is short whatever the size)."""
         if self._batch_tokens:
@@ -257,32 +274,37 @@ class SentenceTransformerEmbedder(ModelInputs):
         if self._packed is not None:
             self._encode_packed(model, texts, batches, lengths, priority, out)
             return out
-        for batch in batches:
-            with self._gate.turn(priority):  # one model call per turn: queries cut in between
-                started = time.perf_counter()
-                chosen = [texts[i] for i in batch]
-                vectors = (
-                    self._onnx.encode(chosen)
-                    if self._onnx is not None
-                    else model.encode(
-                        chosen,
-                        batch_size=len(batch),
-                        convert_to_numpy=True,
-                        normalize_embeddings=False,
-                        show_progress_bar=False,
-                    )
+
+        def forward(batch: list[int]) -> None:
+            started = time.perf_counter()
+            chosen = [texts[i] for i in batch]
+            vectors = (
+                self._onnx.encode(chosen)
+                if self._onnx is not None
+                else model.encode(
+                    chosen,
+                    batch_size=len(batch),
+                    convert_to_numpy=True,
+                    normalize_embeddings=False,
+                    show_progress_bar=False,
                 )
-                out[batch] = np.asarray(vectors, dtype=np.float32)[:, :dim]
-                self._count(batch, lengths, started)
+            )
+            out[batch] = np.asarray(vectors, dtype=np.float32)[:, :dim]
+            self._count(batch, lengths, started)
+
+        # one model call per turn, queries cut in between; ingest batches spread over lanes
+        self._lanes.run([partial(forward, batch) for batch in batches], priority)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.maximum(norms, 1e-12)
         return out
 
     def _count(self, batch: Sequence[int], lengths: Sequence[int], started: float) -> None:
-        self.stats.batches += 1
-        self.stats.texts += len(batch)
-        self.stats.tokens += sum(lengths[i] for i in batch)
-        self.stats.seconds += time.perf_counter() - started
+        """Counts a model call; `seconds` adds up every lane's time."""
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.texts += len(batch)
+            self.stats.tokens += sum(lengths[i] for i in batch)
+            self.stats.seconds += time.perf_counter() - started
 
     def _encode_packed(
         self,
@@ -316,7 +338,7 @@ class SentenceTransformerEmbedder(ModelInputs):
                 ready = upcoming.result()
                 if index + 1 < len(batches):
                     upcoming = ahead.submit(tokenize, batches[index + 1])
-                with self._gate.turn(priority):
+                with self._lanes.gate.turn(priority):
                     started = time.perf_counter()
                     parts: list[tuple[Sequence[int], torch.Tensor]]
                     try:

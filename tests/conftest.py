@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import ENGINE_DIR
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("QUARRY_ENGINE_DIR", ENGINE_DIR)  # in-process tests share exports too
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,15 @@ FAST_RECOVERY = {
 }
 
 
+# ONNX exports are named by the weights they come from: every test's data dir shares them
+# (a server exports MiniLM once for the whole run, not once per test).
+ENGINE_DIR = str(Path(tempfile.gettempdir()) / "quarry-test-engines")
+
+
 def quarry_env(data_dir: Path, model: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUARRY_")}
     env |= {
+        "QUARRY_ENGINE_DIR": ENGINE_DIR,
         "QUARRY_DATA_DIR": str(data_dir),
         "QUARRY_EMBEDDING_MODEL": model,
         "QUARRY_REDIS_URL": redis_url,
