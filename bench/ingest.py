@@ -373,7 +373,7 @@ def main() -> None:
         "--cpu-backend",
         choices=["torch", "onnx"],
         default="onnx",
-        help="with --served: the engine of the model's forward pass on both paths (default: Quarry's, onnx)",
+        help="with --served: the engine of the model's forward pass on both paths (onnx: Quarry's)",
     )
     args = parser.parse_args()
     if args.served:
