@@ -43,7 +43,11 @@ class _LiveCollector(Collector):
             ("quarry_embedding_batches", stats.batches, "model forward batches"),
             ("quarry_embedding_texts", stats.texts, "texts embedded by the model"),
             ("quarry_embedding_tokens", stats.tokens, "tokens embedded by the model"),
-            ("quarry_embedding_seconds", stats.seconds, "seconds spent in the model"),
+            (
+                "quarry_embedding_seconds",
+                stats.seconds,
+                "seconds spent in the model, every lane's added up",
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         cache = self.sources.cache_stats()

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import redis
 
+from embedding.lanes import lanes_of
 from embedding.protocol import Embedder, EmbeddingRecipe
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class CachedEmbedder:
     @property
     def lanes(self) -> int:
         """Model calls the wrapped embedder runs at once."""
-        return int(getattr(self.inner, "lanes", 1))
+        return lanes_of(self.inner)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._cached(list(texts), "doc", self.inner.embed_documents)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedding.lanes import lanes_of
 from embedding.protocol import Embedder, EmbeddingRecipe
 
 
@@ -62,7 +63,7 @@ class CoalescingEmbedder:
         if not texts:
             return self.inner.embed_documents(texts)
         call = _Call(texts)
-        lanes = 1 if self._threads else max(1, int(getattr(self.inner, "lanes", 1)))
+        lanes = 1 if self._threads else lanes_of(self.inner)  # loads a local model
         with self._cond:
             if self._closed:
                 raise RuntimeError("the embedder is closed")
@@ -108,7 +109,8 @@ class CoalescingEmbedder:
                 for call in taken:
                     call.future.set_exception(exc)
                 continue
-            self.batches += 1
+            with self._cond:
+                self.batches += 1
             start = 0
             for call in taken:
                 call.future.set_result(vectors[start : start + len(call.texts)])

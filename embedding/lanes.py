@@ -3,14 +3,18 @@
 One forward spread over every core splits each operator into equal shares, one per core,
 and waits for the last: when anything else runs on one of those cores (a parse process, the
 API, Redis), every operator waits for the share that was pushed aside, and the whole model
-runs at the speed of its busiest core. On this 2-core machine one busy process made ONNX
-Runtime's two-thread forwards 2.2 times as slow; two one-thread forwards side by side were
-faster alone (6.2 s against 7.3 s for the same 32 batches) and lost only a third beside the
-same process (docs/benchmarks.md). So ingestion's batches are spread over `count` lanes,
-each a forward on one core, and a lane that is slowed holds back only its own batch.
+runs at the speed of its busiest core. On this 2-core machine (`bench/lanes.py`,
+docs/benchmarks.md) one busy process made ONNX Runtime's two-thread forwards 1.6 times as
+slow (2.2 times with its threads spin-waiting, as they do by default); two one-thread
+forwards side by side were as fast alone (6.8 s against 7.0 s for the same 32 batches) and
+1.46 times as slow beside it; torch's were 2.7 and 1.5 times as slow. So batches are
+spread over `count` lanes, each a forward on one core, and a lane that is slowed holds back
+only its own batch.
 
-A query runs on the caller's thread in a lane of its own turn, ahead of waiting ingest
-batches (the `PriorityGate`); it never queues behind them in the lanes' pool.
+Ingest batches and query batches are handed to two pools of `count` threads each, so a
+query's batches never queue behind ingest batches in a pool; both then take turns at the
+`PriorityGate`, where a waiting query goes first. A call of one batch runs on its caller's
+thread.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, cast
 
 from embedding.priority import Priority, PriorityGate
 
@@ -30,33 +35,56 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def lanes_of(embedder: object) -> int:
+    """Model calls `embedder` runs at once: the `lanes` its type declares, else one."""
+    if not hasattr(type(embedder), "lanes"):
+        return 1
+    return max(1, int(cast(Any, embedder).lanes))
+
+
 class Lanes:
     """Runs model calls `count` at a time, queries first."""
 
     def __init__(self, count: int = 1) -> None:
         self.count = max(1, count)
         self.gate = PriorityGate(self.count)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pools: dict[Priority, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
+        self._inside = threading.local()  # set on a thread running a call
 
     def run(self, calls: Sequence[Callable[[], None]], priority: Priority) -> None:
-        """Each call in a turn of its own; several ingest calls spread over the lanes. Every
-        call has ended when this returns; the first error, if any, is raised."""
-        if self.count == 1 or len(calls) == 1 or priority is Priority.QUERY:
-            for call in calls:
+        """Each call in a turn of its own, spread over the lanes. Every call has ended or
+        been dropped when this returns; after the first error, calls not yet started are
+        dropped and that error is raised."""
+        if self.count == 1 or len(calls) == 1 or getattr(self._inside, "yes", False):
+            for call in calls:  # (a call that runs calls itself runs them in its own turn)
                 self._turn(call, priority)
             return
-        futures = [self._lanes().submit(self._turn, call, priority) for call in calls]
-        wait(futures)  # none is left writing into its caller's rows
+        pool = self._pool(priority)
+        futures = [pool.submit(self._turn, call, priority) for call in calls]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        wait(pending)  # none is left writing into its caller's rows
         for future in futures:
-            future.result()
+            if not future.cancelled():
+                future.result()
 
     def _turn(self, call: Callable[[], None], priority: Priority) -> None:
-        with self.gate.turn(priority):
+        if getattr(self._inside, "yes", False):
             call()
+            return
+        with self.gate.turn(priority):
+            self._inside.yes = True
+            try:
+                call()
+            finally:
+                self._inside.yes = False
 
-    def _lanes(self) -> ThreadPoolExecutor:
+    def _pool(self, priority: Priority) -> ThreadPoolExecutor:
         with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.count, thread_name_prefix="model-lane")
-            return self._pool
+            pool = self._pools.get(priority)
+            if pool is None:
+                name = f"model-lane-{priority.name.lower()}"
+                pool = self._pools[priority] = ThreadPoolExecutor(self.count, name)
+            return pool

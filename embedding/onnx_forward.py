@@ -15,11 +15,13 @@ pooling, more modules, a default prompt) or an export that does not match raises
 `EngineUnavailable`: the caller keeps torch. The session holds its own copy of the
 weights, beside torch's (MiniLM: ~90 MB more).
 
-The session may be run from several threads at once (ONNX Runtime's `run` is thread-safe),
-each forward on `threads` cores: that is how the embedder runs one lane per core
-(`embedding/lanes.py`). Its thread pool never spin-waits: on a machine whose cores are
-shared with parsing and the API, spinning threads take the cores they wait for. Tokenizing
-goes one call at a time (a fast tokenizer's settings are shared state).
+Several threads may run forwards at once, one per lane (`embedding/lanes.py`), each on
+`threads` cores: single-core lanes share one session (ONNX Runtime's `run` is thread-safe
+and, on one thread, computes on its caller's); lanes of several cores each get a session
+of their own, since the callers of one session share its one thread pool. No pool
+spin-waits: on a machine whose cores are shared with parsing and the API, spinning threads
+take the cores they wait for. Tokenizing goes one call at a time (a fast tokenizer's
+settings are shared state).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -55,18 +58,20 @@ class EngineUnavailable(Exception):
 class OnnxForward:
     """Texts to pooled (not normalised) vectors, as `SentenceTransformer.encode` gives."""
 
-    def __init__(self, model: Any, session: Any, inputs: list[str], pooling: str) -> None:
+    def __init__(self, model: Any, sessions: list[Any], inputs: list[str], pooling: str) -> None:
         self._model = model  # its tokenizer and truncation stay the model's own
-        self._session = session
+        self._sessions: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for session in sessions:  # one per lane (the same one for single-core lanes)
+            self._sessions.put(session)
         self._inputs = inputs
         self._pooling = pooling
         self._tokenizing = threading.Lock()
 
     @classmethod
-    def load(cls, model: Any, folder: Path, threads: int = 0) -> OnnxForward:
+    def load(cls, model: Any, folder: Path, threads: int = 0, lanes: int = 1) -> OnnxForward:
         """The engine for `model`, exported into `folder` unless it is there already, and
-        checked against torch on a padded batch before it is used; each forward runs on
-        `threads` cores (0: torch's count)."""
+        checked against torch on a padded batch before it is used; `lanes` forwards at once,
+        each on `threads` cores (0: torch's count)."""
         pooling = _check_supported(model)
         try:
             import onnxruntime  # noqa: F401
@@ -79,18 +84,24 @@ class OnnxForward:
         _drop_abandoned(folder)
         if target.exists():
             try:  # a file left damaged (a full disk, a bad copy) is made again, once
-                return cls(model, _session(target, threads), inputs, pooling)._checked(target)
+                return cls(model, _sessions(target, threads, lanes), inputs, pooling)._checked(
+                    target
+                )
             except Exception as exc:
                 log.warning("the ONNX export %s is unusable (%s); exporting again", target, exc)
                 target.unlink(missing_ok=True)
         _export(network, sample, inputs, target)
-        return cls(model, _session(target, threads), inputs, pooling)._checked(target)
+        return cls(model, _sessions(target, threads, lanes), inputs, pooling)._checked(target)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         with self._tokenizing:
             features = self._model.preprocess(texts)
         feed = {name: features[name].numpy().astype(np.int64) for name in self._inputs}
-        (hidden,) = self._session.run(None, feed)
+        session = self._sessions.get()
+        try:
+            (hidden,) = session.run(None, feed)
+        finally:
+            self._sessions.put(session)
         mask = features["attention_mask"].numpy()
         if self._pooling == "cls":  # the first token the mask keeps, as sentence-transformers
             return np.asarray(hidden[np.arange(len(hidden)), mask.argmax(axis=1)], np.float32)
@@ -118,7 +129,7 @@ class OnnxForward:
 
 
 def onnx_or_torch(
-    model: Any, device: str, folder: Path | None, name: str, threads: int = 0
+    model: Any, device: str, folder: Path | None, name: str, threads: int = 0, lanes: int = 1
 ) -> OnnxForward | None:
     """ONNX Runtime for `model`'s forward pass where it can run it (`QUARRY_CPU_BACKEND=onnx`,
     a CPU, a model it covers); None, with a warning saying why, where torch keeps it."""
@@ -129,7 +140,7 @@ def onnx_or_torch(
         log.warning("QUARRY_CPU_BACKEND=onnx needs a folder for its export; %s runs on torch", name)
         return None
     try:
-        return OnnxForward.load(model, folder, threads)
+        return OnnxForward.load(model, folder, threads, lanes)
     except EngineUnavailable as exc:
         log.warning("ONNX Runtime cannot run %s (%s); it runs on torch", name, exc)
     except Exception as exc:  # a failed export costs speed, never the model
@@ -139,6 +150,12 @@ def onnx_or_torch(
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _sessions(target: Path, threads: int, lanes: int) -> list[Any]:
+    if threads == 1:
+        return [_session(target, 1)] * max(1, lanes)
+    return [_session(target, threads) for _ in range(max(1, lanes))]
 
 
 def _session(target: Path, threads: int) -> Any:

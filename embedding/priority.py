@@ -18,7 +18,7 @@ class PriorityGate:
     waiter goes next.
 
     Ingestion calls the model in small batches, taking a turn for each, so a query that
-    arrives during a large ingest waits for at most the one batch in flight.
+    arrives during a large ingest waits for at most the first lane's batch to end.
     """
 
     def __init__(self, capacity: int = 1) -> None:

@@ -139,10 +139,11 @@ class SentenceTransformerEmbedder(ModelInputs):
         model.eval()
         self._packed = self._packing(model, device)
         if self._engine_request == "onnx" and self._packed is None:
-            lanes = self._lanes_request or usable_cores()
-            threads = max(1, usable_cores() // lanes)
+            cores = usable_cores()
+            lanes = min(self._lanes_request or cores, cores)
+            threads = max(1, cores // lanes)
             self._onnx = onnx_or_torch(
-                model, device, self._engine_dir, self.source.model_id, threads
+                model, device, self._engine_dir, self.source.model_id, threads, lanes
             )
             if self._onnx is not None:
                 self._lanes = Lanes(lanes)

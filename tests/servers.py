@@ -32,7 +32,7 @@ FAST_RECOVERY = {
 
 # ONNX exports are named by the weights they come from: every test's data dir shares them
 # (a server exports MiniLM once for the whole run, not once per test).
-ENGINE_DIR = str(Path(tempfile.gettempdir()) / "quarry-test-engines")
+ENGINE_DIR = str(Path(tempfile.gettempdir()) / f"quarry-test-engines-{os.getuid()}")
 
 
 def quarry_env(data_dir: Path, model: str, redis_url: str, **extra: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +18,50 @@ from embedding.st_embedder import SentenceTransformerEmbedder
 from tests.servers import ENGINE_DIR
 
 
-def test_ingest_calls_run_side_by_side_and_errors_surface_after_all_ended() -> None:
+@pytest.mark.parametrize("priority", list(Priority))  # ingest and query batches alike
+def test_calls_run_side_by_side_and_an_error_drops_those_not_started(priority: Priority) -> None:
     lanes = Lanes(2)
     together = threading.Barrier(2, timeout=10)  # broken unless two calls run at once
+    running: list[int] = []
     ended: list[int] = []
 
     def call(n: int) -> None:
-        together.wait()
+        running.append(n)
+        if n < 2:
+            together.wait()
         time.sleep(0.05)
         ended.append(n)
         if n == 1:
             raise ValueError("lane 1 failed")
 
     with pytest.raises(ValueError, match="lane 1 failed"):
-        lanes.run([lambda n=n: call(n) for n in range(4)], Priority.BULK)
-    assert sorted(ended) == [0, 1, 2, 3]  # none was still running when the error came back
-    one = Lanes(1)
+        lanes.run([lambda n=n: call(n) for n in range(40)], priority)
+    assert sorted(running) == sorted(ended)  # none still running once the error is back
+    assert 0 in ended and len(ended) < 40  # the calls not yet started were dropped
+
+
+def test_one_lane_runs_one_call_at_a_time() -> None:
     alone = threading.Barrier(2, timeout=0.5)
-    with pytest.raises(threading.BrokenBarrierError):  # one lane: one call at a time
-        one.run([alone.wait, alone.wait], Priority.BULK)
+    with pytest.raises(threading.BrokenBarrierError):
+        Lanes(1).run([alone.wait, alone.wait], Priority.BULK)
+
+
+def test_a_call_from_inside_a_lane_runs_in_that_lane() -> None:
+    lanes = Lanes(2)
+    seen: list[str] = []
+
+    def outer(name: str) -> None:  # both lanes held: a nested run must not wait for a third
+        lanes.run([lambda: seen.append(name), lambda: seen.append(name)], Priority.BULK)
+
+    lanes.run([lambda: outer("a"), lambda: outer("b")], Priority.BULK)
+    assert sorted(seen) == ["a", "a", "b", "b"]
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_a_waiting_query_takes_the_next_free_lane_before_waiting_ingest() -> None:
@@ -60,10 +85,10 @@ def test_a_waiting_query_takes_the_next_free_lane_before_waiting_ingest() -> Non
     holding.wait()  # both lanes are held
     bulk = threading.Thread(target=take, args=("bulk", Priority.BULK))
     bulk.start()
-    time.sleep(0.1)
+    _until(lambda: gate._waiting[Priority.BULK] == 1)
     query = threading.Thread(target=take, args=("query", Priority.QUERY))
     query.start()
-    time.sleep(0.1)
+    _until(lambda: gate._waiting[Priority.QUERY] == 1)
     assert order == []  # a third holder waits for a free lane
     release.set()
     for thread in [*holders, bulk, query]:
