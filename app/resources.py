@@ -150,7 +150,7 @@ class Resources:
             batch_tokens=self.settings.batch_tokens,
             bulk_batch_tokens=self.settings.bulk_batch_tokens,
             engine=self.settings.cpu_backend,
-            engine_dir=self.settings.engines_dir,
+            engine_dir=self.settings.engine_path,
             lanes=self.settings.model_lanes,
         )
 

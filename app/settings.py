@@ -260,7 +260,8 @@ class Settings(BaseSettings):
         return self.data_dir / "qdrant"
 
     @property
-    def engines_dir(self) -> Path:
+    def engine_path(self) -> Path:
+        """`engine_dir`, or the data dir's own folder for exports."""
         return self.engine_dir or self.data_dir / "engines"
 
     @property

@@ -56,7 +56,7 @@ class Lanes:
         """Each call in a turn of its own, spread over the lanes. Every call has ended or
         been dropped when this returns; after the first error, calls not yet started are
         dropped and that error is raised."""
-        if self.count == 1 or len(calls) == 1 or getattr(self._inside, "yes", False):
+        if self.count == 1 or len(calls) == 1 or self._nested:
             for call in calls:  # (a call that runs calls itself runs them in its own turn)
                 self._turn(call, priority)
             return
@@ -70,8 +70,13 @@ class Lanes:
             if not future.cancelled():
                 future.result()
 
+    @property
+    def _nested(self) -> bool:
+        """This thread is running a call already (it holds a turn)."""
+        return bool(getattr(self._inside, "yes", False))
+
     def _turn(self, call: Callable[[], None], priority: Priority) -> None:
-        if getattr(self._inside, "yes", False):
+        if self._nested:
             call()
             return
         with self.gate.turn(priority):
