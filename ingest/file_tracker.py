@@ -42,7 +42,7 @@ class FileTracker(SilentObserver):
         self.lease_s = lease_s
         self._stopping = stopping
         self._lock = threading.Lock()
-        self._saved_at = 0.0
+        self._saved_at = time.monotonic()  # the claim was just written
         self._cancel_checked_at = 0.0
         self._lease_lost = False
 
@@ -80,8 +80,11 @@ class FileTracker(SilentObserver):
         self.save()
 
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
+        """The file's outcome, and the end of its hold, in one durable write."""
         self.entry.status = status
         self.entry.error = {"code": error.code, "message": error.message} if error else None
+        self.entry.failures = 0
+        self.entry.release()
         self.save(force=True)
 
     def file_retry(self, name: str, error: FileError) -> None:

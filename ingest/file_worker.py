@@ -196,10 +196,7 @@ class FileWorker:
             return self._retry(tracker, error["code"], error["message"], dependency)
         if not entry.finished:  # never claimed done without the pipeline saying so
             return self._retry(tracker, "internal_error", f"{entry.name}: no outcome", False)
-        entry.failures = 0
-        entry.release()
-        tracker.save(force=True)
-        self._finish_if_done(job_id)
+        self._finish_if_done(job_id)  # (the outcome's write ended the hold)
         return entry.status
 
     def _retry(self, tracker: FileTracker, code: str, message: str, dependency: bool) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from ingest.pdf_parsing import parse_pdf
 from ingest.spacy_offline import use_packaged_spacy_model
 from ingest.unstructured_elements import partition, to_elements
 
-os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 log = logging.getLogger(__name__)
 
 TEXT_TYPES = {

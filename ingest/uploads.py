@@ -7,10 +7,12 @@ accepted upload survives the process dying before it is processed.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
 import shutil
+import sys
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -42,6 +44,24 @@ def disk_full(folder: Path, needed: int, exc: OSError | None = None) -> DiskFull
         f"{needed / 1e6:.0f} MB more needed; free some space (or raise the volume) and retry",
         detail={"data_dir": str(folder), "free_bytes": free, "needed_bytes": needed},
     )
+
+
+def sync_files(folder: Path) -> None:
+    """Make the files just written under `folder` durable, bytes and all: one syncfs(2)
+    of its filesystem on Linux (one journal commit for a thousand small files, not one
+    each), else an fsync each."""
+    if sys.platform == "linux":
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), str(folder))
+        finally:
+            os.close(fd)
+        return
+    for item in folder.iterdir():
+        with item.open("rb") as handle:
+            os.fsync(handle.fileno())
 
 
 def fsync_dir(folder: Path) -> None:
@@ -152,8 +172,6 @@ class Staging:
                         )
                     self._check_room(len(block))  # one statvfs a MB: never past the floor
                     out.write(block)
-                out.flush()
-                os.fsync(out.fileno())  # the bytes are on disk before the 202
         except OSError as exc:
             target.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -198,7 +216,8 @@ class Staging:
         job = Job(
             self.job_id, self.collection, self.files + rejected, self.metadata, force=self.force
         )
-        try:
+        try:  # the bytes and their names are on disk before the 202
+            sync_files(self.folder / "files")
             fsync_dir(self.folder / "files")
             write_atomically(self.folder / MANIFEST, json.dumps(job.to_dict()))
             fsync_dir(self.folder)

@@ -6,6 +6,11 @@ are reported stored, not a flush each: a writer takes a ticket after its update 
 until a flush that began after that update has ended; whoever finds no flush running starts
 one for everyone waiting, after a short pause (`delay_s`) in which the writers finishing at
 the same moment (the files of one model batch do) reach it too.
+
+While the flush runs no other Python thread does (qdrant-edge holds the GIL), so files
+finishing one after another, as a served upload's do, would spend the process in flushes:
+a flush starts at most `spacing` times its own cost after the last one began (~5 % of the
+time; at most `max_gap_s`), and the writers arriving meanwhile share it.
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ from collections.abc import Callable
 class GroupCommit:
     """Tickets for updates, and flushes shared by the writers waiting for them."""
 
-    def __init__(self, delay_s: float = 0.02) -> None:
+    def __init__(
+        self, delay_s: float = 0.02, spacing: float = 20.0, max_gap_s: float = 0.5
+    ) -> None:
         self.delay_s = delay_s
+        self.spacing = spacing
+        self.max_gap_s = max_gap_s
         self.flushes = 0
+        self._last_start = 0.0  # when the last flush began (monotonic)
+        self._last_cost = 0.0  # and how long it took
         self._cond = threading.Condition()
         self._written = 0  # tickets handed out: updates applied
         self._flushed = 0  # every ticket up to this one is on disk
@@ -44,10 +55,12 @@ class GroupCommit:
                 self._cond.release()
                 done = False
                 try:
-                    time.sleep(self.delay_s)
+                    time.sleep(self._pause())
                     with self._cond:
                         goal = self._written
+                    self._last_start = time.monotonic()
                     flush()
+                    self._last_cost = time.monotonic() - self._last_start
                     done = True
                 finally:
                     self._cond.acquire()
@@ -56,3 +69,9 @@ class GroupCommit:
                         self._flushed = max(self._flushed, goal)
                         self.flushes += 1
                     self._cond.notify_all()
+
+    def _pause(self) -> float:
+        """How long the next flush waits for company: `delay_s`, or longer while the last
+        flush, by its cost, was too recent."""
+        gap = min(self.max_gap_s, self.spacing * self._last_cost)
+        return max(self.delay_s, self._last_start + gap - time.monotonic())

@@ -103,3 +103,27 @@ def test_the_text_layer_fallback_reads_alike_through_pdfium_and_pypdf(tmp_path: 
     assert {e.page for e in by_pdfium} == {1, 2}
     words = [(e.page, w) for e in by_pdfium for w in e.text.split()]
     assert words == [(e.page, w) for e in by_pypdf for w in e.text.split()]
+
+
+def test_parsing_never_phones_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """unstructured's analytics would resolve its vendor's host from a thread per parse;
+    a self-hosted Quarry parses without a single name lookup."""
+    import socket
+    import threading
+
+    looked_up: list[str] = []
+    real = socket.getaddrinfo
+
+    def recording(host: str, *args: object, **kwargs: object) -> object:
+        looked_up.append(str(host))
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording)
+    path = tmp_path / "note.txt"
+    path.write_text(SENTENCE, encoding="utf-8")
+    for _ in range(3):
+        assert parse_file(path)
+    for thread in threading.enumerate():  # a delivery thread, had one started
+        if thread.name.startswith("unstructured"):
+            thread.join(10)
+    assert looked_up == []

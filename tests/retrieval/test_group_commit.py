@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -51,3 +52,29 @@ def test_a_failed_flush_raises_for_its_leader_and_the_next_writer_flushes_again(
         commit.wait(ticket, failing)
     commit.wait(ticket, lambda: calls.append("ok"))  # not yet on disk: flushed again
     assert calls == ["fail", "ok"] and commit.flushes == 1
+
+
+def test_flushes_are_spaced_by_their_cost_while_writers_keep_coming() -> None:
+    """Files finishing one after another share flushes: a flush (which holds the GIL in
+    qdrant-edge) begins no sooner than `spacing` times the last one's cost after it."""
+    commit = GroupCommit(delay_s=0.001, spacing=10.0, max_gap_s=1.0)
+    spans: list[tuple[float, float]] = []
+
+    def flush() -> None:
+        started = time.monotonic()
+        time.sleep(0.01)
+        spans.append((started, time.monotonic()))
+
+    def writer() -> None:
+        commit.wait(commit.wrote(), flush)
+
+    threads = []
+    for _ in range(30):  # a writer every 10 ms for 300 ms
+        threads.append(threading.Thread(target=writer))
+        threads[-1].start()
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join()
+    assert commit.flushes == len(spans) < 10  # a flush per writer would be 30
+    for (start, end), (next_start, _) in itertools.pairwise(spans):
+        assert next_start - start >= 10.0 * (end - start) - 0.002
