@@ -16,6 +16,15 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from retrieval.document_pages import (
+    EVERY_DOCUMENT,
+    FACET_ALL,
+    DocumentPage,
+    DocumentQuery,
+    metadata_matches,
+    page_of,
+    window,
+)
 from retrieval.errors import NotFoundError, StoreFullError, StoreUnavailableError, disk_full
 from retrieval.group_commit import GroupCommit
 from retrieval.models import (
@@ -349,19 +358,42 @@ class EdgeStore:
         return DocumentInfo.from_head(heads[0].payload or {}, stored)
 
     def documents(self, collection: str) -> list[DocumentInfo]:
+        return self.document_page(collection, EVERY_DOCUMENT).documents
+
+    def document_page(self, collection: str, query: DocumentQuery) -> DocumentPage:
+        must: list[Any] = [qe.FieldCondition(key="chunk_index", match=qe.MatchValue(0))]
+        for key, values in metadata_matches(query.meta):
+            must.append(
+                qe.Filter(
+                    should=[qe.FieldCondition(key=key, match=qe.MatchValue(v)) for v in values]
+                )
+            )
+        heads = qe.Filter(must=must)
         with self._reading(collection) as shard:
-            facets = shard.facet(qe.FacetRequest(key="doc_id", limit=1_000_000, exact=True))
-            counts = {str(hit.value): hit.count for hit in facets.hits}
-            heads = shard.retrieve(
-                [chunk_id(doc, 0) for doc in counts], with_payload=HEAD_FIELDS, with_vector=False
+            per_source = shard.facet(qe.FacetRequest("source", FACET_ALL, True, heads))
+            found = window({str(h.value): h.count for h in per_source.hits}, query)
+            if not found.sources:
+                return DocumentPage(found.total, [])
+            in_page = qe.FieldCondition(key="source", match=qe.MatchAny(found.sources))
+            points, offset = [], None
+            while True:
+                part, offset = shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset,
+                        limit=256,
+                        filter=qe.Filter(must=[*must, in_page]),
+                        with_payload=HEAD_FIELDS,
+                        with_vector=False,
+                    )
+                )
+                points += part
+                if offset is None:
+                    break
+            counts = shard.facet(
+                qe.FacetRequest("doc_id", FACET_ALL, True, qe.Filter(must=[in_page]))
             )
-        infos = [
-            DocumentInfo.from_head(
-                h.payload or {}, counts.get(str((h.payload or {}).get("doc_id")), 0)
-            )
-            for h in heads
-        ]
-        return sorted(infos, key=lambda info: (info.source, info.doc_id))
+        chunks = {str(hit.value): hit.count for hit in counts.hits}
+        return page_of([p.payload or {} for p in points], chunks, found, query.limit)
 
     def chunks(self, collection: str, doc_id: str) -> list[SearchHit]:
         info = self.document(collection, doc_id)

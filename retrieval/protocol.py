@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.document_pages import DocumentPage, DocumentQuery
 from retrieval.models import (
     DENSE,
     ChunkRecord,
@@ -66,6 +67,10 @@ class VectorStore(Protocol):
     def document(self, collection: str, doc_id: str) -> DocumentInfo | None: ...
 
     def documents(self, collection: str) -> list[DocumentInfo]: ...
+
+    def document_page(self, collection: str, query: DocumentQuery) -> DocumentPage:
+        """One page of `documents`, in (source, doc_id) order, found in the store."""
+        ...
 
     def chunks(self, collection: str, doc_id: str) -> list[SearchHit]:
         """A document's stored chunks in order (score 0: nothing was searched)."""

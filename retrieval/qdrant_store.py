@@ -12,6 +12,15 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from retrieval.document_pages import (
+    EVERY_DOCUMENT,
+    FACET_ALL,
+    DocumentPage,
+    DocumentQuery,
+    metadata_matches,
+    page_of,
+    window,
+)
 from retrieval.errors import NotFoundError, StoreRejectedError, StoreUnavailableError
 from retrieval.models import (
     DENSE,
@@ -378,30 +387,54 @@ class QdrantServerStore:
         return DocumentInfo.from_head(heads[0].payload or {}, stored)
 
     def documents(self, collection: str) -> list[DocumentInfo]:
+        return self.document_page(collection, EVERY_DOCUMENT).documents
+
+    def document_page(self, collection: str, query: DocumentQuery) -> DocumentPage:
         self._require(collection)
-        heads_filter = models.Filter(
-            must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))]
-        )
-        infos: list[DocumentInfo] = []
+        must: list[Any] = [
+            models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))
+        ]
+        for key, values in metadata_matches(query.meta):
+            should: list[Any] = [
+                models.FieldCondition(key=key, match=models.MatchValue(value=v)) for v in values
+            ]
+            must.append(models.Filter(should=should))
+        per_source = self._facet(collection, "source", models.Filter(must=must))
+        found = window(per_source, query)
+        if not found.sources:
+            return DocumentPage(found.total, [])
+        in_page = models.FieldCondition(key="source", match=models.MatchAny(any=found.sources))
+        heads: list[dict[str, Any]] = []
         offset = None
         while True:
             page, offset = self._call(
                 "scroll",
                 self.client.scroll,
                 collection,
-                scroll_filter=heads_filter,
+                scroll_filter=models.Filter(must=[*must, in_page]),
                 limit=256,
                 offset=offset,
                 with_payload=HEAD_FIELDS,
                 with_vectors=False,
             )
-            for head in page:
-                payload = head.payload or {}
-                flt = models.Filter(must=[_doc_condition(str(payload.get("doc_id")))])
-                infos.append(DocumentInfo.from_head(payload, self._count(collection, flt)))
+            heads += [point.payload or {} for point in page]
             if offset is None:
                 break
-        return sorted(infos, key=lambda info: (info.source, info.doc_id))
+        chunks = self._facet(collection, "doc_id", models.Filter(must=[in_page]))
+        return page_of(heads, chunks, found, query.limit)
+
+    def _facet(self, collection: str, key: str, flt: models.Filter) -> dict[str, int]:
+        """Each value of indexed field `key` among the points `flt` passes, and their count."""
+        result = self._call(
+            "facet",
+            self.client.facet,
+            collection,
+            key=key,
+            facet_filter=flt,
+            limit=FACET_ALL,
+            exact=True,
+        )
+        return {str(hit.value): int(hit.count) for hit in result.hits}
 
     def chunks(self, collection: str, doc_id: str) -> list[SearchHit]:
         info = self.document(collection, doc_id)

@@ -24,6 +24,8 @@ from app.schemas import (
 from embedding.errors import InvalidInputError
 from ingest.jobs import Job
 from ingest.uploads import Rejection
+from retrieval.document_pages import DocumentPage as StorePage
+from retrieval.document_pages import DocumentQuery
 from retrieval.errors import NotFoundError
 from retrieval.models import DocumentInfo
 
@@ -107,11 +109,6 @@ def _accepted(job: Job, collection: str, rejected: list[Rejection]) -> Accepted:
     )
 
 
-def _list(state: State, collection: str) -> list[DocumentInfo]:
-    store = state.resources.store
-    return store.documents(collection) if store.recipe(collection) else []
-
-
 @router.get("/documents", response_model=DocumentPage)
 async def list_documents(
     state: State,
@@ -121,30 +118,23 @@ async def list_documents(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> DocumentPage:
-    """Documents of a collection, filtered by file name and metadata, a page at a time."""
+    """Documents of a collection, filtered by file name and metadata, a page at a time
+    (found in the store: a request reads its page, not the whole collection)."""
     name = collection or state.settings.collection
-    wanted = parse_pairs(meta, "meta")
-    docs = await run_in_threadpool(_list, state, name)
-    if source:
-        docs = [d for d in docs if source.lower() in d.source.lower()]
-    if wanted:
-        docs = [
-            d for d in docs if all(_meta_matches(d.metadata.get(k), v) for k, v in wanted.items())
-        ]
-    page = docs[offset : offset + limit]
+    query = DocumentQuery(offset, limit, source or "", parse_pairs(meta, "meta"))
+    found = await run_in_threadpool(_page, state, name, query)
     return DocumentPage(
         collection=name,
-        total=len(docs),
+        total=found.total,
         offset=offset,
         limit=limit,
-        documents=[_document(d) for d in page],
+        documents=[_document(d) for d in found.documents],
     )
 
 
-def _meta_matches(value: Any, wanted: str) -> bool:
-    if isinstance(value, list):
-        return any(str(item) == wanted for item in value)
-    return value is not None and str(value) == wanted
+def _page(state: State, collection: str, query: DocumentQuery) -> StorePage:
+    store = state.resources.store
+    return store.document_page(collection, query) if store.recipe(collection) else StorePage(0, [])
 
 
 @router.get("/documents/{doc_id}", response_model=DocumentOut, response_model_exclude_none=True)

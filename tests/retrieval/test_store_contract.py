@@ -7,10 +7,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from retrieval.document_pages import DocumentQuery
 from retrieval.edge_store import EdgeStore
 from retrieval.errors import RecipeMismatchError
 from retrieval.models import ChunkRecord, CollectionRecipe, SearchPlan, chunk_id
@@ -138,6 +140,41 @@ def test_documents_and_deletes(store: VectorStore, name: str) -> None:
     assert store.count(name) == 4
     assert store.delete_document(name, "a") == 3
     assert store.count(name) == 1 and store.document(name, "a") is None
+
+
+def test_document_pages_are_found_in_the_store(store: VectorStore, name: str) -> None:
+    """Every page, filtered by part of a name (any case) and by metadata (a number matches
+    as its digits), is the slice of the whole list in (source, doc_id) order."""
+    store.ensure_collection(name, RECIPE)
+    docs = []  # (source, doc_id, metadata, chunks): two versions share "Shared.txt"
+    for i, source in enumerate(["beta.md", "Alpha.txt", "Shared.txt", "Shared.txt", "zeta.pdf"]):
+        meta: dict[str, Any] = {"shelf": "b2" if i % 2 else "c1", "year": 2020 + i % 2}
+        docs.append((source, f"d{9 - i}", meta, 1 + i % 3))
+    for source, doc_id, meta, chunks in docs:
+        batch = records(doc_id, source, [vec(1, k) for k in range(chunks)])
+        for record in batch:
+            record.payload["meta"] = meta
+        store.upsert(name, batch)
+    ordered = sorted(docs, key=lambda d: (d[0], d[1]))
+    cases = [
+        (DocumentQuery(), ordered),
+        (DocumentQuery(source_part="SHARED"), [d for d in ordered if d[0] == "Shared.txt"]),
+        (DocumentQuery(meta={"shelf": "b2"}), [d for d in ordered if d[2]["shelf"] == "b2"]),
+        (DocumentQuery(meta={"year": "2021"}), [d for d in ordered if d[2]["year"] == 2021]),
+        (
+            DocumentQuery(source_part="a", meta={"year": "2020"}),
+            [d for d in ordered if "a" in d[0].lower() and d[2]["year"] == 2020],
+        ),
+    ]
+    for base, expected in cases:
+        for offset, limit in [(0, 50), (0, 2), (1, 2), (2, 1), (3, 5), (9, 2)]:
+            page = store.document_page(name, replace(base, offset=offset, limit=limit))
+            assert page.total == len(expected)
+            want = expected[offset : offset + limit]
+            assert [(d.source, d.doc_id) for d in page.documents] == [(w[0], w[1]) for w in want]
+            assert [d.chunks for d in page.documents] == [w[3] for w in want]
+    assert [d.doc_id for d in store.documents(name)] == [d[1] for d in ordered]
+    assert store.document_page(name, DocumentQuery(meta={"shelf": "none"})).total == 0
 
 
 def test_partial_document_is_not_complete(store: VectorStore, name: str) -> None:
