@@ -140,6 +140,11 @@ class Balancer:
             key=lambda b: (b.in_flight, (self.backends.index(b) - self._turn) % count),
         )
 
+    def untried(self, tried: set[str]) -> bool:
+        """Whether a server that may be sent work now is not among `tried`."""
+        with self._cond:
+            return any(b.url not in tried for b in self._candidates())
+
     def all_ejected(self) -> bool:
         """No server can be sent anything: all out, and none reachable even in panic."""
         with self._cond:

@@ -240,9 +240,16 @@ class RemoteEmbedder(ModelInputs):
                     reason=last_error,
                     kind=kind,
                 )
-                log.info("embedding request to %s failed (%s); retrying", backend.url, last_error)
                 tried.add(backend.url)
-                time.sleep(backoff(attempt))
+                pause = backoff(attempt)
+                # Past the deadline, with no server left untried: they answer, never well.
+                if time.monotonic() + pause >= deadline and not self.balancer.untried(tried):
+                    raise EmbeddingUnavailableError(
+                        f"no embedding server answered within {options.retry_s:g} s: {last_error}",
+                        detail={"servers": list(options.urls)},
+                    ) from exc
+                log.info("embedding request to %s failed (%s); retrying", backend.url, last_error)
+                time.sleep(pause)
                 attempt += 1
                 continue
             seconds = time.perf_counter() - started

@@ -39,6 +39,7 @@ class FileTracker(SilentObserver):
         self.job_id = job_id
         self.index = index
         self.entry = entry
+        self._claim = entry.claim  # this hold's mark (the entry's is cleared as it ends)
         self.lease_s = lease_s
         self._stopping = stopping
         self._lock = threading.Lock()
@@ -48,7 +49,7 @@ class FileTracker(SilentObserver):
 
     def _still_mine(self) -> bool:
         on_disk = self.store.read_file(self.job_id, self.index)
-        if on_disk is not None and on_disk.claim != self.entry.claim and not on_disk.finished:
+        if on_disk is not None and on_disk.claim != self._claim and not on_disk.finished:
             self._lease_lost = True
         elif on_disk is not None and on_disk.finished and not self.entry.finished:
             self._lease_lost = True  # another holder finished it meanwhile
@@ -80,12 +81,21 @@ class FileTracker(SilentObserver):
         self.save()
 
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
-        """The file's outcome, and the end of its hold, in one durable write."""
-        self.entry.status = status
-        self.entry.error = {"code": error.code, "message": error.message} if error else None
-        self.entry.failures = 0
-        self.entry.release()
-        self.save(force=True)
+        """The file's outcome, and the end of its hold, in one durable write (changed
+        under the lock, so a heartbeat sees the file held or ended, never half of each)."""
+        with self._lock:
+            if self._lease_lost:
+                raise LeaseLost
+            failures = self.entry.failures
+            self.entry.status = status
+            self.entry.error = {"code": error.code, "message": error.message} if error else None
+            self.entry.failures = 0
+            self.entry.release()
+        try:
+            self.save(force=True)
+        except Exception:
+            self.entry.failures = failures  # not recorded: unexpected failures still count
+            raise
 
     def file_retry(self, name: str, error: FileError) -> None:
         self.entry.status = "retrying"

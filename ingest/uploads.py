@@ -11,6 +11,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import unicodedata
@@ -46,22 +47,33 @@ def disk_full(folder: Path, needed: int, exc: OSError | None = None) -> DiskFull
     )
 
 
+def _syncfs() -> Any:
+    """libc's syncfs(2) where it reports failed writeback (Linux 5.8 on), else None."""
+    if sys.platform != "linux":
+        return None
+    release = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    if release is None or (int(release[1]), int(release[2])) < (5, 8):
+        return None
+    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+
+
 def sync_files(folder: Path) -> None:
     """Make the files just written under `folder` durable, bytes and all: one syncfs(2)
-    of its filesystem on Linux (one journal commit for a thousand small files, not one
-    each), else an fsync each."""
-    if sys.platform == "linux":
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code), str(folder))
-        finally:
-            os.close(fd)
+    of its filesystem (one journal commit for a thousand small files, not one each), or an
+    fsync each where syncfs would not report a failure."""
+    syncfs = _syncfs()
+    if syncfs is None:
+        for item in folder.iterdir():
+            with item.open("rb") as handle:
+                os.fsync(handle.fileno())
         return
-    for item in folder.iterdir():
-        with item.open("rb") as handle:
-            os.fsync(handle.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(folder))
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -45,25 +45,39 @@ class SourceWindow:
     total: int
     sources: list[str]
     skip: int  # documents of `sources` before the page's first
+    every: bool  # `sources` are all the matching ones (no need to name them in a filter)
 
 
-def metadata_matches(meta: Mapping[str, str]) -> list[tuple[str, list[Any]]]:
-    """Each wanted metadata value as the payload values that show as it: `5` matches a
-    stored 5 or "5", `True` a stored true (a list matches when one item does).
+@dataclass(frozen=True)
+class MetaMatch:
+    """The payload values a wanted metadata value stands for."""
+
+    key: str  # the payload key (`meta.<name>`)
+    values: list[str | int | bool]  # matched exactly
+    number: float | None = None  # a stored float that prints as the wanted text
+
+
+def metadata_matches(meta: Mapping[str, str]) -> list[MetaMatch]:
+    """Each wanted `key=value` as the stored values that print as `value`, as a search
+    filter's would (a list matches when one item does): `5` is "5" or 5, `2.5` is 2.5,
+    `True` is true; `05` is only "05".
 
     Raises:
         InvalidInputError: a key that cannot name a metadata field.
     """
-    conditions = []
+    found = []
     for key, wanted in meta.items():
         payload_key(key)  # the same rule for a key as in search filters
-        values: list[Any] = [wanted]
-        if re.fullmatch(r"-?\d{1,18}", wanted):
+        values: list[str | int | bool] = [wanted]
+        number = None
+        if re.fullmatch(r"-?(0|[1-9]\d{0,17})", wanted) and wanted != "-0":
             values.append(int(wanted))
+        elif re.fullmatch(r"-?(0|[1-9]\d*)\.\d*[1-9]|-?(0|[1-9]\d*)\.0", wanted):
+            number = float(wanted)
         if wanted in ("True", "False"):
             values.append(wanted == "True")
-        conditions.append((f"meta.{key}", values))
-    return conditions
+        found.append(MetaMatch(f"meta.{key}", values, number))
+    return found
 
 
 def window(heads_per_source: Mapping[str, int], query: DocumentQuery) -> SourceWindow:
@@ -83,7 +97,7 @@ def window(heads_per_source: Mapping[str, int], query: DocumentQuery) -> SourceW
         seen += count
         if seen >= end:
             break
-    return SourceWindow(total, chosen, skip)
+    return SourceWindow(total, chosen, skip, len(chosen) == len(heads_per_source))
 
 
 def page_of(

@@ -362,26 +362,31 @@ class EdgeStore:
 
     def document_page(self, collection: str, query: DocumentQuery) -> DocumentPage:
         must: list[Any] = [qe.FieldCondition(key="chunk_index", match=qe.MatchValue(0))]
-        for key, values in metadata_matches(query.meta):
-            must.append(
-                qe.Filter(
-                    should=[qe.FieldCondition(key=key, match=qe.MatchValue(v)) for v in values]
-                )
-            )
-        heads = qe.Filter(must=must)
+        for meta in metadata_matches(query.meta):
+            should: list[Any] = [
+                qe.FieldCondition(key=meta.key, match=qe.MatchValue(v)) for v in meta.values
+            ]
+            if meta.number is not None:
+                exact = qe.RangeFloat(gte=meta.number, lte=meta.number)
+                should.append(qe.FieldCondition(key=meta.key, range=exact))
+            must.append(qe.Filter(should=should))
         with self._reading(collection) as shard:
-            per_source = shard.facet(qe.FacetRequest("source", FACET_ALL, True, heads))
+            per_source = shard.facet(qe.FacetRequest("source", FACET_ALL, True, qe.Filter(must)))
             found = window({str(h.value): h.count for h in per_source.hits}, query)
             if not found.sources:
                 return DocumentPage(found.total, [])
-            in_page = qe.FieldCondition(key="source", match=qe.MatchAny(found.sources))
+            in_page: list[Any] = (
+                []
+                if found.every
+                else [qe.FieldCondition(key="source", match=qe.MatchAny(found.sources))]
+            )
             points, offset = [], None
             while True:
                 part, offset = shard.scroll(
                     qe.ScrollRequest(
                         offset=offset,
                         limit=256,
-                        filter=qe.Filter(must=[*must, in_page]),
+                        filter=qe.Filter(must=[*must, *in_page]),
                         with_payload=HEAD_FIELDS,
                         with_vector=False,
                     )
@@ -389,9 +394,10 @@ class EdgeStore:
                 points += part
                 if offset is None:
                     break
-            counts = shard.facet(
-                qe.FacetRequest("doc_id", FACET_ALL, True, qe.Filter(must=[in_page]))
+            per_doc = qe.FacetRequest(
+                "doc_id", FACET_ALL, True, qe.Filter(must=in_page) if in_page else None
             )
+            counts = shard.facet(per_doc)
         chunks = {str(hit.value): hit.count for hit in counts.hits}
         return page_of([p.payload or {} for p in points], chunks, found, query.limit)
 

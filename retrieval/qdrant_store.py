@@ -131,6 +131,7 @@ SERVER_FEATURES: dict[str, tuple[int, int]] = {
     "HasIdCondition": (1, 0),
     "FilterSelector": (1, 0),
     "create_payload_index": (1, 0),
+    "facet": (1, 12),  # counts per value of an indexed field (the document list's pages)
     "ScalarQuantization": (1, 1),  # int8, with rescore and oversampling at query time
     "write_consistency_factor": (1, 0),
     "is_tenant": (1, 11),  # a keyword index that co-locates each tenant's points
@@ -394,16 +395,24 @@ class QdrantServerStore:
         must: list[Any] = [
             models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))
         ]
-        for key, values in metadata_matches(query.meta):
+        for meta in metadata_matches(query.meta):
             should: list[Any] = [
-                models.FieldCondition(key=key, match=models.MatchValue(value=v)) for v in values
+                models.FieldCondition(key=meta.key, match=models.MatchValue(value=v))
+                for v in meta.values
             ]
+            if meta.number is not None:
+                exact = models.Range(gte=meta.number, lte=meta.number)
+                should.append(models.FieldCondition(key=meta.key, range=exact))
             must.append(models.Filter(should=should))
         per_source = self._facet(collection, "source", models.Filter(must=must))
         found = window(per_source, query)
         if not found.sources:
             return DocumentPage(found.total, [])
-        in_page = models.FieldCondition(key="source", match=models.MatchAny(any=found.sources))
+        in_page: list[Any] = []
+        if not found.every:
+            in_page.append(
+                models.FieldCondition(key="source", match=models.MatchAny(any=found.sources))
+            )
         heads: list[dict[str, Any]] = []
         offset = None
         while True:
@@ -411,7 +420,7 @@ class QdrantServerStore:
                 "scroll",
                 self.client.scroll,
                 collection,
-                scroll_filter=models.Filter(must=[*must, in_page]),
+                scroll_filter=models.Filter(must=[*must, *in_page]),
                 limit=256,
                 offset=offset,
                 with_payload=HEAD_FIELDS,
@@ -420,10 +429,10 @@ class QdrantServerStore:
             heads += [point.payload or {} for point in page]
             if offset is None:
                 break
-        chunks = self._facet(collection, "doc_id", models.Filter(must=[in_page]))
+        chunks = self._facet(collection, "doc_id", models.Filter(must=in_page) if in_page else None)
         return page_of(heads, chunks, found, query.limit)
 
-    def _facet(self, collection: str, key: str, flt: models.Filter) -> dict[str, int]:
+    def _facet(self, collection: str, key: str, flt: models.Filter | None) -> dict[str, int]:
         """Each value of indexed field `key` among the points `flt` passes, and their count."""
         result = self._call(
             "facet",

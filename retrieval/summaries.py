@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from retrieval.document_pages import DocumentQuery
 from retrieval.protocol import VectorStore
 
 
@@ -23,7 +24,7 @@ def summarize_collections(store: VectorStore) -> list[CollectionSummary]:
         summaries.append(
             CollectionSummary(
                 name=name,
-                documents=len(store.documents(name)),
+                documents=store.document_page(name, DocumentQuery(limit=1)).total,
                 chunks=store.count(name),
                 recipe=recipe.to_dict() if recipe else None,
             )

@@ -188,3 +188,65 @@ def test_an_embeddings_only_node_serves_nothing_else(nodes: list[Process]) -> No
     assert httpx.post(url + "/v1/search", json={"query": "x"}).status_code == 404
     assert "quarry_embedding_texts" in httpx.get(url + "/metrics").text
     assert not (Path(nodes[0].env["QUARRY_DATA_DIR"]) / "owner.json").exists()
+
+
+class FakeBusyServer:
+    """An embedding server that answers every request 429 (busy), as an overloaded one
+    does: it stays in service (busy is not broken), so only the deadline ends the wait."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.requests = 0
+        fake = self
+
+        class Busy(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                fake.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = b'{"error": "busy"}'
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_server_that_is_always_busy_fails_the_call_at_its_deadline() -> None:
+    import threading
+
+    busy = FakeBusyServer()
+    client = remote([busy.url], retry_s=2.0)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.embed_documents(["a text to embed"])
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        started = time.monotonic()
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(15)
+        assert not worker.is_alive(), "still retrying long past retry_s"
+        (error,) = outcome
+        assert isinstance(error, EmbeddingUnavailableError) and "429" in error.message
+        assert time.monotonic() - started < 10 and busy.requests >= 2  # retried, then gave up
+    finally:
+        client.close()
+        busy.close()

@@ -148,7 +148,12 @@ def test_document_pages_are_found_in_the_store(store: VectorStore, name: str) ->
     store.ensure_collection(name, RECIPE)
     docs = []  # (source, doc_id, metadata, chunks): two versions share "Shared.txt"
     for i, source in enumerate(["beta.md", "Alpha.txt", "Shared.txt", "Shared.txt", "zeta.pdf"]):
-        meta: dict[str, Any] = {"shelf": "b2" if i % 2 else "c1", "year": 2020 + i % 2}
+        meta: dict[str, Any] = {
+            "shelf": "b2" if i % 2 else "c1",
+            "year": 2020 + i % 2,
+            "ratio": 2.5 if i < 2 else 0.5,
+            "tags": ["x", f"t{i}"],
+        }
         docs.append((source, f"d{9 - i}", meta, 1 + i % 3))
     for source, doc_id, meta, chunks in docs:
         batch = records(doc_id, source, [vec(1, k) for k in range(chunks)])
@@ -165,6 +170,13 @@ def test_document_pages_are_found_in_the_store(store: VectorStore, name: str) ->
             DocumentQuery(source_part="a", meta={"year": "2020"}),
             [d for d in ordered if "a" in d[0].lower() and d[2]["year"] == 2020],
         ),
+    ]
+    # As their text: a list by any item, a number as it prints. (A flag too, but not on the
+    # embedded engine: qdrant-edge-py turns `MatchValue(True)` into the integer 1.)
+    cases += [
+        (DocumentQuery(meta={"tags": "t2"}), [d for d in ordered if "t2" in d[2]["tags"]]),
+        (DocumentQuery(meta={"ratio": "2.5"}), [d for d in ordered if d[2]["ratio"] == 2.5]),
+        (DocumentQuery(meta={"year": "02021"}), []),
     ]
     for base, expected in cases:
         for offset, limit in [(0, 50), (0, 2), (1, 2), (2, 1), (3, 5), (9, 2)]:
