@@ -19,20 +19,47 @@ thread.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, cast
 
 from embedding.priority import Priority, PriorityGate
 
+CGROUP = Path("/sys/fs/cgroup")
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, a container's cpuset)."""
+
+def cgroup_cpus(root: Path = CGROUP) -> float | None:
+    """The CPUs a cgroup quota grants this process (a container's CPU limit, as
+    Kubernetes sets it), or None when there is none: cgroup v2's `cpu.max`, else v1's
+    `cpu.cfs_quota_us` over `cpu.cfs_period_us`."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def usable_cores(root: Path = CGROUP) -> int:
+    """The cores this process may keep busy: its affinity (a cpuset), and no more than its
+    cgroup's CPU quota allows (rounded up)."""
     if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpus(root)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
 
 
 def lanes_of(embedder: object) -> int:

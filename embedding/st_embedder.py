@@ -137,6 +137,8 @@ class SentenceTransformerEmbedder(ModelInputs):
         if self.source.uses_last_token:
             ensure_trailing_eos(model.tokenizer)
         model.eval()
+        if device == "cpu":  # torch counts the machine's cores, not a container's quota
+            torch.set_num_threads(min(torch.get_num_threads(), usable_cores()))
         self._packed = self._packing(model, device)
         if self._engine_request == "onnx" and self._packed is None:
             cores = usable_cores()

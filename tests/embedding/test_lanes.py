@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from embedding.coalescing import CoalescingEmbedder
-from embedding.lanes import Lanes
+from embedding.lanes import Lanes, cgroup_cpus, usable_cores
 from embedding.model_source import resolve_model
 from embedding.priority import Priority, PriorityGate
 from embedding.st_embedder import SentenceTransformerEmbedder
@@ -150,3 +150,31 @@ def test_onnx_lanes_give_the_single_lane_vectors(minilm_path: str) -> None:
     assert laned.stats.batches > 2 and laned.stats.texts == len(texts)
     queries = laned.embed_queries(["coffee chemistry"], None)
     np.testing.assert_allclose(queries, single.embed_queries(["coffee chemistry"], None), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, a limit of 1.5 CPUs
+        ({"cpu.max": "max 100000\n"}, None),  # v2, no limit
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1
+        ({"cpu.max": "garbage\n"}, None),
+        ({}, None),  # no cgroup filesystem (not Linux, or not mounted)
+    ],
+)
+def test_a_containers_cpu_quota_is_read_from_its_cgroup(
+    tmp_path: Path, files: dict[str, str], cpus: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpus(tmp_path) == cpus
+
+
+def test_usable_cores_never_exceed_the_quota_rounded_up(tmp_path: Path) -> None:
+    unlimited = usable_cores(tmp_path)  # no cgroup files here: the affinity alone
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU
+    assert usable_cores(tmp_path) == 1 <= unlimited
+    (tmp_path / "cpu.max").write_text(f"{100000 * (unlimited + 3)} 100000\n")
+    assert usable_cores(tmp_path) == unlimited  # a quota above the cpuset changes nothing
