@@ -25,6 +25,7 @@ from app.resources import Resources
 from app.service import Quarry
 from app.service_local import LocalQuarry
 from app.settings import Settings
+from app.sync import sync_folder
 from embedding.errors import InvalidInputError, ModelLoadError, QuarryError
 from embedding.redis_server import embedded_redis_url
 from ingest.models import FileError
@@ -159,6 +160,50 @@ def ingest(
                 console.print(f"[red]✗[/red] {escape(error.message)} ({error.code})")
     if report.ingested + report.unchanged + report.superseded == 0:
         raise typer.Exit(1)
+
+
+@app.command()
+def sync(
+    folder: Annotated[Path, typer.Argument(help="the folder whose files the collection holds")],
+    collection: CollectionOpt = None,
+    meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value metadata")] = None,
+    max_delete: Annotated[
+        float, typer.Option("--max-delete", min=0, max=1, help="share a run may delete")
+    ] = 0.5,
+    force_delete: Annotated[
+        bool, typer.Option("--force-delete", help="delete past --max-delete")
+    ] = False,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the collection match FOLDER: new and changed files are ingested, documents
+    whose files are gone are removed; unchanged files are not read twice."""
+    with _reporting_errors():
+        metadata = parse_pairs(meta, "--meta")
+    settings = _settings()
+    name = collection or settings.collection
+    show = not as_json and console.is_terminal
+    with _quarry(api, settings) as target, RichIngestProgress(0, console, enabled=show) as bar:
+        report = sync_folder(
+            target,
+            folder,
+            collection=name,
+            metadata=metadata,
+            observer=bar,
+            max_delete_share=max_delete,
+            force_delete=force_delete,
+        )
+    done = report.ingest
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        console.print(
+            f"{escape(report.folder)}: {report.listed} files, [green]{done.ingested} ingested"
+            f"[/green], {report.unchanged} unchanged, {len(report.deleted)} deleted, "
+            f"[red]{len(done.errors)} failed[/red] in {escape(repr(name))}"
+        )
+        for error in done.errors + done.retrying:
+            console.print(f"[red]✗[/red] {escape(error.message)} ({error.code})")
 
 
 @app.command()

@@ -46,6 +46,10 @@ def _session(env: dict[str, str], docs: Path, api: list[str]) -> dict[str, Any]:
     owls = next(d for d in docs_listed if d["source"] == "owls.md")
     code, _, _ = _run(env, "docs", "delete", owls["doc_id"], *api)
     seen["originals after delete"] = (code, sum(1 for p in originals.rglob("*") if p.is_file()))
+    for run in ("sync", "sync again"):  # the same folder kept in another collection
+        code, out, _ = _run(env, "sync", str(docs), "-c", "synced", "--json", *api)
+        done = json.loads(out)
+        seen[run] = (code, done["listed"], done["unchanged"], done["ingest"]["files"])
     code, out, _ = _run(env, "stats", "--json", *api)
     stats = json.loads(out)
     seen["stats"] = [(c["collection"], c["documents"], c["chunks"]) for c in stats["collections"]]
@@ -85,3 +89,5 @@ def test_the_cli_gives_the_same_answers_here_and_through_a_server(
         local["missing collection"][0] == 1 and "does not exist" in local["missing collection"][1]
     )
     assert local["originals kept"] == 3 and local["originals after delete"] == (0, 2)
+    # (listed, unchanged, sent): the empty file is sent again, and refused from the ledger
+    assert local["sync"] == (0, 4, 0, 4) and local["sync again"] == (0, 4, 3, 1)
