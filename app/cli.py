@@ -204,6 +204,9 @@ def sync(
         )
         for error in done.errors + done.retrying:
             console.print(f"[red]✗[/red] {escape(error.message)} ({error.code})")
+    if report.refused:
+        console.print(f"[red]error:[/red] {escape(report.refused)} (deletion_refused)")
+        raise typer.Exit(1)
 
 
 @app.command()

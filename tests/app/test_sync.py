@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ def test_a_run_that_would_delete_most_documents_stops_until_forced(folder: Path)
     folder.mkdir()
     code, out = run("sync", str(folder), "--json")
     assert code == 1 and "5 of its 5 documents" in out and "--force-delete" in out
+    assert '"refused": "' in out and '"deleted": []' in out  # the report, as JSON too
     assert set(stored()) == set(FIRST)  # nothing deleted
 
     code, out = run("sync", str(folder.parent / "missing"), "--json")
@@ -101,13 +103,28 @@ def test_a_run_that_would_delete_most_documents_stops_until_forced(folder: Path)
     assert stored() == {}
 
 
-def test_documents_not_from_the_folder_are_never_touched(folder: Path, tmp_path: Path) -> None:
+def test_names_from_elsewhere_are_adopted_or_left_alone(folder: Path, tmp_path: Path) -> None:
+    """A same-named document that a plain ingest of the folder made is adopted (and later
+    deleted with its file); one that another folder's sync made is a conflict, untouched."""
     other = tmp_path / "other"
     other.mkdir()
-    (other / "coffee.txt").write_text("An upload of the same name from another folder.")
-    code, _ = run("ingest", str(other))  # not synced: no `synced_from`
+    (other / "coffee.txt").write_text("Another folder's note of the same name.")
+    sync(other)
+    theirs = stored()["coffee.txt"]
+    code, _ = run("ingest", str(folder / "tea.txt"))  # a plain ingest: no folder tag
     assert code == 0
-    sync(folder)
+    first = sync(folder)
+    conflicts = [e for e in first["ingest"]["errors"] if e["code"] == "name_conflict"]
+    assert [e["file"] for e in conflicts] == ["coffee.txt"]
+    assert stored()["coffee.txt"] == theirs  # the other folder's document stays
+    assert sync(folder)["unchanged"] == 4  # tea.txt adopted; coffee.txt still refused
     (folder / "tea.txt").unlink()
     assert sync(folder)["deleted"] == ["tea.txt"]
-    assert "coffee.txt" in stored()
+    assert "tea.txt" not in stored() and stored()["coffee.txt"] == theirs
+
+
+def test_decomposed_unicode_names_are_the_names_uploads_store(folder: Path) -> None:
+    (folder / unicodedata.normalize("NFD", "café.txt")).write_text("Flat white at the café.")
+    assert sync(folder)["ingest"]["ingested"] == 6
+    again = sync(folder)
+    assert again["unchanged"] == 6 and again["deleted"] == [] and again["ingest"]["files"] == 0
