@@ -141,7 +141,7 @@ def sync_folder(
             done = quarry.ingest(
                 batch, collection=collection, metadata=tagged, force=force, observer=observer
             )
-            report.ingest = _merged(report.ingest, done)
+            report.ingest.add(done)
     report.ingest.errors = errors + report.ingest.errors
     report.ingest.files += len(errors)
     listed = {key for _, key in files}
@@ -159,14 +159,3 @@ def sync_folder(
                 quarry.delete_document(collection, doc["doc_id"])
         report.deleted.append(name)
     return report
-
-
-def _merged(first: IngestReport, second: IngestReport) -> IngestReport:
-    first.files += second.files
-    first.ingested += second.ingested
-    first.unchanged += second.unchanged
-    first.superseded += second.superseded
-    first.chunks += second.chunks
-    first.errors += second.errors
-    first.retrying += second.retrying
-    return first

@@ -97,6 +97,16 @@ class IngestReport:
     seconds: float = 0.0
     model_loaded: bool = False
 
+    def add(self, other: IngestReport) -> None:
+        """Count `other`'s files into this report (two runs reported as one)."""
+        self.files += other.files
+        self.ingested += other.ingested
+        self.unchanged += other.unchanged
+        self.superseded += other.superseded
+        self.chunks += other.chunks
+        self.errors += other.errors
+        self.retrying += other.retrying
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "files": self.files,
