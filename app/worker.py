@@ -5,7 +5,8 @@ every third of QUARRY_WORKER_HEARTBEAT_S. SIGTERM (or SIGINT) stops taking files
 the current ones finish for QUARRY_WORKER_GRACE_S; a file still running then is stopped
 (its parse process killed) and handed back to the queue untouched. A SIGKILL'd worker's
 files stop heartbeating: a live worker's sweep hands them on within QUARRY_WORKER_HEARTBEAT_S
-+ QUARRY_WORKER_SWEEP_S + 5 s (30 s by default).
++ QUARRY_WORKER_SWEEP_S (25 s by default), and the API's reconciler does as soon as the
+file's lease says its holder is gone; both hand a record on only as they read it.
 """
 
 from __future__ import annotations

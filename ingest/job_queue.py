@@ -30,6 +30,7 @@ from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now as now_ms
 
+from ingest import queue_records
 from ingest.failpoints import failpoint
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,11 @@ async def count(queue: Queue, counter: str) -> None:
 
 
 class ResilientRedisQueue(RedisQueue):
-    """A RedisQueue whose dequeue waits out a Redis outage instead of spinning on it."""
+    """A RedisQueue whose dequeue waits out a Redis outage instead of spinning on it, and
+    whose sweep hands a silent record on only as it read it (`queue_records.sweep`)."""
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        return await queue_records.sweep(self, lock, self.swept_error_message or "swept")
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Any:
         try:
@@ -160,20 +165,25 @@ class IngestQueue:
     async def requeue(self, job_id: str, indexes: list[int]) -> list[int]:
         """Give each file found without a live record a fresh one; returns those queued.
 
-        Each record is read again just before it is ended: one the queue delivered again by
-        itself since it was found stale is left to its worker (ending it would stop a
-        healthy attempt). An ended record's worker, if alive after all, is told to stop. A
+        Each record is read again and ended only as read (a compare-and-set): one the
+        queue delivered again by itself, or a sweeper handed on, since it was found stale
+        is left alone (ending it would stop a healthy attempt). A worker that was only slow
+        keeps its attempt: the file's lease in the job state says which attempt counts. A
         crash between ending and queuing leaves an ended record: the next pass queues it.
         """
+        queue: Any = self.queue
         again: list[int] = []
         for index in indexes:
-            record = await self.queue.job(file_key(job_id, index))
+            record_id = queue.job_id(file_key(job_id, index))
+            seen = await queue.redis.get(record_id)
+            record = queue.deserialize(seen) if seen else None
             if record is not None:
                 if self.pending(record):
                     continue
-                if record.status not in TERMINAL_STATUSES:
-                    await self.queue.finish(record, Status.ABORTED, error="handed on")
-                await self.queue.redis.delete(record.abort_id)  # type: ignore[attr-defined]
+                status = record.status if record.status in TERMINAL_STATUSES else Status.ABORTED
+                change = queue_records.ended(queue, record, status, record.error or "handed on")
+                if not await queue_records.if_unchanged(queue, record_id, seen, change):
+                    continue  # it moved on since it was read: the next pass sees it anew
                 failpoint("handoff_requeue")
             again.append(index)
         await self.enqueue(job_id, again)

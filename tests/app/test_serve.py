@@ -129,7 +129,8 @@ def test_sigkill_during_a_job_then_restart_gives_exactly_a_clean_run(
         finished = wait_job(server.url, job_id)
     finally:
         server.stop()
-    assert finished["state"] == "done" and finished["attempts"] == 2, finished
+    tries = [(f["name"], f["attempts"], f["lost"], f["error"]) for f in finished["files"]]
+    assert finished["state"] == "done" and finished["attempts"] == 2, tries
     assert {f["status"] for f in finished["files"]} <= {"ingested", "unchanged"}
     assert not (tmp_path / "data" / "jobs" / job_id / "files").exists()
 
