@@ -348,12 +348,17 @@ def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt
 
 @app.command(name="backfill-sparse")
 def backfill_sparse(collection: CollectionOpt = None, api: ApiOpt = None) -> None:
-    """Add BM25 vectors to a collection built before they existed (no re-embedding)."""
+    """Add BM25 vectors to a collection built before they existed, or rebuild them in the
+    current analyser (no re-embedding)."""
     settings = _settings()
     name = collection or settings.collection
     with _quarry(api, settings) as target:
         updated = target.backfill_sparse(name)
-    said = f"{updated} chunks now have BM25 vectors" if updated else "it has them already"
+    said = (
+        f"{updated} chunks now have current BM25 vectors"
+        if updated
+        else "its BM25 vectors are current already"
+    )
     console.print(f"{name}: {said}; hybrid search is its default now")
 
 

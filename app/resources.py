@@ -34,7 +34,7 @@ from retrieval.models import CollectionRecipe, SearchPlan
 from retrieval.owner_store import OwnerStore
 from retrieval.protocol import IngestStore, VectorStore
 from retrieval.search import SearchService
-from retrieval.sparse import BM25_SCHEME, Bm25Encoder
+from retrieval.sparse import BM25_SCHEME, encoder
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ class Resources:
             self.embedder,
             self.store,
             stored.instruction if stored else s.query_instruction,
-            sparse=bool(stored and stored.sparse),
+            sparse=stored.sparse if stored else "",
             defaults=SearchPlan(
                 "hybrid" if stored and stored.sparse else "dense",
                 candidates=s.hybrid_candidates,
@@ -370,13 +370,14 @@ class Resources:
         return model_languages(source.model_id, source.path)
 
     def backfill_sparse(self, collection: str) -> int:
-        """Give a collection built before BM25 vectors existed its sparse vectors, from the
-        stored chunk text (no re-embedding); returns the chunks updated (0: had them).
+        """Give a collection built before BM25 vectors existed its sparse vectors, or move
+        one to the current BM25 scheme (its analyser), from the stored chunk text (no
+        re-embedding); returns the chunks updated (0: already in the current scheme).
 
         Raises:
             NotFoundError: no such collection.
         """
-        return self.store.add_sparse(collection, BM25_SCHEME, Bm25Encoder().documents)
+        return self.store.add_sparse(collection, BM25_SCHEME, encoder(BM25_SCHEME).documents)
 
     @property
     def model_loaded(self) -> bool:

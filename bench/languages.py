@@ -54,14 +54,19 @@ def udhr(language: str) -> list[str]:
     return _paragraphs(page.read_text(encoding="utf-8"))
 
 
-def gnome(language: str) -> list[str]:
+def gnome_help() -> Path:
+    """The GNOME user help in every language it is translated to (Debian's package)."""
     folder = CACHE / "gnome"
     if not (folder / "usr").is_dir():
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(["apt-get", "download", "gnome-user-docs"], cwd=folder, check=True)
         deb = next(folder.glob("gnome-user-docs_*.deb"))
         subprocess.run(["dpkg", "-x", str(deb), str(folder)], check=True)
-    help_dir = folder / "usr" / "share" / "help"
+    return folder / "usr" / "share" / "help"
+
+
+def gnome(language: str) -> list[str]:
+    help_dir = gnome_help()
     pages = (help_dir / "C" / "gnome-help").glob("*.page")
     english = {p for f in pages for p in _paragraphs(f.read_text())}
     found: list[str] = []

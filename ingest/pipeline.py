@@ -37,7 +37,7 @@ from ingest.parse_pool import ParsePool
 from ingest.sources import FileSource, Source, content_hash, document_id
 from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id
 from retrieval.protocol import IngestStore
-from retrieval.sparse import Bm25Encoder
+from retrieval.sparse import encoder
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,6 @@ class IngestPipeline:
         self._chunker: ChunkStrategy | None = None
         self._chunker_lock = threading.Lock()
         self.embedder_used = False
-        self._bm25 = Bm25Encoder()
 
     def _get_chunker(self) -> ChunkStrategy:
         with self._chunker_lock:
@@ -376,7 +375,8 @@ class IngestPipeline:
         self.store.ensure_collection(self.config.collection, self.config.recipe())
         stored = self.store.recipe(self.config.collection)
         # BM25 weights only where the collection has a sparse vector (older ones do not).
-        weights = self._bm25.documents(texts) if stored and stored.sparse else [None] * len(texts)
+        sparse = stored.sparse if stored else ""
+        weights = encoder(sparse).documents(texts) if sparse else [None] * len(texts)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         records: list[ChunkRecord] = []
         row = 0

@@ -274,7 +274,7 @@ class EdgeStore:
             recipe = self.recipe(collection)
             if recipe is None:
                 raise NotFoundError(f"collection {collection!r} does not exist")
-            if recipe.sparse:
+            if recipe.sparse == scheme:
                 return 0
             upgraded = replace(recipe, sparse=scheme)
             directory = self._dir(collection)

@@ -45,7 +45,7 @@ from retrieval.query_plan import (
     point_vectors,
     regroup,
 )
-from retrieval.sparse import SPARSE_VECTOR, Bm25Encoder, SparseVec
+from retrieval.sparse import SPARSE_VECTOR, SparseVec, encoder
 
 _RECIPE_KEY = "quarry_recipe"
 
@@ -229,7 +229,6 @@ class QdrantServerStore:
         self.options = options or QdrantOptions()
         self._lock = threading.RLock()
         self.layout = Layout(client, self._call)
-        self._bm25 = Bm25Encoder()
 
     @classmethod
     def connect(
@@ -334,17 +333,22 @@ class QdrantServerStore:
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return
+        written_in = ""  # the BM25 scheme the records' weights are in: the live one's
         for target in self._writes(collection):
             recipe = self.recipe(target)
             if recipe is None:
                 raise NotFoundError(f"collection {collection!r} does not exist")
+            written_in = written_in or recipe.sparse
+            if recipe.sparse != written_in:  # a rebuild into another scheme: its own weights
+                records = [replace(r, sparse=None) for r in records]
             self._upsert_into(target, recipe, records)
 
     def _upsert_into(
         self, target: str, recipe: CollectionRecipe, records: Sequence[ChunkRecord]
     ) -> None:
         if recipe.sparse and any(r.sparse is None for r in records):
-            weights = self._bm25.documents([str(r.payload.get("text", "")) for r in records])
+            texts = [str(r.payload.get("text", "")) for r in records]
+            weights = encoder(recipe.sparse).documents(texts)
             records = [
                 r if r.sparse is not None else replace(r, sparse=w)
                 for r, w in zip(records, weights, strict=True)
@@ -363,7 +367,7 @@ class QdrantServerStore:
             recipe = self.recipe(collection)
             if recipe is None:
                 raise NotFoundError(f"collection {collection!r} does not exist")
-            if recipe.sparse:
+            if recipe.sparse == scheme:
                 return 0
             return Rebuild(self, collection, recipe, replace(recipe, sparse=scheme)).run(encode)
 

@@ -15,7 +15,7 @@ from embedding.protocol import Embedder
 from embedding.rerankers import Reranker
 from retrieval.models import DenseVectors, SearchHit, SearchMode, SearchPlan
 from retrieval.protocol import Filters, VectorStore
-from retrieval.sparse import Bm25Encoder, SparseVec
+from retrieval.sparse import BM25_SCHEME, Bm25Encoder, SparseVec
 
 MAX_TOP_K = 1000
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
@@ -46,7 +46,7 @@ class SearchService:
         store: VectorStore,
         default_instruction: str,
         *,
-        sparse: bool = False,
+        sparse: str = "",
         defaults: SearchPlan = SearchPlan(),  # noqa: B008 - frozen, never mutated
         reranker: Callable[[], Reranker] | None = None,
         rerank_top_n: int = 50,
@@ -56,11 +56,11 @@ class SearchService:
         self.languages = languages  # what the dense model reads (None: every language)
         self.store = store
         self.default_instruction = default_instruction
-        self.has_sparse = sparse
+        self.has_sparse = bool(sparse)  # the collection's BM25 scheme ("" = none)
         self.defaults = defaults
         self._reranker = reranker
         self.rerank_top_n = rerank_top_n
-        self._bm25 = Bm25Encoder()
+        self._bm25 = Bm25Encoder(sparse or BM25_SCHEME)  # queries read as its chunks were
 
     def plan(
         self,

@@ -7,23 +7,31 @@ embedded store and to a Qdrant server.
 
 Tokens come from the multilingual tokenizer (word boundaries for scripts with spaces,
 dictionary segmentation for Chinese, Japanese and Korean), lower-cased, with English stop
-words removed and English words stemmed (Snowball); other scripts pass through unstemmed.
+words removed and English words stemmed (Snowball); Cyrillic, Greek and Arabic-script words
+are stemmed by their script's Snowball stemmer first (`retrieval.analysis`). A collection
+records its scheme and is written and searched in it; `quarry backfill-sparse` moves an
+older collection to the current one.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import qdrant_edge as qe
 
+from retrieval.analysis import stem_by_script
+
 SPARSE_VECTOR = "bm25"  # the sparse vector's name in every collection that has one
 # BM25's expected document length, in its tokens (stop words dropped): a passage or a chunk
 # of a few hundred model tokens holds about this many. It weighs long chunks against short.
 AVERAGE_LENGTH = 100
-# What the stored weights mean: a collection records it and searches it the same way.
-BM25_SCHEME = "qdrant-bm25/multilingual/english/k1.2-b0.75-avg100"
+# What the stored weights mean: a collection records it and is written and searched in it.
+BM25_SCHEME = "qdrant-bm25/multilingual/english+script-stems/k1.2-b0.75-avg100"
+ENGLISH_ONLY_SCHEME = "qdrant-bm25/multilingual/english/k1.2-b0.75-avg100"  # before 2026-12
+SCHEMES = {BM25_SCHEME: stem_by_script, ENGLISH_ONLY_SCHEME: lambda text: text}
 
 
 @dataclass(frozen=True)
@@ -38,9 +46,14 @@ class SparseVec:
 
 
 class Bm25Encoder:
-    """Thread-safe (one model per thread); cheap to build."""
+    """Thread-safe (one model per thread); cheap to build. Encodes in `scheme` (a
+    collection's own, one of `SCHEMES`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheme: str = BM25_SCHEME) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown BM25 scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+        self.scheme = scheme
+        self._analyse = SCHEMES[scheme]
         self._local = threading.local()
 
     def _model(self) -> qe.Bm25:
@@ -58,12 +71,22 @@ class Bm25Encoder:
 
     def documents(self, texts: Sequence[str]) -> list[SparseVec]:
         model = self._model()
-        return [_vec(model.embed_document(text)) for text in texts]
+        return [_vec(model.embed_document(self._analyse(text))) for text in texts]
 
     def queries(self, texts: Sequence[str]) -> list[SparseVec]:
         model = self._model()
-        return [_vec(model.embed_query(text)) for text in texts]
+        return [_vec(model.embed_query(self._analyse(text))) for text in texts]
 
 
 def _vec(vector: qe.SparseVector) -> SparseVec:
     return SparseVec(tuple(vector.indices), tuple(vector.values))
+
+
+@functools.cache
+def encoder(scheme: str) -> Bm25Encoder:
+    """The shared encoder of `scheme` (thread-safe).
+
+    Raises:
+        ValueError: an unknown scheme.
+    """
+    return Bm25Encoder(scheme)

@@ -33,7 +33,8 @@ async def backfill_sparse(
     state: State, name: Annotated[str, Path(pattern=COLLECTION_PATTERN)]
 ) -> dict[str, Any]:
     """Give a collection built before BM25 vectors existed its sparse vectors (hybrid and
-    sparse search), computed from its stored chunk text without re-embedding anything."""
+    sparse search), or rebuild them in the current analyser, computed from its stored
+    chunk text without re-embedding anything."""
     updated = await run_in_threadpool(state.resources.backfill_sparse, name)
     return {"collection": name, "chunks_updated": updated}
 

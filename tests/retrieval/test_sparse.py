@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from retrieval.edge_store import EdgeStore
 from retrieval.models import ChunkRecord, CollectionRecipe, SearchPlan, chunk_id
-from retrieval.sparse import BM25_SCHEME, Bm25Encoder
+from retrieval.sparse import BM25_SCHEME, ENGLISH_ONLY_SCHEME, Bm25Encoder, encoder
 
 # (language, documents, a query and the document it should find first)
 CORPORA = {
@@ -82,4 +83,65 @@ def test_bm25_finds_the_document_in_each_language(tmp_path: Path, language: str)
     )
     hits = store.search("c", None, 3, sparse=bm25.queries([query]), plan=SearchPlan("sparse"))
     assert hits[0] and hits[0][0].doc_id == f"d{expected}", (language, hits[0])
+    store.close()
+
+
+# (a query, a passage holding its words in other inflections, a passage without them)
+INFLECTED = {
+    "russian": ("книга в библиотеке", "Книги из библиотеки выдают всем.", "Сегодня тепло."),
+    "greek": ("υπολογιστής", "Οι υπολογιστές είναι εδώ.", "Καλός καιρός."),  # noqa: RUF001
+    "arabic": ("مكتبة", "زُرْنَا المَكْتَبَاتِ القديمة.", "الشاي الأخضر مفيد."),  # vowelled
+}
+
+
+@pytest.mark.parametrize("language", sorted(INFLECTED))
+def test_words_of_stemmed_scripts_match_across_inflections(language: str) -> None:
+    query, inflected, other = INFLECTED[language]
+
+    def scores(scheme: str) -> list[float]:
+        bm25 = Bm25Encoder(scheme)
+        asked = dict(zip(*astuple(bm25.queries([query])[0]), strict=True))
+        return [
+            sum(asked.get(t, 0.0) * w for t, w in zip(*astuple(doc), strict=True))
+            for doc in bm25.documents([inflected, other])
+        ]
+
+    assert scores(BM25_SCHEME)[0] > 0 and scores(BM25_SCHEME)[1] == 0
+    assert scores(ENGLISH_ONLY_SCHEME) == [0, 0]  # only the exact forms matched before
+
+
+def test_latin_text_reads_as_before_and_unknown_schemes_are_refused() -> None:
+    text = ["The runners were running to the houses of Zürich and Ærø."]
+    assert Bm25Encoder(BM25_SCHEME).documents(text) == Bm25Encoder(ENGLISH_ONLY_SCHEME).documents(
+        text
+    )
+    with pytest.raises(ValueError, match="unknown BM25 scheme"):
+        Bm25Encoder("qdrant-bm25/some-other")
+
+
+def test_backfill_moves_an_older_scheme_to_the_current_one(tmp_path: Path) -> None:
+    """A collection written in the English-only scheme keeps its scheme (and is searched in
+    it) until `backfill-sparse` rebuilds its weights in the current one."""
+    store = EdgeStore(tmp_path)
+    old = encoder(ENGLISH_ONLY_SCHEME)
+    store.ensure_collection("c", CollectionRecipe("m", 4, "i", sparse=ENGLISH_ONLY_SCHEME))
+    texts = ["Книги из библиотеки выдают всем.", "Сегодня тепло.", "Tea is hot."]
+    filler = np.array([1.0, 0, 0, 0], dtype=np.float32)
+    store.upsert(
+        "c",
+        [
+            ChunkRecord(chunk_id(f"d{i}", 0), filler, {"doc_id": f"d{i}", "text": t}, w)
+            for i, (t, w) in enumerate(zip(texts, old.documents(texts), strict=True))
+        ],
+    )
+    plan = SearchPlan("sparse")
+    before = store.search("c", None, 3, sparse=old.queries(["библиотека"]), plan=plan)
+    assert before == [[]]
+    assert store.add_sparse("c", BM25_SCHEME, encoder(BM25_SCHEME).documents) == 3
+    assert store.recipe("c").sparse == BM25_SCHEME  # type: ignore[union-attr]
+    after = store.search(
+        "c", None, 3, sparse=encoder(BM25_SCHEME).queries(["библиотека"]), plan=plan
+    )
+    assert [h.doc_id for h in after[0]] == ["d0"]
+    assert store.add_sparse("c", BM25_SCHEME, encoder(BM25_SCHEME).documents) == 0
     store.close()

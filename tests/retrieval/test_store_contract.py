@@ -17,7 +17,7 @@ from retrieval.edge_store import EdgeStore
 from retrieval.errors import RecipeMismatchError
 from retrieval.models import ChunkRecord, CollectionRecipe, SearchPlan, chunk_id
 from retrieval.protocol import VectorStore
-from retrieval.sparse import BM25_SCHEME, Bm25Encoder
+from retrieval.sparse import BM25_SCHEME, ENGLISH_ONLY_SCHEME, Bm25Encoder
 
 RECIPE = CollectionRecipe(
     model="m", dimension=8, instruction="find it", revision="r1", max_length=512
@@ -307,3 +307,31 @@ def test_two_stage_search_rescores_small_vector_candidates_on_the_full_one(
     plan = SearchPlan(vectors="two-stage", candidates=40)  # every point a candidate
     everything = store.search(name, query[None, :], 5, plan=plan)[0]
     assert [h.chunk_index for h in everything] == list(exact[:5])
+
+
+def test_a_collection_in_an_older_bm25_scheme_moves_to_the_current_one(
+    store: VectorStore, name: str
+) -> None:
+    """Its weights stay in the scheme it records until `add_sparse` rebuilds them (the
+    analyser changed: Cyrillic words are stemmed now); the dense vectors come through."""
+    old, new = Bm25Encoder(ENGLISH_ONLY_SCHEME), Bm25Encoder(BM25_SCHEME)
+    store.ensure_collection(name, replace(RECIPE, sparse=ENGLISH_ONLY_SCHEME))
+    books = "Книги из библиотеки выдают всем."
+    payload = {"doc_id": "books", "source": "books.txt", "chunk_index": 0, "chunk_count": 1}
+    record = ChunkRecord(
+        chunk_id("books", 0), DENSE["owls"], payload | {"text": books}, old.documents([books])[0]
+    )
+    store.upsert(name, [*text_records(old), record])
+    asked = "библиотека"
+    sparse = SearchPlan("sparse")
+    assert store.search(name, None, 3, sparse=old.queries([asked]), plan=sparse) == [[]]
+    before = store.search(name, Q[None, :], 4)[0]
+    assert store.add_sparse(name, BM25_SCHEME, new.documents) == len(TEXTS) + 1
+    assert store.recipe(name) == replace(RECIPE, sparse=BM25_SCHEME)
+    found = store.search(name, None, 3, sparse=new.queries([asked]), plan=sparse)[0]
+    assert [h.doc_id for h in found] == ["books"]
+    after = store.search(name, Q[None, :], 4)[0]
+    assert sorted((round(h.score, 5), h.chunk_id) for h in after) == sorted(
+        (round(h.score, 5), h.chunk_id) for h in before
+    )  # (the books and the owls share a dense vector: their order may swap)
+    assert store.add_sparse(name, BM25_SCHEME, new.documents) == 0
