@@ -25,7 +25,8 @@ from app.resources import Resources
 from app.service import Quarry
 from app.service_local import LocalQuarry
 from app.settings import Settings
-from app.sync import sync_folder
+from app.sync import sync_source
+from app.sync_sources import open_source
 from embedding.errors import InvalidInputError, ModelLoadError, QuarryError
 from embedding.redis_server import embedded_redis_url
 from ingest.models import FileError
@@ -164,8 +165,19 @@ def ingest(
 
 @app.command()
 def sync(
-    folder: Annotated[Path, typer.Argument(help="the folder whose files the collection holds")],
+    source: Annotated[
+        str,
+        typer.Argument(help="the folder, or the s3://BUCKET/PREFIX, whose files it holds"),
+    ],
     collection: CollectionOpt = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            envvar="AWS_ENDPOINT_URL",
+            help="an S3-compatible server's URL (MinIO, Ceph, R2); AWS when unset",
+        ),
+    ] = None,
     meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value metadata")] = None,
     max_delete: Annotated[
         float, typer.Option("--max-delete", min=0, max=1, help="share a run may delete")
@@ -176,20 +188,23 @@ def sync(
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make the collection match FOLDER: new and changed files are ingested, documents
-    whose files are gone are removed; unchanged files are not read twice."""
+    """Make the collection match SOURCE (a folder or an S3 bucket prefix): new and changed
+    files are ingested, documents whose files are gone are removed; a file whose size and
+    time (an object whose ETag) did not change is not read (downloaded) again."""
     with _reporting_errors():
         metadata = parse_pairs(meta, "--meta")
+        where = open_source(source, endpoint)
     settings = _settings()
     name = collection or settings.collection
     show = not as_json and console.is_terminal
     with _quarry(api, settings) as target, RichIngestProgress(0, console, enabled=show) as bar:
-        report = sync_folder(
+        report = sync_source(
             target,
-            folder,
+            where,
             collection=name,
             metadata=metadata,
             observer=bar,
+            stamps_dir=settings.data_dir / "sync",
             max_delete_share=max_delete,
             force_delete=force_delete,
         )
@@ -198,7 +213,7 @@ def sync(
         _emit(report.to_dict())
     else:
         console.print(
-            f"{escape(report.folder)}: {report.listed} files, [green]{done.ingested} ingested"
+            f"{escape(report.source)}: {report.listed} files, [green]{done.ingested} ingested"
             f"[/green], {report.unchanged} unchanged, {len(report.deleted)} deleted, "
             f"[red]{len(done.errors)} failed[/red] in {escape(repr(name))}"
         )

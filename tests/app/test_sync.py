@@ -61,6 +61,7 @@ def test_a_folder_is_followed_through_edits_renames_and_deletions(folder: Path) 
 
     again = sync(folder)  # nothing changed: nothing is uploaded, parsed or embedded
     assert again["unchanged"] == 5 and again["ingest"]["files"] == 0
+    assert again["fetched"] == 0  # same sizes and times: not even read
 
     before = stored()
     (folder / "birds" / "owls.md").write_text("Owls swallow their prey whole at dusk.")
@@ -69,6 +70,7 @@ def test_a_folder_is_followed_through_edits_renames_and_deletions(folder: Path) 
     (folder / "bread.txt").write_text("Sourdough rises slowly with wild yeast.")
     third = sync(folder)
     assert third["ingest"]["ingested"] == 3  # the edit, the new name, the new file
+    assert third["fetched"] == 3  # only they were read
     assert sorted(third["deleted"]) == ["coffee.txt", "tea.txt"]
     after = stored()
     assert set(after) == {
