@@ -25,8 +25,9 @@ from app.resources import Resources
 from app.service import Quarry
 from app.service_local import LocalQuarry
 from app.settings import Settings
-from app.sync import sync_source
-from app.sync_sources import open_source
+from app.sync import SyncReport, sync_source
+from app.sync_sources import FolderSource, open_source
+from app.sync_watch import follow
 from embedding.errors import InvalidInputError, ModelLoadError, QuarryError
 from embedding.redis_server import embedded_redis_url
 from ingest.models import FileError
@@ -185,31 +186,60 @@ def sync(
     force_delete: Annotated[
         bool, typer.Option("--force-delete", help="delete past --max-delete")
     ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="keep following the folder as it changes")
+    ] = False,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make the collection match SOURCE (a folder or an S3 bucket prefix): new and changed
     files are ingested, documents whose files are gone are removed; a file whose size and
-    time (an object whose ETag) did not change is not read (downloaded) again."""
+    time (an object whose ETag) did not change is not read (downloaded) again. With
+    --watch, a folder is synced again after every batch of changes (one line each)."""
     with _reporting_errors():
         metadata = parse_pairs(meta, "--meta")
         where = open_source(source, endpoint)
+        if watch and not isinstance(where, FolderSource):
+            raise InvalidInputError(f"{source}: --watch follows a local folder, not a bucket")
     settings = _settings()
     name = collection or settings.collection
-    show = not as_json and console.is_terminal
+    show = not as_json and console.is_terminal and not watch
     with _quarry(api, settings) as target, RichIngestProgress(0, console, enabled=show) as bar:
-        report = sync_source(
-            target,
-            where,
-            collection=name,
-            metadata=metadata,
-            observer=bar,
-            stamps_dir=settings.data_dir / "sync",
-            max_delete_share=max_delete,
-            force_delete=force_delete,
-        )
+
+        def once() -> None:
+            if watch:  # a failed run (the server restarting, say) waits for the next change
+                try:
+                    sync_once()
+                except QuarryError as exc:
+                    console.print(f"[red]error:[/red] {escape(exc.message)} ({exc.code})")
+            else:
+                sync_once()
+
+        def sync_once() -> None:
+            report = sync_source(
+                target,
+                where,
+                collection=name,
+                metadata=metadata,
+                observer=bar,
+                stamps_dir=settings.data_dir / "sync",
+                max_delete_share=max_delete,
+                force_delete=force_delete,
+            )
+            _show_sync(report, name, as_json, compact=watch)
+            if report.refused and not watch:
+                raise typer.Exit(1)
+
+        with _reporting_errors():
+            follow(Path(where.root), once) if watch else once()
+
+
+def _show_sync(report: SyncReport, name: str, as_json: bool, compact: bool) -> None:
     done = report.ingest
-    if as_json:
+    if as_json and compact:  # one line per run
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    elif as_json:
         _emit(report.to_dict())
     else:
         console.print(
@@ -221,7 +251,6 @@ def sync(
             console.print(f"[red]✗[/red] {escape(error.message)} ({error.code})")
     if report.refused:
         console.print(f"[red]error:[/red] {escape(report.refused)} (deletion_refused)")
-        raise typer.Exit(1)
 
 
 @app.command()
