@@ -7,8 +7,6 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,13 +15,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app import service_http as remote
+from app.cli_common import (
+    ApiOpt,
+    CollectionOpt,
+    JsonOpt,
+    ModeOpt,
+    console,
+    emit,
+    load_settings,
+    opened_resources,
+    quarry_for,
+    reporting_errors,
+)
+from app.cli_sources import sources_app
 from app.ownership import running_server, worker_credential
 from app.pairs import parse_pairs
 from app.progress import RichIngestProgress
 from app.resources import Resources
-from app.service import Quarry
-from app.service_local import LocalQuarry
 from app.settings import Settings
 from app.sync import SyncReport, sync_source
 from app.sync_sources import FolderSource, open_source
@@ -38,81 +46,7 @@ app = typer.Typer(
 )
 docs_app = typer.Typer(no_args_is_help=True, help="List or delete stored documents.")
 app.add_typer(docs_app, name="docs")
-console = Console(stderr=True)
-
-CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="collection name")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
-ModeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--mode", help="dense, sparse (BM25) or hybrid (default: hybrid where BM25 vectors exist)"
-    ),
-]
-
-
-ApiOpt = Annotated[
-    str | None,
-    typer.Option("--api", help="a Quarry server's URL (default: the one owning the data dir)"),
-]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] invalid settings: {exc}")
-        raise typer.Exit(2) from exc
-
-
-@contextmanager
-def _reporting_errors() -> Iterator[None]:
-    try:
-        yield
-    except QuarryError as exc:
-        console.print(f"[red]error:[/red] {escape(exc.message)}")
-        raise typer.Exit(1) from exc
-
-
-@contextmanager
-def _resources(settings: Settings | None = None) -> Iterator[Resources]:
-    resources = Resources(settings or _settings())
-    try:
-        with _reporting_errors():
-            yield resources
-    finally:
-        resources.close()
-
-
-def _server(api: str | None, settings: Settings) -> str | None:
-    """The server to send the work to: named, or the live owner of the data dir."""
-    named = api or os.environ.get("QUARRY_API_URL")
-    if named:
-        return named
-    if settings.qdrant_url and settings.redis_url:
-        return None  # nothing embedded: this process can open the store itself
-    return running_server(settings.data_dir)
-
-
-@contextmanager
-def _quarry(api: str | None, settings: Settings) -> Iterator[Quarry]:
-    """Quarry through the server owning the data dir (or the one named), else here: the
-    verbs below never ask which."""
-    url = _server(api, settings)
-    with _reporting_errors():
-        target: Quarry = (
-            remote.connect(url, os.environ.get("QUARRY_API_KEY"))
-            if url
-            else LocalQuarry(Resources(settings))
-        )
-    try:
-        with _reporting_errors():
-            yield target
-    finally:
-        target.close()
-
-
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+app.add_typer(sources_app, name="sources")
 
 
 @app.command()
@@ -131,24 +65,24 @@ def ingest(
     A file's identity is its path relative to the folder or glob given (a file given alone:
     its name), so a changed file replaces its previous version.
     """
-    with _reporting_errors():
+    with reporting_errors():
         metadata = parse_pairs(meta, "--meta")
     files, missing = expand_paths(paths)
     errors = [
         FileError(p, "not_found", f"{p}: no such file, folder or matching glob") for p in missing
     ]
     show = not as_json and console.is_terminal
-    settings = _settings()
+    settings = load_settings()
     name = collection or settings.collection
     with (
-        _quarry(api, settings) as target,
+        quarry_for(api, settings) as target,
         RichIngestProgress(len(files), console, enabled=show) as bar,
     ):
         report = target.ingest(files, collection=name, metadata=metadata, force=force, observer=bar)
     report.errors = errors + report.errors
     report.files += len(missing)
     if as_json:
-        _emit(report.to_dict())
+        emit(report.to_dict())
     else:
         console.print(
             f"[bold]{report.files}[/bold] files: [green]{report.ingested} ingested[/green], "
@@ -196,15 +130,15 @@ def sync(
     files are ingested, documents whose files are gone are removed; a file whose size and
     time (an object whose ETag) did not change is not read (downloaded) again. With
     --watch, a folder is synced again after every batch of changes (one line each)."""
-    with _reporting_errors():
+    with reporting_errors():
         metadata = parse_pairs(meta, "--meta")
         where = open_source(source, endpoint)
         if watch and not isinstance(where, FolderSource):
             raise InvalidInputError(f"{source}: --watch follows a local folder, not a bucket")
-    settings = _settings()
+    settings = load_settings()
     name = collection or settings.collection
     show = not as_json and console.is_terminal and not watch
-    with _quarry(api, settings) as target, RichIngestProgress(0, console, enabled=show) as bar:
+    with quarry_for(api, settings) as target, RichIngestProgress(0, console, enabled=show) as bar:
 
         def once() -> None:
             if watch:  # a failed run (the server restarting, say) waits for the next change
@@ -230,7 +164,7 @@ def sync(
             if report.refused and not watch:
                 raise typer.Exit(1)
 
-        with _reporting_errors():
+        with reporting_errors():
             follow(Path(where.root), once) if watch else once()
 
 
@@ -240,7 +174,7 @@ def _show_sync(report: SyncReport, name: str, as_json: bool, compact: bool) -> N
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
         sys.stdout.flush()
     elif as_json:
-        _emit(report.to_dict())
+        emit(report.to_dict())
     else:
         console.print(
             f"{escape(report.source)}: {report.listed} files, [green]{done.ingested} ingested"
@@ -269,10 +203,10 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search: dense (instructed query), sparse (BM25) or hybrid (both, fused)."""
-    with _reporting_errors():
+    with reporting_errors():
         wanted = parse_pairs(filters, "--filter")
-    settings = _settings()
-    with _quarry(api, settings) as target:
+    settings = load_settings()
+    with quarry_for(api, settings) as target:
         answer = target.search(
             query,
             collection=collection or settings.collection,
@@ -285,7 +219,7 @@ def search(
         )
     hits = answer["hits"]
     if as_json:
-        _emit(hits)  # the API's hit shape, whichever door
+        emit(hits)  # the API's hit shape, whichever door
         return
     if answer.get("note"):
         console.print(f"[dim]{escape(answer['note'])}[/dim]")
@@ -309,12 +243,12 @@ def docs_list(
     collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Documents in a collection, with their chunk counts."""
-    settings = _settings()
+    settings = load_settings()
     name = collection or settings.collection
-    with _quarry(api, settings) as target:
+    with quarry_for(api, settings) as target:
         docs = target.documents(name)
     if as_json:
-        _emit(docs)
+        emit(docs)
         return
     table = Table(title=f"{len(docs)} documents in {name!r}")
     for column in ("doc_id", "source", "type", "chunks", "ingested at", "metadata"):
@@ -336,8 +270,8 @@ def docs_list(
 @docs_app.command("delete")
 def docs_delete(doc_id: str, collection: CollectionOpt = None, api: ApiOpt = None) -> None:
     """Delete a document and every one of its chunks."""
-    settings = _settings()
-    with _quarry(api, settings) as target:
+    settings = load_settings()
+    with quarry_for(api, settings) as target:
         removed = target.delete_document(collection or settings.collection, doc_id)
     console.print(f"deleted {doc_id} ({removed} chunks)")
 
@@ -345,8 +279,8 @@ def docs_delete(doc_id: str, collection: CollectionOpt = None, api: ApiOpt = Non
 @app.command()
 def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt = False) -> None:
     """Collections, their recipes and sizes (never loads the model)."""
-    settings = _settings()
-    with _quarry(api, settings) as target:
+    settings = load_settings()
+    with quarry_for(api, settings) as target:
         rows: list[dict[str, Any]] = [
             {
                 "collection": c["name"],
@@ -366,7 +300,7 @@ def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt
         "collections": rows,
     }
     if as_json:
-        _emit(data)
+        emit(data)
         return
     console.print(f"store: {data['store']}\ncache: {data['cache']}")
     in_use = model.get("model") or model.get("reason", "unknown")
@@ -394,9 +328,9 @@ def stats(collection: CollectionOpt = None, api: ApiOpt = None, as_json: JsonOpt
 def backfill_sparse(collection: CollectionOpt = None, api: ApiOpt = None) -> None:
     """Add BM25 vectors to a collection built before they existed, or rebuild them in the
     current analyser (no re-embedding)."""
-    settings = _settings()
+    settings = load_settings()
     name = collection or settings.collection
-    with _quarry(api, settings) as target:
+    with quarry_for(api, settings) as target:
         updated = target.backfill_sparse(name)
     said = (
         f"{updated} chunks now have current BM25 vectors"
@@ -428,7 +362,7 @@ def eval_command(
     """nDCG@10 and Recall@100 on a BEIR dataset, through the normal pipeline and search."""
     from ingest.evaluation import evaluate, load_beir
 
-    with _resources(_eval_settings(_settings())) as res:
+    with opened_resources(_eval_settings(load_settings())) as res:
         sources, queries, qrels = load_beir(dataset, split)
         chunking = "whole" if whole_documents else "chunked"
         base = res.base_embedder.recipe
@@ -456,7 +390,7 @@ def eval_command(
                 f"[yellow]{len(report.errors)} corpus documents failed to ingest[/yellow]"
             )
         if as_json:
-            _emit(scores)
+            emit(scores)
         else:
             console.print(
                 f"{dataset.name} ({chunking}, {scores['mode']}, {scores['vectors']}): "
@@ -525,14 +459,14 @@ def serve(
 
     from app.main import create_app
 
-    settings = _settings()
+    settings = load_settings()
     bind_host, bind_port = host or settings.host, port or settings.port
-    with _reporting_errors():
+    with reporting_errors():
         check_exposure(bind_host, bool(settings.api_key_set), allow_open or settings.allow_open)
     reach = "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
     role = "quarry serve --embeddings-only" if embeddings_only else "quarry serve"
     resources = Resources(settings, role=role)
-    with _reporting_errors():  # a second server on this data dir stops here, naming the first
+    with reporting_errors():  # a second server on this data dir stops here, naming the first
         _check_model(resources)
         if not embeddings_only:  # a model node holds no data dir: many may share a machine
             resources.claim(f"http://{reach}:{bind_port}")
@@ -568,9 +502,9 @@ def worker(
     from app.worker import IngestWorker
 
     die_with_parent()
-    settings = _settings()
+    settings = load_settings()
     slots = concurrency or settings.worker_concurrency
-    with _reporting_errors():
+    with reporting_errors():
         owner, settings = _worker_setup(settings.model_copy(update={"parse_workers": slots}))
         key = worker_credential(settings.data_dir) if owner else None
         resources = Resources(settings, role="quarry worker", store_owner=owner, owner_key=key)

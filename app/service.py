@@ -67,6 +67,20 @@ class Quarry(Protocol):
 
     def backfill_sparse(self, collection: str) -> int: ...
 
+    def sources(self) -> list[dict[str, Any]]:
+        """Every named source, with what its last run did (`app.sources.Source`)."""
+        ...
+
+    def add_source(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Follow a source (`app.sources.SourceIn`'s fields)."""
+        ...
+
+    def remove_source(self, name: str) -> dict[str, Any]: ...
+
+    def sync_named(self, name: str) -> dict[str, Any]:
+        """Run source `name` once and return it, with its run's outcome."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -206,5 +206,24 @@ class HttpQuarry:
     def backfill_sparse(self, collection: str) -> int:
         return int(call(self.client.backfill_sparse, collection)["chunks_updated"])
 
+    def sources(self) -> list[dict[str, Any]]:
+        return list(call(self.client.sources)["sources"])
+
+    def add_source(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return dict(call(self.client.add_source, spec))
+
+    def remove_source(self, name: str) -> dict[str, Any]:
+        return dict(call(self.client.remove_source, name))
+
+    def sync_named(self, name: str) -> dict[str, Any]:
+        """Start a run on the server and wait for a run to end after it."""
+        before = call(self.client.source, name)
+        call(self.client.sync_source, name)
+        while True:
+            time.sleep(0.5)
+            now = call(self.client.source, name)
+            if not now["running"] and now["last_finished"] != before["last_finished"]:
+                return dict(now)
+
     def close(self) -> None:
         self.client.close()

@@ -21,6 +21,7 @@ from typing import Any
 from app.resources import Resources
 from app.schemas import CollectionOut, DocumentOut
 from app.service import delete_document, require_collection, search_answer, tally
+from app.sources import SourceRegistry, new_source, run_source, source_spec
 from embedding.coalescing import CoalescingEmbedder
 from embedding.errors import QuarryError
 from ingest.file_worker import FileTracker, FileWorker, RetryLater
@@ -224,6 +225,24 @@ class LocalQuarry:
 
     def backfill_sparse(self, collection: str) -> int:
         return self.resources.backfill_sparse(collection)
+
+    @property
+    def _registry(self) -> SourceRegistry:
+        return SourceRegistry(self.resources.settings.data_dir / "sources")
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self._registry.list()]
+
+    def add_source(self, spec: dict[str, Any]) -> dict[str, Any]:
+        source = new_source(source_spec(spec), self.resources.settings.collection, None)
+        return self._registry.add(source).to_dict()
+
+    def remove_source(self, name: str) -> dict[str, Any]:
+        return {"removed": self._registry.remove(name).name}
+
+    def sync_named(self, name: str) -> dict[str, Any]:
+        stamps = self.resources.settings.data_dir / "sync"
+        return run_source(self, self._registry, name, stamps).to_dict()
 
     def close(self) -> None:
         self.resources.close()

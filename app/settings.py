@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -219,11 +220,21 @@ class Settings(BaseSettings):
         default=False,
         description="let `quarry serve` listen on a non-loopback address without API keys",
     )
+    sync_roots: str = Field(
+        default="",
+        description="os.pathsep-separated folders the server's named sources may read "
+        "(a client key must not make it index any folder on its disk); empty: no folder "
+        "sources through the API (nothing is open by default)",
+    )
     job_retention_h: float = Field(
         default=168,
         gt=0,
         description="hours an ended job's record is kept (its documents and originals stay)",
     )
+
+    @property
+    def sync_root_paths(self) -> list[Path]:
+        return [Path(p).expanduser().resolve() for p in self.sync_roots.split(os.pathsep) if p]
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -18,7 +18,9 @@ from app.metrics import LiveSources, Metrics
 from app.ownership import worker_credential
 from app.resources import Resources
 from app.service import delete_document, require_collection
+from app.service_served import ServedQuarry
 from app.settings import Settings
+from app.sources import SourceRegistry, SourceRunner
 from app.supervisor import WorkerSupervisor
 from app.worker import InProcessWorker
 from embedding.balancer import ServerSnapshot, ServerState
@@ -94,6 +96,8 @@ class QuarryState:
         self.resources.server_observer = self.metrics
         self._jobs: JobService | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self._schedule: asyncio.Task[None] | None = None
+        self.sources: SourceRunner | None = None  # the named sources it syncs on schedule
         self.supervisor: WorkerSupervisor | None = None
         self._in_process: InProcessWorker | None = None
         self.worker_credential: str | None = None  # for `quarry worker`s beside our store
@@ -169,6 +173,12 @@ class QuarryState:
         self._reconciler = asyncio.create_task(
             self._jobs.run_reconciler(self.settings.reconcile_s), name="job-reconciler"
         )
+        self.sources = SourceRunner(
+            SourceRegistry(s.data_dir / "sources"),
+            ServedQuarry(self, asyncio.get_running_loop()),
+            s.data_dir / "sync",
+        )
+        self._schedule = asyncio.create_task(self._run_schedule(), name="source-schedule")
         await asyncio.to_thread(self._start_workers, redis_url)
 
     def _start_workers(self, redis_url: str) -> None:
@@ -232,11 +242,23 @@ class QuarryState:
             await asyncio.to_thread(self._in_process.stop)
         if self._reconciler is not None:
             self._reconciler.cancel()
+        if self._schedule is not None:
+            self._schedule.cancel()
         await self.search_batcher.stop()
         await self.embed_batcher.stop()
         if self._jobs is not None:
             await self._jobs.queue.close()
         self.resources.close()
+
+    async def _run_schedule(self) -> None:
+        """Start the runs of the sources whose schedule is due, every few seconds."""
+        assert self.sources is not None
+        while True:
+            try:
+                await asyncio.to_thread(self.sources.tick)
+            except Exception:  # a source's file unreadable, say: the next tick tries again
+                log.exception("the sources' schedule failed a tick")
+            await asyncio.sleep(self.sources.tick_s)
 
     # -- jobs ----------------------------------------------------------------------------
 

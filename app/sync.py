@@ -31,18 +31,36 @@ import json
 import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from app.service import Quarry
 from app.sync_sources import Entry, SyncSource
 from embedding.errors import InvalidInputError
 from ingest.models import FileError, IngestReport
 from ingest.pipeline import IngestObserver
 from ingest.sources import document_id
 
-SYNCED_FROM = "synced_from"  # the metadata key naming a document's folder
+SYNCED_FROM = "synced_from"  # the metadata key naming a document's folder or bucket
+
+
+class SyncTarget(Protocol):
+    """What a sync run writes through (every `Quarry`, and the server's own upload path)."""
+
+    def documents(self, collection: str) -> list[dict[str, Any]]: ...
+
+    def delete_document(self, collection: str, doc_id: str) -> int: ...
+
+    def ingest(
+        self,
+        files: Sequence[tuple[Path, str]],
+        *,
+        collection: str,
+        metadata: dict[str, Any],
+        force: bool,
+        observer: IngestObserver,
+    ) -> IngestReport: ...
 
 
 @dataclass
@@ -97,7 +115,7 @@ class Stamps:
 
 
 def sync_source(
-    quarry: Quarry,
+    quarry: SyncTarget,
     source: SyncSource,
     *,
     collection: str,

@@ -98,7 +98,12 @@ class S3Source:
         self.url = f"s3://{self.bucket}/{self.prefix}"
         import boto3  # only a sync of a bucket needs it loaded
 
-        self.client: Any = boto3.client("s3", endpoint_url=endpoint or None)
+        try:
+            self.client: Any = boto3.client("s3", endpoint_url=endpoint or None)
+        except Exception as exc:  # botocore: a malformed endpoint, an unknown profile
+            raise InvalidInputError(
+                f"endpoint: {endpoint!r}: {exc}", detail={"field": "endpoint"}
+            ) from exc
 
     @property
     def root(self) -> str:

@@ -181,3 +181,23 @@ class ApiClient:
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/stats")
         return result
+
+    def sources(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/sources")
+        return result
+
+    def source(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/sources/{name}")
+        return result
+
+    def add_source(self, spec: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/sources", json=spec)
+        return result
+
+    def remove_source(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/sources/{name}")
+        return result
+
+    def sync_source(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/sources/{name}/sync")
+        return result

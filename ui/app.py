@@ -10,6 +10,7 @@ pages = [
     st.Page("views/search.py", title="Search", icon=":material/search:", default=True),
     st.Page("views/upload.py", title="Upload", icon=":material/upload_file:"),
     st.Page("views/documents.py", title="Documents", icon=":material/description:"),
+    st.Page("views/sources.py", title="Sources", icon=":material/sync:"),
     st.Page("views/status.py", title="Status", icon=":material/monitor_heart:"),
 ]
 with st.sidebar:

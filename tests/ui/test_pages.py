@@ -118,7 +118,7 @@ def test_upload_search_documents_status(ui_env: str, tmp_path: Path) -> None:
     assert len(status.dataframe) == 2  # collections and recent jobs
 
 
-@pytest.mark.parametrize("name", ["upload", "search", "documents", "status"])
+@pytest.mark.parametrize("name", ["upload", "search", "documents", "sources", "status"])
 def test_pages_explain_an_unreachable_api(
     name: str, monkeypatch: pytest.MonkeyPatch, ui_env: str
 ) -> None:
