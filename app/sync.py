@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from app.sync_sources import Entry, SyncSource
 from embedding.errors import InvalidInputError
+from ingest.failpoints import failpoint
 from ingest.models import FileError, IngestReport
 from ingest.pipeline import IngestObserver
 from ingest.sources import document_id
@@ -202,9 +203,11 @@ def sync_source(
             "remove them"
         )
         return report
+    failpoint("sync_before_delete")
     for name, docs in sorted(gone.items()):
         for doc in docs:  # every version of the name that is this source's, or no one's
             if (doc.get("metadata") or {}).get(SYNCED_FROM) in (root, None):
                 quarry.delete_document(collection, doc["doc_id"])
         report.deleted.append(name)
+        failpoint("sync_between_deletes")
     return report

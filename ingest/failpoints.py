@@ -23,6 +23,8 @@ POINTS = (
     "after_claim",  # a worker took a file, before any work on it
     "handoff_after_takeover",  # a dead holder's file is back to queued, not yet re-queued
     "handoff_requeue",  # its stale queue record is ended, the new one not yet written
+    "sync_before_delete",  # a sync run has ingested, not yet deleted the files gone
+    "sync_between_deletes",  # a sync run has deleted one gone file's documents
 )
 KILL = -1.0
 

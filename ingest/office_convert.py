@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from ingest.models import ParseError
@@ -98,7 +99,17 @@ def convert(path: Path, name: str, workdir: Path, timeout_s: float) -> Path:
     return converted
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def _kill_group(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGKILL the conversion's whole process group and return once it is gone (a killed
+    soffice.bin, reparented when its launcher dies, takes a moment to exit on a loaded
+    machine; its files in the work folder must not be in use when that is removed)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)  # anyone left in the group?
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)

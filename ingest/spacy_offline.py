@@ -11,6 +11,7 @@ parse time.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,18 @@ from ingest.models import ParseError
 _UNUSED = ["parser", "ner", "lemmatizer", "attribute_ruler"]
 
 
-@cache
+_lock = threading.Lock()
+
+
 def use_packaged_spacy_model() -> str:
-    """Make unstructured load the packaged model; returns the folder it will load."""
+    """Make unstructured load the packaged model; returns the folder it will load. Once
+    per process, whichever thread asks first (files parsed side by side wait for it)."""
+    with _lock:
+        return _installed()
+
+
+@cache
+def _installed() -> str:
     try:
         _install(_load("en_core_web_sm"))
         return "en_core_web_sm"

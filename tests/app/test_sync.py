@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
+from ingest.sources import document_id
 
 
 @pytest.fixture()
@@ -130,3 +131,52 @@ def test_decomposed_unicode_names_are_the_names_uploads_store(folder: Path) -> N
     assert sync(folder)["ingest"]["ingested"] == 6
     again = sync(folder)
     assert again["unchanged"] == 6 and again["deleted"] == [] and again["ingest"]["files"] == 0
+
+
+@pytest.mark.parametrize("point", ["after_upsert", "sync_between_deletes"])
+def test_a_sync_killed_at_any_stage_converges_on_the_next_run(
+    point: str, tmp_path: Path, minilm_path: str, redis_process: Any
+) -> None:
+    """A real `quarry sync` process SIGKILLs itself at a named stage (mid-ingest, before
+    the deletions, between two of them); the next run ends with the collection an
+    uninterrupted run gives, name for name and document for document."""
+    import subprocess
+    import sys
+
+    from ..servers import quarry_env
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(6):
+        (notes / f"note-{i}.txt").write_text(f"Note {i}: owls, tea and bread, take {i}.")
+    env = quarry_env(tmp_path / "data", minilm_path, redis_process.url)
+
+    def quarry(env: dict[str, str], *args: str, failpoints: str = "") -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            env=env | {"QUARRY_FAILPOINTS": failpoints},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    assert quarry(env, "sync", str(notes))[0] == 0
+    for i in (0, 1, 2):  # three gone, two edited, one new
+        (notes / f"note-{i}.txt").unlink()
+    (notes / "note-3.txt").write_text("Note 3 was rewritten about kilns.")
+    (notes / "note-4.txt").write_text("Note 4 was rewritten about tides.")
+    (notes / "note-9.txt").write_text("Note 9 is new, about crows.")
+    code, out = quarry(env, "sync", str(notes), failpoints=f"{point}=kill")
+    assert code == -9, out  # it died there
+    code, out = quarry(env, "sync", str(notes), "--json")
+    assert code == 0, out
+    code, out = quarry(env, "docs", "list", "--json")
+    assert code == 0, out
+    converged = sorted((d["source"], d["doc_id"], d["complete"]) for d in json.loads(out))
+    # What an uninterrupted run gives: each file's document (its name and bytes), whole
+    uninterrupted = sorted(
+        (p.name, document_id(p.name, p.read_bytes()), True) for p in notes.iterdir()
+    )
+    assert converged == uninterrupted
+    assert [name for name, _, _ in converged] == [f"note-{i}.txt" for i in (3, 4, 5, 9)]
