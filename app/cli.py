@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from app.cli_backup import backup_command, restore_command
 from app.cli_common import (
     ApiOpt,
     CollectionOpt,
@@ -47,6 +48,8 @@ app = typer.Typer(
 docs_app = typer.Typer(no_args_is_help=True, help="List or delete stored documents.")
 app.add_typer(docs_app, name="docs")
 app.add_typer(sources_app, name="sources")
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 @app.command()

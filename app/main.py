@@ -12,7 +12,17 @@ from app.errors import install_error_handlers
 from app.limits import ApiKeyGuard, BodySizeLimit, limits
 from app.metrics import RequestTimer
 from app.resources import Resources
-from app.routes import collections, documents, embeddings, health, jobs, search, sources, store
+from app.routes import (
+    backup,
+    collections,
+    documents,
+    embeddings,
+    health,
+    jobs,
+    search,
+    sources,
+    store,
+)
 from app.settings import Settings
 from app.state import QuarryState
 
@@ -51,7 +61,7 @@ def create_app(
     )
     install_error_handlers(app)
     guarded = [Depends(bearer_scheme)]
-    everything = (documents, jobs, search, embeddings, collections, store, sources)
+    everything = (documents, jobs, search, embeddings, collections, store, sources, backup)
     for module in (embeddings,) if embeddings_only else everything:
         app.include_router(module.router, dependencies=guarded)
     app.include_router(health.router)

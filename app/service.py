@@ -81,6 +81,10 @@ class Quarry(Protocol):
         """Run source `name` once and return it, with its run's outcome."""
         ...
 
+    def backup(self, dest: Path) -> dict[str, Any]:
+        """A backup of the data dir in the new folder `dest` (`app.backup`); its manifest."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -7,15 +7,19 @@ CLI's progress bars fed from the job's progress.
 
 from __future__ import annotations
 
+import json
+import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from app.backup import MANIFEST, verify
 from app.service import tally
 from client import ApiClient, ApiError, ClientSettings
-from embedding.errors import QuarryError
+from embedding.errors import InvalidInputError, QuarryError
 from ingest.models import FileError, IngestReport
 from ingest.pipeline import IngestObserver
 
@@ -205,6 +209,28 @@ class HttpQuarry:
 
     def backfill_sparse(self, collection: str) -> int:
         return int(call(self.client.backfill_sparse, collection)["chunks_updated"])
+
+    def backup(self, dest: Path) -> dict[str, Any]:
+        """The server takes it; its tar stream is unpacked into `dest` and verified."""
+        if dest.exists() and any(dest.iterdir()):
+            raise InvalidInputError(
+                f"dest: {dest} is not empty (a backup goes into a new folder)",
+                detail={"field": "dest"},
+            )
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile() as spool:
+            call(self.client.backup, spool)
+            spool.seek(0)
+            with tarfile.open(fileobj=spool, mode="r|") as archive:
+                archive.extractall(dest, filter="data")
+        problems = verify(dest)
+        if problems:
+            raise InvalidInputError(
+                f"{dest}: the backup received does not verify: {'; '.join(problems[:5])}",
+                detail={"problems": problems},
+            )
+        manifest: dict[str, Any] = json.loads((dest / MANIFEST).read_text(encoding="utf-8"))
+        return manifest
 
     def sources(self) -> list[dict[str, Any]]:
         return list(call(self.client.sources)["sources"])

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from app import backup
 from app.resources import Resources
 from app.schemas import CollectionOut, DocumentOut
 from app.service import delete_document, require_collection, search_answer, tally
@@ -225,6 +226,9 @@ class LocalQuarry:
 
     def backfill_sparse(self, collection: str) -> int:
         return self.resources.backfill_sparse(collection)
+
+    def backup(self, dest: Path) -> dict[str, Any]:
+        return backup.take(self.resources.store, self.resources.settings, dest)
 
     @property
     def _registry(self) -> SourceRegistry:

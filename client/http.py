@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import httpx
 
@@ -44,12 +44,20 @@ class ApiClient:
             raise ApiError(
                 "unreachable", f"cannot reach the Quarry API at {self.base_url} ({exc})"
             ) from exc
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError:
+                return None
+        self._raise(response)
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> NoReturn:
+        """The API's error answer as an `ApiError`."""
         try:
             body = response.json()
         except ValueError:
             body = None
-        if response.is_success:
-            return body
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
             raise ApiError(
@@ -201,3 +209,17 @@ class ApiClient:
     def sync_source(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/v1/sources/{name}/sync")
         return result
+
+    def backup(self, into: IO[bytes]) -> None:
+        """The server's backup of its data dir, as a tar stream written to `into`."""
+        try:
+            with self._http.stream("GET", "/v1/backup", timeout=None) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise(response)
+                for block in response.iter_bytes(1 << 20):
+                    into.write(block)
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                "unreachable", f"cannot reach the Quarry API at {self.base_url} ({exc})"
+            ) from exc

@@ -397,10 +397,7 @@ class IngestPipeline:
                     "seq": doc.seq,
                     **doc.doc_fields,
                 }
-                records.append(
-                    ChunkRecord(
-                        chunk_id(doc.doc_id, chunk.index), vectors[row], payload, weights[row]
-                    )
-                )
+                id_ = chunk_id(doc.doc_id, chunk.index)
+                records.append(ChunkRecord(id_, vectors[row], payload, weights[row], sparse))
                 row += 1
         return _Batch(records, docs)

@@ -39,6 +39,7 @@ from retrieval.models import (
     SearchPlan,
     chunk_id,
     payload_key,
+    weighed_for,
 )
 from retrieval.protocol import Filters, SparseEncoder
 from retrieval.query_plan import (
@@ -178,10 +179,13 @@ class EdgeStore:
             self._idle.notify_all()
 
     def _apply(self, collection: str, operation: Any) -> None:
-        """Apply an update to the collection's shard and return once it is on disk: the
-        flush is shared with the writers waiting meanwhile (group commit)."""
+        """Apply an update (or what a callable builds, under the lock) to the collection's
+        shard and return once it is on disk: the flush is shared with the writers waiting
+        meanwhile (group commit)."""
         with self._lock:
             shard = self._shard(collection)
+            if callable(operation):
+                operation = operation()
             with _writing(collection):
                 shard.update(operation)
             commit = self._commits.setdefault(id(shard), GroupCommit())
@@ -334,14 +338,20 @@ class EdgeStore:
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return
-        recipe = self.recipe(collection)
-        if recipe is None:
-            raise NotFoundError(f"collection {collection!r} does not exist")
-        points = [
-            qe.Point(r.id, _layout(point_vectors(recipe, r.vector, r.sparse)), r.payload)
-            for r in records
-        ]
-        self._apply(collection, qe.UpdateOperation.upsert_points(points))
+
+        def points() -> Any:  # built under the lock: the layout and scheme of the shard now
+            recipe = self.recipe(collection)
+            if recipe is None:
+                raise NotFoundError(f"collection {collection!r} does not exist")
+            fresh = weighed_for(recipe, records)
+            return qe.UpdateOperation.upsert_points(
+                [
+                    qe.Point(r.id, _layout(point_vectors(recipe, r.vector, r.sparse)), r.payload)
+                    for r in fresh
+                ]
+            )
+
+        self._apply(collection, points)
 
     def document(self, collection: str, doc_id: str) -> DocumentInfo | None:
         if self.recipe(collection) is None:
@@ -448,6 +458,24 @@ class EdgeStore:
         )
         with self._reading(collection) as shard:
             return bool(shard.count(qe.CountRequest(exact=True, filter=newer)))
+
+    def snapshot(self, collection: str, dest: Path) -> None:
+        """A consistent copy of the collection (its recipe and shard) in `dest`: taken
+        holding the store's lock once every write in flight has been flushed, so the copy
+        holds each write whole or not at all."""
+        with self._lock:
+            shard = self._shard(collection)
+            while self._busy.get(id(shard)):  # (the wait gives the lock up meanwhile)
+                self._idle.wait()
+            shard.flush()
+            leftovers = shutil.ignore_patterns("shard.old", "shard.new")  # a dead backfill's
+            shutil.copytree(self._dir(collection), dest, ignore=leftovers)
+
+    def head(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        """A document's first chunk's payload (its source, version and chunk count)."""
+        with self._reading(collection) as shard:
+            points = shard.retrieve([chunk_id(doc_id, 0)], with_payload=True, with_vector=False)
+        return dict(points[0].payload or {}) if points else None
 
     def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
         flt = qe.Filter(must=[_doc_condition(doc_id)])

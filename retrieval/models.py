@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from embedding.errors import InvalidInputError
 from retrieval.errors import RecipeMismatchError
-from retrieval.sparse import SparseVec
+from retrieval.sparse import SparseVec, encoder
 
 # Payload keys that sit at the top level; any other filter key is user metadata.
 TOP_LEVEL_FIELDS = ("doc_id", "source")
@@ -105,6 +106,27 @@ class ChunkRecord:
     vector: np.ndarray
     payload: dict[str, Any]
     sparse: SparseVec | None = None
+    scheme: str = ""  # the BM25 scheme `sparse` is in ("": the collection's, whatever it is)
+
+
+def weighed_for(recipe: CollectionRecipe, records: Sequence[ChunkRecord]) -> list[ChunkRecord]:
+    """`records` with BM25 weights in `recipe`'s scheme: weights missing, or computed in
+    another scheme (a writer that read the recipe before a backfill moved it on), are
+    computed again from the chunk's text."""
+    if not recipe.sparse:
+        return list(records)
+    stale = [
+        i for i, r in enumerate(records) if r.sparse is None or r.scheme not in ("", recipe.sparse)
+    ]
+    if not stale:
+        return list(records)
+    weights = encoder(recipe.sparse).documents(
+        [str(records[i].payload.get("text", "")) for i in stale]
+    )
+    fresh = list(records)
+    for i, w in zip(stale, weights, strict=True):
+        fresh[i] = replace(fresh[i], sparse=w, scheme=recipe.sparse)
+    return fresh
 
 
 SearchMode = Literal["dense", "sparse", "hybrid"]

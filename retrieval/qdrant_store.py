@@ -34,6 +34,7 @@ from retrieval.models import (
     SearchPlan,
     chunk_id,
     payload_key,
+    weighed_for,
 )
 from retrieval.protocol import Filters, SparseEncoder
 from retrieval.qdrant_rebuild import Layout, Rebuild, generation_of, is_internal, physical
@@ -45,7 +46,7 @@ from retrieval.query_plan import (
     point_vectors,
     regroup,
 )
-from retrieval.sparse import SPARSE_VECTOR, SparseVec, encoder
+from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_KEY = "quarry_recipe"
 
@@ -333,26 +334,16 @@ class QdrantServerStore:
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return
-        written_in = ""  # the BM25 scheme the records' weights are in: the live one's
-        for target in self._writes(collection):
+        for target in self._writes(collection):  # (a rebuild's new one too, in its scheme)
             recipe = self.recipe(target)
             if recipe is None:
                 raise NotFoundError(f"collection {collection!r} does not exist")
-            written_in = written_in or recipe.sparse
-            if recipe.sparse != written_in:  # a rebuild into another scheme: its own weights
-                records = [replace(r, sparse=None) for r in records]
             self._upsert_into(target, recipe, records)
 
     def _upsert_into(
         self, target: str, recipe: CollectionRecipe, records: Sequence[ChunkRecord]
     ) -> None:
-        if recipe.sparse and any(r.sparse is None for r in records):
-            texts = [str(r.payload.get("text", "")) for r in records]
-            weights = encoder(recipe.sparse).documents(texts)
-            records = [
-                r if r.sparse is not None else replace(r, sparse=w)
-                for r, w in zip(records, weights, strict=True)
-            ]
+        records = weighed_for(recipe, records)
         points = [_point(recipe, r) for r in records]
         self._call("upsert", self.client.upsert, target, points=points, wait=True)
 

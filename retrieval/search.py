@@ -15,7 +15,7 @@ from embedding.protocol import Embedder
 from embedding.rerankers import Reranker
 from retrieval.models import DenseVectors, SearchHit, SearchMode, SearchPlan
 from retrieval.protocol import Filters, VectorStore
-from retrieval.sparse import BM25_SCHEME, Bm25Encoder, SparseVec
+from retrieval.sparse import BM25_SCHEME, SCHEMES, Bm25Encoder, SparseVec
 
 MAX_TOP_K = 1000
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
@@ -56,11 +56,14 @@ class SearchService:
         self.languages = languages  # what the dense model reads (None: every language)
         self.store = store
         self.default_instruction = default_instruction
-        self.has_sparse = bool(sparse)  # the collection's BM25 scheme ("" = none)
-        self.defaults = defaults
+        # The collection's BM25 scheme ("" = none): queries are read as its chunks were. One
+        # this version does not know (a newer Quarry's) is searched dense until rebuilt.
+        self.unknown_scheme = sparse if sparse and sparse not in SCHEMES else ""
+        self.has_sparse = bool(sparse) and not self.unknown_scheme
+        self.defaults = defaults if self.has_sparse else replace(defaults, mode="dense")
         self._reranker = reranker
         self.rerank_top_n = rerank_top_n
-        self._bm25 = Bm25Encoder(sparse or BM25_SCHEME)  # queries read as its chunks were
+        self._bm25 = Bm25Encoder(sparse if self.has_sparse else BM25_SCHEME)
 
     def plan(
         self,
@@ -80,9 +83,14 @@ class SearchService:
                 f"mode: {chosen!r} is not one of {', '.join(MODES)}", detail={"field": "mode"}
             )
         if chosen != "dense" and not self.has_sparse:
+            why = (
+                f"are in a scheme this version does not know ({self.unknown_scheme})"
+                if self.unknown_scheme
+                else "are missing (built before they existed)"
+            )
             raise InvalidInputError(
-                f"mode: {chosen!r} needs the collection's BM25 vectors, and it has none "
-                "(built before they existed): run `quarry backfill-sparse` on it first",
+                f"mode: {chosen!r} needs the collection's BM25 vectors, which {why}: run "
+                "`quarry backfill-sparse` on it first",
                 detail={"field": "mode"},
             )
         dense = vectors or self.defaults.vectors

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import qdrant_edge as qe
 
+from embedding.errors import QuarryError
 from retrieval.analysis import stem_by_script
 
 SPARSE_VECTOR = "bm25"  # the sparse vector's name in every collection that has one
@@ -31,7 +32,22 @@ AVERAGE_LENGTH = 100
 # What the stored weights mean: a collection records it and is written and searched in it.
 BM25_SCHEME = "qdrant-bm25/multilingual/english+script-stems/k1.2-b0.75-avg100"
 ENGLISH_ONLY_SCHEME = "qdrant-bm25/multilingual/english/k1.2-b0.75-avg100"  # before 2026-12
-SCHEMES = {BM25_SCHEME: stem_by_script, ENGLISH_ONLY_SCHEME: lambda text: text}
+AVG256_SCHEME = "qdrant-bm25/multilingual/english/k1.2-b0.75-avg256"  # the first one
+# Every scheme a collection may record -> how its text is analysed first, and its BM25
+# average length: older collections keep being written and searched as they were built.
+SCHEMES: dict[str, tuple[Callable[[str], str], int]] = {
+    BM25_SCHEME: (stem_by_script, AVERAGE_LENGTH),
+    ENGLISH_ONLY_SCHEME: (str, AVERAGE_LENGTH),
+    AVG256_SCHEME: (str, 256),
+}
+
+
+class UnknownSchemeError(QuarryError):
+    """A collection's BM25 vectors are in a scheme this Quarry does not know (a newer
+    one's): its sparse search and writes wait for `backfill-sparse`."""
+
+    code = "sparse_scheme_unknown"
+    status = 409
 
 
 @dataclass(frozen=True)
@@ -51,9 +67,13 @@ class Bm25Encoder:
 
     def __init__(self, scheme: str = BM25_SCHEME) -> None:
         if scheme not in SCHEMES:
-            raise ValueError(f"unknown BM25 scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+            raise UnknownSchemeError(
+                f"BM25 vectors in an unknown scheme {scheme!r}: run `quarry backfill-sparse` "
+                "on the collection to rebuild them in this version's",
+                detail={"scheme": scheme},
+            )
         self.scheme = scheme
-        self._analyse = SCHEMES[scheme]
+        self._analyse, self._average = SCHEMES[scheme]
         self._local = threading.local()
 
     def _model(self) -> qe.Bm25:
@@ -62,7 +82,7 @@ class Bm25Encoder:
             config = qe.Bm25Config(
                 k=1.2,
                 b=0.75,
-                avg_len=AVERAGE_LENGTH,
+                avg_len=self._average,
                 tokenizer=qe.TokenizerType.Multilingual,
                 language="english",
             )

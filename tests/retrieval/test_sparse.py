@@ -10,7 +10,14 @@ import pytest
 
 from retrieval.edge_store import EdgeStore
 from retrieval.models import ChunkRecord, CollectionRecipe, SearchPlan, chunk_id
-from retrieval.sparse import BM25_SCHEME, ENGLISH_ONLY_SCHEME, Bm25Encoder, encoder
+from retrieval.sparse import (
+    AVG256_SCHEME,
+    BM25_SCHEME,
+    ENGLISH_ONLY_SCHEME,
+    Bm25Encoder,
+    UnknownSchemeError,
+    encoder,
+)
 
 # (language, documents, a query and the document it should find first)
 CORPORA = {
@@ -115,7 +122,7 @@ def test_latin_text_reads_as_before_and_unknown_schemes_are_refused() -> None:
     assert Bm25Encoder(BM25_SCHEME).documents(text) == Bm25Encoder(ENGLISH_ONLY_SCHEME).documents(
         text
     )
-    with pytest.raises(ValueError, match="unknown BM25 scheme"):
+    with pytest.raises(UnknownSchemeError, match="unknown scheme"):
         Bm25Encoder("qdrant-bm25/some-other")
 
 
@@ -145,3 +152,21 @@ def test_backfill_moves_an_older_scheme_to_the_current_one(tmp_path: Path) -> No
     assert [h.doc_id for h in after[0]] == ["d0"]
     assert store.add_sparse("c", BM25_SCHEME, encoder(BM25_SCHEME).documents) == 0
     store.close()
+
+
+def test_every_earlier_scheme_is_still_read_and_an_unknown_one_is_searched_dense() -> None:
+    from embedding.errors import InvalidInputError
+    from retrieval.search import SearchService
+
+    text = ["Owls hunt mice at night. " * 40]  # long: the average length shows
+    first = Bm25Encoder(AVG256_SCHEME).documents(text)[0]
+    assert first.indices == Bm25Encoder(ENGLISH_ONLY_SCHEME).documents(text)[0].indices
+    assert first.values != Bm25Encoder(ENGLISH_ONLY_SCHEME).documents(text)[0].values
+    hybrid = SearchPlan("hybrid")  # a collection with BM25 vectors is searched hybrid
+    for scheme in (AVG256_SCHEME, ENGLISH_ONLY_SCHEME, BM25_SCHEME):
+        service = SearchService(None, None, "", sparse=scheme, defaults=hybrid)  # type: ignore[arg-type]
+        assert service.plan().mode == "hybrid"
+    future = SearchService(None, None, "", sparse="qdrant-bm25/a-newer-one", defaults=hybrid)  # type: ignore[arg-type]
+    assert future.plan().mode == "dense"
+    with pytest.raises(InvalidInputError, match="backfill-sparse"):
+        future.plan("hybrid")

@@ -335,3 +335,17 @@ def test_a_collection_in_an_older_bm25_scheme_moves_to_the_current_one(
         (round(h.score, 5), h.chunk_id) for h in before
     )  # (the books and the owls share a dense vector: their order may swap)
     assert store.add_sparse(name, BM25_SCHEME, new.documents) == 0
+    # A writer that weighed its chunks before the move: the store weighs them again
+    late = "Библиотеки открыты по субботам."
+    head = {"doc_id": "late", "source": "late.txt", "chunk_index": 0, "chunk_count": 1}
+    stale = old.documents([late])[0]
+    store.upsert(
+        name,
+        [
+            ChunkRecord(
+                chunk_id("late", 0), DENSE["cheese"], head | {"text": late}, stale, old.scheme
+            )
+        ],
+    )
+    found = store.search(name, None, 3, sparse=new.queries(["библиотека"]), plan=sparse)[0]
+    assert sorted(h.doc_id for h in found) == ["books", "late"]

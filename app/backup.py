@@ -1,0 +1,186 @@
+"""Backups that restore: `quarry backup DEST`, `quarry restore SRC`, `quarry backup --verify`.
+
+A backup is a folder: each collection of the embedded store copied consistently (its
+recipe and shard, taken with writes held off for the copy: `EdgeStore.snapshot`), then
+tidied to one complete version per source (a copy taken between a new version's write
+and the old one's removal holds both: the newest complete one is kept, as the pipeline
+itself would have left it); the kept originals; the failure ledgers; the named sources and
+their sync stamps; the source-version counter (new uploads after a restore stay newer than
+everything restored). `manifest.json` lists every file with its size and SHA-256, written
+last: a folder without it is not a backup. Job state and the embedding cache are not
+kept (work in flight is not acknowledged data; the cache refills itself).
+
+A restore verifies the backup first, refuses a data dir that holds data unless forced,
+and refuses one a server owns; it copies into a staging folder beside the data and moves
+each part into place, so a killed restore leaves no half-restored part behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from app.settings import Settings
+from embedding.errors import InvalidInputError
+from retrieval.edge_store import EdgeStore
+from retrieval.protocol import VectorStore
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+# The parts of a data dir a backup holds, by their folder or file name in it.
+PARTS = ("originals", "failures", "sources", "sync", "source-versions")
+STORE = "qdrant"
+
+
+def take(store: VectorStore, settings: Settings, dest: Path) -> dict[str, Any]:
+    """A backup of the data dir into the empty (or new) folder `dest`; returns its
+    manifest."""
+    if not isinstance(store, EdgeStore):
+        raise InvalidInputError(
+            "backups of collections on a Qdrant server are taken by Qdrant itself (its "
+            "snapshot API); `quarry backup` covers the embedded store",
+            detail={"field": "dest"},
+        )
+    if dest.exists() and any(dest.iterdir()):
+        raise InvalidInputError(
+            f"dest: {dest} is not empty (a backup goes into a new folder)",
+            detail={"field": "dest"},
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    collections = store.collections()
+    for name in collections:
+        store.snapshot(name, dest / STORE / name)
+    copied = EdgeStore(dest / STORE)
+    try:
+        pruned = {name: tidy(copied, name) for name in collections}
+    finally:
+        copied.close()
+    for part in PARTS:
+        source = settings.data_dir / part
+        if source.is_dir():
+            shutil.copytree(source, dest / part, ignore=shutil.ignore_patterns("*.lock", "*.tmp"))
+        elif source.is_file():
+            shutil.copy2(source, dest / part)
+    manifest = {
+        "format": FORMAT,
+        "created_at": time.time(),
+        "collections": collections,
+        "superseded_chunks_dropped": pruned,
+        "files": _checksums(dest),
+    }
+    _write_json(dest / MANIFEST, manifest)
+    return manifest
+
+
+def tidy(store: EdgeStore, collection: str) -> int:
+    """Leave one version of each source: the newest complete one (by its acknowledged
+    version, `seq`); returns the chunks removed."""
+    by_source: dict[str, list[Any]] = defaultdict(list)
+    for doc in store.documents(collection):
+        by_source[doc.source].append(doc)
+    removed = 0
+    for source, docs in by_source.items():
+        complete = [d for d in docs if d.chunks >= d.expected_chunks]
+        if len(docs) == 1 and complete:
+            continue
+        if not complete:
+            continue  # nothing whole to keep: leave it for the pipeline to finish
+        seqs = {
+            d.doc_id: int((store.head(collection, d.doc_id) or {}).get("seq") or 0)
+            for d in complete
+        }
+        keep = max(complete, key=lambda d: (seqs[d.doc_id], d.ingested_at))
+        removed += store.prune_source(collection, source, keep.doc_id, keep.expected_chunks)
+    return removed
+
+
+def verify(folder: Path) -> list[str]:
+    """What is wrong with the backup in `folder` (nothing: it restores as taken)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"{folder}: no readable {MANIFEST} ({exc}): not a complete backup"]
+    if manifest.get("format") != FORMAT:
+        return [f"{folder}: backup format {manifest.get('format')!r}, expected {FORMAT}"]
+    problems = []
+    found = _checksums(folder)
+    for name, (size, digest) in manifest["files"].items():
+        seen = found.get(name)
+        if seen is None:
+            problems.append(f"{name}: missing")
+        elif seen != [size, digest]:
+            problems.append(f"{name}: changed since the backup (size or SHA-256 differs)")
+    problems += [
+        f"{name}: not in the backup's manifest" for name in found.keys() - manifest["files"].keys()
+    ]
+    return problems
+
+
+def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, Any]:
+    """Restore the backup in `folder` into the data dir `settings` names.
+
+    Raises:
+        InvalidInputError: the backup does not verify, or the data dir holds data and
+            `force` is not given.
+    """
+    problems = verify(folder)
+    if problems:
+        raise InvalidInputError(
+            f"{folder}: the backup does not verify: {'; '.join(problems[:5])}",
+            detail={"problems": problems},
+        )
+    data = settings.data_dir
+    held = [p for p in (STORE, *PARTS) if (data / p).exists() and _holds_data(data / p)]
+    if held and not force:
+        raise InvalidInputError(
+            f"{data} holds data already ({', '.join(held)}); restore into an empty data dir, "
+            "or pass --force to replace it",
+            detail={"field": "data_dir", "holds": held},
+        )
+    data.mkdir(parents=True, exist_ok=True)
+    staging = data / f".restoring-{int(time.time())}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for part in (STORE, *PARTS):
+        if (folder / part).is_dir():
+            shutil.copytree(folder / part, staging / part)
+        elif (folder / part).is_file():
+            shutil.copy2(folder / part, staging / part)
+    for part in (STORE, *PARTS):  # each part swapped in whole
+        if (staging / part).exists():
+            target = data / part
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            (staging / part).rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return {"restored": str(folder), "into": str(data), "collections": manifest["collections"]}
+
+
+def _holds_data(path: Path) -> bool:
+    return path.is_file() or any(path.iterdir())
+
+
+def _checksums(folder: Path) -> dict[str, list[Any]]:
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            found[path.relative_to(folder).as_posix()] = [path.stat().st_size, digest.hexdigest()]
+    return found
+
+
+def _write_json(path: Path, data: Any) -> None:
+    fresh = path.with_suffix(".tmp")
+    fresh.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    fresh.replace(path)

@@ -1,0 +1,53 @@
+"""The server's backup of its data dir (`app.backup`), streamed as a tar."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from app import backup
+from app.deps import State
+from app.schemas import COMMON_ERRORS
+
+router = APIRouter(prefix="/v1", tags=["backup"], responses=COMMON_ERRORS)
+
+
+def _archive(state: State, folder: Path) -> Path:
+    backup.take(state.resources.store, state.settings, folder / "backup")
+    archive = folder / "backup.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder / "backup", arcname=".")
+    shutil.rmtree(folder / "backup")
+    return archive
+
+
+@router.get(
+    "/backup",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/x-tar": {}}, "description": "the backup"}},
+)
+async def take_backup(state: State) -> FileResponse:
+    """A consistent backup of the data dir (collections, kept originals, failure ledgers,
+    sources), as a tar whose `manifest.json` lists every file's SHA-256: `quarry backup
+    DEST` unpacks and verifies it."""
+    room = state.settings.data_dir / ".backups"  # beside the data: the same disk
+    room.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=room))
+    try:
+        archive = await run_in_threadpool(_archive, state, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(
+        archive,
+        media_type="application/x-tar",
+        filename="quarry-backup.tar",
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+    )
