@@ -242,13 +242,12 @@ class HttpQuarry:
         return dict(call(self.client.remove_source, name))
 
     def sync_named(self, name: str) -> dict[str, Any]:
-        """Start a run on the server and wait for a run to end after it."""
-        before = call(self.client.source, name)
-        call(self.client.sync_source, name)
+        """Ask the server for a run and wait for one that started after the asking."""
+        run = int(call(self.client.sync_source, name)["run"])
         while True:
             time.sleep(0.5)
             now = call(self.client.source, name)
-            if not now["running"] and now["last_finished"] != before["last_finished"]:
+            if now["runs"] >= run and not now["running"]:
                 return dict(now)
 
     def close(self) -> None:

@@ -58,11 +58,13 @@ class ServedQuarry:
                 upload = self.state.jobs.upload(
                     collection, metadata, int(s.max_file_mb * 1e6), list(handles), force=force
                 )
-                job, _ = asyncio.run_coroutine_threadsafe(upload, self.loop).result()
+                job, rejected = asyncio.run_coroutine_threadsafe(upload, self.loop).result()
         except UploadRejected as exc:
             for item in (exc.detail or {}).get("rejected", []):
                 report.errors.append(FileError(item["file"], item["code"], item["message"]))
             return report
+        for item in rejected:  # (a file too large, say: the others went on)
+            report.errors.append(FileError(item.file, item.code, item.message))
         while True:  # its files are worked by the server's consumers, as an upload's are
             seen = self.state.jobs.get(job.id)
             if seen is None or seen.finished:

@@ -226,11 +226,20 @@ class Settings(BaseSettings):
         "(a client key must not make it index any folder on its disk); empty: no folder "
         "sources through the API (nothing is open by default)",
     )
+    sync_buckets: str = Field(
+        default="",
+        description="comma-separated s3://BUCKET[/PREFIX] the server's named sources may "
+        "read with its own credentials; empty: no bucket sources through the API",
+    )
     job_retention_h: float = Field(
         default=168,
         gt=0,
         description="hours an ended job's record is kept (its documents and originals stay)",
     )
+
+    @property
+    def sync_bucket_list(self) -> list[str]:
+        return [b.strip().rstrip("/") + "/" for b in self.sync_buckets.split(",") if b.strip()]
 
     @property
     def sync_root_paths(self) -> list[Path]:

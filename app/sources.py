@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from app.schemas import COLLECTION_PATTERN
@@ -64,6 +66,7 @@ class Source:
     last_report: dict[str, Any] | None = None
     last_error: dict[str, str] | None = None
     running: bool = False
+    runs: int = 0  # runs started, ever: a run asked for is done once this passes its number
 
     def due(self, now: float) -> bool:
         if not self.every_s or self.running:
@@ -142,9 +145,17 @@ class SourceRegistry:
 
     def _write(self, source: Source) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fresh = self._path(source.name).with_suffix(".tmp")
-        fresh.write_text(json.dumps(source.to_dict(), ensure_ascii=False), encoding="utf-8")
-        os.replace(fresh, self._path(source.name))
+        replace_file(self._path(source.name), json.dumps(source.to_dict(), ensure_ascii=False))
+
+
+def replace_file(path: Path, text: str) -> None:
+    """`path` replaced atomically by `text` (through a temporary name of its own: processes
+    writing side by side never rename each other's)."""
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as fresh:
+        fresh.write(text)
+    os.replace(fresh.name, path)
 
 
 class SourceIn(BaseModel):
@@ -181,20 +192,47 @@ def source_spec(spec: dict[str, Any]) -> SourceIn:
         raise InvalidInputError(f"{where}: {first['msg']}", detail={"field": where}) from exc
 
 
-def new_source(body: SourceIn, collection: str, roots: list[Path] | None) -> Source:
-    """The source `body` asks for; a folder must lie under one of `roots` (None: any, for
-    a source run by its own user, not by a server on a client's behalf)."""
-    location = body.s3 or ""
-    if body.folder is not None:
-        path = Path(body.folder).expanduser().resolve()
-        if roots is not None and not any(path == r or r in path.parents for r in roots):
-            said = ", ".join(map(str, roots)) or "none"
+@dataclass(frozen=True)
+class Allowed:
+    """What a server may read on a client's behalf (QUARRY_SYNC_ROOTS, QUARRY_SYNC_BUCKETS):
+    a client key must not make it index any folder of its disk or any bucket its own
+    credentials reach, nor send requests to an endpoint of the client's choosing."""
+
+    roots: list[Path]
+    buckets: list[str]  # s3://BUCKET/PREFIX/ prefixes
+
+    def check(self, location: str, endpoint: str) -> None:
+        if location.startswith("s3://"):
+            address = location.rstrip("/") + "/"
+            if endpoint:
+                raise InvalidInputError(
+                    "endpoint: a server's sources use its own S3 endpoint (AWS_ENDPOINT_URL)",
+                    detail={"field": "endpoint"},
+                )
+            if not any(address.startswith(b) for b in self.buckets):
+                said = ", ".join(self.buckets) or "none"
+                raise InvalidInputError(
+                    f"s3: {location} is not under the buckets this server may read "
+                    f"(QUARRY_SYNC_BUCKETS: {said})",
+                    detail={"field": "s3"},
+                )
+            return
+        path = Path(location).expanduser().resolve()
+        if not any(path == r or r in path.parents for r in self.roots):
+            said = ", ".join(map(str, self.roots)) or "none"
             raise InvalidInputError(
                 f"folder: {path} is not under the folders this server may read "
                 f"(QUARRY_SYNC_ROOTS: {said})",
                 detail={"field": "folder"},
             )
-        location = str(path)
+
+
+def new_source(body: SourceIn, collection: str, allowed: Allowed | None) -> Source:
+    """The source `body` asks for, within what `allowed` says a server may read (None:
+    anything, for a source run by its own user, not by a server on a client's behalf)."""
+    location = body.s3 or str(Path(body.folder or "").expanduser().resolve())
+    if allowed is not None:
+        allowed.check(location, body.endpoint)
     return Source(
         name=body.name,
         location=location,
@@ -206,12 +244,34 @@ def new_source(body: SourceIn, collection: str, roots: list[Path] | None) -> Sou
     )
 
 
-def run_source(quarry: SyncTarget, registry: SourceRegistry, name: str, stamps_dir: Path) -> Source:
-    """One sync run of source `name`, its outcome recorded; returns the source after it."""
-    source = registry.update(name, running=True, last_started=time.time())
+def run_source(
+    quarry: SyncTarget,
+    registry: SourceRegistry,
+    name: str,
+    stamps_dir: Path,
+    allowed: Allowed | None = None,
+) -> Source:
+    """One sync run of source `name`, its outcome recorded; returns the source after it.
+    One run of a source at a time, across processes sharing the data dir (a file lock):
+    a run asked for while another goes on waits for it."""
+    with FileLock(str(registry.folder / f"{name}.run.lock")):
+        return _run(quarry, registry, name, stamps_dir, allowed)
+
+
+def _run(
+    quarry: SyncTarget,
+    registry: SourceRegistry,
+    name: str,
+    stamps_dir: Path,
+    allowed: Allowed | None,
+) -> Source:
+    before = registry.get(name)
+    source = registry.update(name, running=True, last_started=time.time(), runs=before.runs + 1)
     report: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     try:
+        if allowed is not None:  # what the server may read now (its settings may have changed)
+            allowed.check(source.location, source.endpoint)
         done = sync_source(
             quarry,
             open_source(source.location, source.endpoint or None),
@@ -239,29 +299,43 @@ class SourceRunner:
     source at a time; a run left `running` by a server that died is run again."""
 
     def __init__(
-        self, registry: SourceRegistry, target: SyncTarget, stamps_dir: Path, tick_s: float = 5
+        self,
+        registry: SourceRegistry,
+        target: SyncTarget,
+        stamps_dir: Path,
+        allowed: Allowed | None = None,
+        tick_s: float = 5,
     ) -> None:
         self.registry = registry
         self.target = target
         self.stamps_dir = stamps_dir
+        self.allowed = allowed
         self.tick_s = tick_s
         self._running: set[str] = set()
+        self._again: set[str] = set()  # asked for while a run went on: one more after it
         self._lock = threading.Lock()
 
-    def sync_now(self, name: str) -> Source:
-        """Start a run of `name` (unless one is going on); returns the source as it stands."""
+    def sync_now(self, name: str) -> tuple[Source, int]:
+        """Start a run of `name` (or, while one goes on, one more after it); returns the
+        source as it stands and the number its `runs` reaches once that run has started."""
         source = self.registry.get(name)
         with self._lock:
             if name in self._running:
-                return source
+                self._again.add(name)
+                return source, source.runs + 1  # the next run to start (at most this one's)
             self._running.add(name)
         # A daemon: a server stopping does not wait on a run (the next one converges).
         threading.Thread(target=self._run, args=(name,), name=f"source-{name}", daemon=True).start()
-        return source
+        return source, source.runs + 1
 
     def _run(self, name: str) -> None:
         try:
-            run_source(self.target, self.registry, name, self.stamps_dir)
+            while True:
+                run_source(self.target, self.registry, name, self.stamps_dir, self.allowed)
+                with self._lock:
+                    if name not in self._again:
+                        return
+                    self._again.discard(name)
         except NotFoundError:  # removed while it waited
             pass
         finally:

@@ -20,7 +20,7 @@ from app.resources import Resources
 from app.service import delete_document, require_collection
 from app.service_served import ServedQuarry
 from app.settings import Settings
-from app.sources import SourceRegistry, SourceRunner
+from app.sources import Allowed, SourceRegistry, SourceRunner
 from app.supervisor import WorkerSupervisor
 from app.worker import InProcessWorker
 from embedding.balancer import ServerSnapshot, ServerState
@@ -177,6 +177,7 @@ class QuarryState:
             SourceRegistry(s.data_dir / "sources"),
             ServedQuarry(self, asyncio.get_running_loop()),
             s.data_dir / "sync",
+            Allowed(s.sync_root_paths, s.sync_bucket_list),
         )
         self._schedule = asyncio.create_task(self._run_schedule(), name="source-schedule")
         await asyncio.to_thread(self._start_workers, redis_url)

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class Stamps:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = self.path.with_suffix(".tmp")
+        fresh = self.path.parent / f".{self.path.name}.{os.getpid()}.{threading.get_ident()}"
         fresh.write_text(json.dumps({"source": root, "files": current}), encoding="utf-8")
         os.replace(fresh, self.path)
 

@@ -71,6 +71,8 @@ class FolderSource:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(n for n in names if not n.startswith(".")):
                 path = Path(top) / name
+                if path.is_symlink() and not path.resolve().is_relative_to(self.folder):
+                    continue  # a link out of the folder: not this folder's to give
                 if path.is_file():
                     info = path.stat()
                     key = unicodedata.normalize("NFC", path.relative_to(self.folder).as_posix())
@@ -129,7 +131,10 @@ class S3Source:
         return found
 
     def fetch(self, key: str, into: Path) -> Path:
-        target = into / key
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts):  # `a//b`, `/etc/x`, `../x`
+            raise OSError("its name is not a safe relative path; it is not downloaded")
+        target = into.joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client.download_file(self.bucket, self.prefix + key, str(target))

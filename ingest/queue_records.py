@@ -95,6 +95,15 @@ def queued_again(queue: RedisQueue, job: Job, error: str) -> Callable[[Pipeline]
     return change
 
 
+def _off_the_list(queue: RedisQueue, job_id: str, job: Job | None) -> Callable[[Pipeline], Any]:
+    def change(pipe: Pipeline) -> None:
+        pipe.lrem(queue.namespace("active"), 1, job_id)
+        if job is None:  # (an ended record is no longer in `incomplete`)
+            pipe.zrem(queue.namespace("incomplete"), job_id)
+
+    return change
+
+
 async def sweep(queue: RedisQueue, lock: int, error: str) -> list[str]:
     """SAQ's sweep as compare-and-sets: each record in the active list that is not running
     (its worker silent past its heartbeat, or never marked active) goes back to the queue,
@@ -109,11 +118,9 @@ async def sweep(queue: RedisQueue, lock: int, error: str) -> list[str]:
     for raw_id, seen in found or []:
         job_id = raw_id.decode("utf-8")
         job = queue.deserialize(seen) if seen else None
-        if job is None or job.status in TERMINAL_STATUSES:
-            await redis.lrem(queue.namespace("active"), 0, job_id)
-            if job is None:
-                await redis.zrem(queue.namespace("incomplete"), job_id)
-            swept.append(job_id)
+        if job is None or job.status in TERMINAL_STATUSES:  # not running: off the list,
+            if await if_unchanged(queue, job_id, seen, _off_the_list(queue, job_id, job)):
+                swept.append(job_id)  # unless a fresh record took its place meanwhile
             continue
         if job.status == Status.ACTIVE and not job.stuck:
             continue

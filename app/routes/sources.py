@@ -9,10 +9,15 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import State
 from app.schemas import COMMON_ERRORS, error_responses
-from app.sources import SOURCE_NAME, SourceIn, SourceRunner, new_source
+from app.sources import SOURCE_NAME, Allowed, SourceIn, SourceRunner, new_source
 
 router = APIRouter(prefix="/v1", tags=["sources"], responses=COMMON_ERRORS)
 NamePath = Annotated[str, Path(pattern=SOURCE_NAME.pattern)]
+
+
+def allowed(state: State) -> Allowed:
+    s = state.settings
+    return Allowed(s.sync_root_paths, s.sync_bucket_list)
 
 
 def _runner(state: State) -> SourceRunner:
@@ -31,7 +36,7 @@ async def list_sources(state: State) -> dict[str, Any]:
 @router.post("/sources", status_code=201, responses=error_responses(422))
 async def add_source(state: State, body: SourceIn) -> dict[str, Any]:
     """Follow a source (its first sync starts at once when it has a schedule)."""
-    source = new_source(body, state.settings.collection, state.settings.sync_root_paths)
+    source = new_source(body, state.settings.collection, allowed(state))
     added = await run_in_threadpool(_runner(state).registry.add, source)
     return added.to_dict()
 
@@ -51,5 +56,5 @@ async def remove_source(state: State, name: NamePath) -> dict[str, Any]:
 @router.post("/sources/{name}/sync", status_code=202, responses=error_responses(404))
 async def sync_source_now(state: State, name: NamePath) -> dict[str, Any]:
     """Start a run now (or say the one going on); poll the source for its outcome."""
-    source = await run_in_threadpool(_runner(state).sync_now, name)
-    return source.to_dict() | {"running": True}
+    source, run = await run_in_threadpool(_runner(state).sync_now, name)
+    return source.to_dict() | {"running": True, "run": run}

@@ -67,6 +67,13 @@ def test_a_scheduled_source_is_synced_by_the_server_and_shown_everywhere(
         )
         assert outside.status_code == 422 and "QUARRY_SYNC_ROOTS" in outside.text
         assert outside.json()["error"]["detail"]["field"] == "folder"
+        for body, field in (  # nor any bucket its credentials reach, nor any endpoint
+            ({"name": "b", "s3": "s3://payroll/2026"}, "s3"),
+            ({"name": "b", "s3": "s3://payroll", "endpoint": "http://169.254.169.254"}, "endpoint"),
+        ):
+            refused = httpx.post(f"{server.url}/v1/sources", json=body, timeout=30)
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["detail"]["field"] == field
 
         code, added = _cli(
             env, "sources", "add", "notes", "--folder", str(notes), "--every", "10s",

@@ -116,7 +116,15 @@ def test_a_bucket_is_followed_and_unchanged_objects_are_never_downloaded(
 def test_an_empty_listing_deletes_nothing_and_a_dead_endpoint_changes_nothing(
     s3: str, bucket: Any
 ) -> None:
-    assert sync(s3)[0] == 0
+    # An object whose name would land outside the download folder is refused, not fetched
+    bucket.put_object(Bucket="notes", Key="team//tmp/escaped.txt", Body=b"Not here.")
+    code, first = sync(s3)
+    assert code == 0
+    assert [(e["file"], e["code"]) for e in first["ingest"]["errors"]] == [
+        ("/tmp/escaped.txt", "unreadable")
+    ]
+    assert not Path("/tmp/escaped.txt").exists()
+    bucket.delete_object(Bucket="notes", Key="team//tmp/escaped.txt")
     before = stored()
     for key in ("team/owls.md", "team/drinks/coffee.txt", "team/tea.txt", "team/water.txt"):
         bucket.delete_object(Bucket="notes", Key=key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import Any
 
@@ -41,7 +42,8 @@ if listed is not None:
             left, right = st.columns([4, 1])
             every = f"every {source['every_s']} s" if source["every_s"] else "when asked"
             left.markdown(f"**{source['name']}** → `{source['collection']}` · {every}")
-            left.caption(f"{source['location']} · last sync: {when(source['last_finished'])}")
+            where = re.sub(r"([\\`*_\[\]<>#|~$])", r"\\\1", source["location"])  # as written
+            left.caption(f"{where} · last sync: {when(source['last_finished'])}")
             shown = outcome(source)
             if source.get("last_error"):
                 left.warning(shown)
