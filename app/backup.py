@@ -28,6 +28,7 @@ from typing import Any
 from app.settings import Settings
 from embedding.errors import InvalidInputError
 from retrieval.edge_store import EdgeStore
+from retrieval.file_copy import copy_with_holes
 from retrieval.protocol import VectorStore
 
 FORMAT = 1
@@ -148,7 +149,7 @@ def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, 
     staging.mkdir()
     for part in (STORE, *PARTS):
         if (folder / part).is_dir():
-            shutil.copytree(folder / part, staging / part)
+            shutil.copytree(folder / part, staging / part, copy_function=copy_with_holes)
         elif (folder / part).is_file():
             shutil.copy2(folder / part, staging / part)
     for part in (STORE, *PARTS):  # each part swapped in whole

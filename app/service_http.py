@@ -221,7 +221,7 @@ class HttpQuarry:
         with tempfile.TemporaryFile() as spool:
             call(self.client.backup, spool)
             spool.seek(0)
-            with tarfile.open(fileobj=spool, mode="r|") as archive:
+            with tarfile.open(fileobj=spool, mode="r|gz") as archive:
                 archive.extractall(dest, filter="data")
         problems = verify(dest)
         if problems:

@@ -26,6 +26,7 @@ from retrieval.document_pages import (
     window,
 )
 from retrieval.errors import NotFoundError, StoreFullError, StoreUnavailableError, disk_full
+from retrieval.file_copy import copy_with_holes
 from retrieval.group_commit import GroupCommit
 from retrieval.models import (
     DENSE,
@@ -469,7 +470,9 @@ class EdgeStore:
                 self._idle.wait()
             shard.flush()
             leftovers = shutil.ignore_patterns("shard.old", "shard.new")  # a dead backfill's
-            shutil.copytree(self._dir(collection), dest, ignore=leftovers)
+            shutil.copytree(
+                self._dir(collection), dest, ignore=leftovers, copy_function=copy_with_holes
+            )
 
     def head(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         """A document's first chunk's payload (its source, version and chunk count)."""
