@@ -138,3 +138,43 @@ def test_an_empty_listing_deletes_nothing_and_a_dead_endpoint_changes_nothing(
 
     code, forced = sync(s3, "s3://notes/team", "--force-delete")
     assert code == 0 and len(forced["deleted"]) == 4 and stored() == {}
+
+
+def test_a_backup_goes_to_a_bucket_and_restores_from_it(
+    s3: str, tmp_path: Path, minilm_path: str, redis_process: Any
+) -> None:
+    from ..servers import quarry_env
+    from .test_backup import TEXTS, quarry
+
+    boto3.client("s3", endpoint_url=s3).create_bucket(Bucket="backups")
+    env = quarry_env(tmp_path / "data", minilm_path, redis_process.url) | {
+        "AWS_ACCESS_KEY_ID": "quarry-test",
+        "AWS_SECRET_ACCESS_KEY": "quarry-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3,
+    }
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i, text in enumerate(TEXTS[:3]):
+        (notes / f"t{i}.txt").write_text(text)
+    assert quarry(env, "ingest", str(notes))[0] == 0
+    code, out = quarry(env, "backup", "s3://backups/nightly/1", "--json")
+    assert code == 0, out
+    code, out = quarry(env, "backup", "s3://backups/nightly/1")
+    assert code == 1 and "holds a backup already" in out
+    code, out = quarry(env, "backup", "--verify", "s3://backups/nightly/1")
+    assert code == 0 and "every file matches" in out, out
+
+    fresh = env | {"QUARRY_DATA_DIR": str(tmp_path / "fresh")}
+    code, out = quarry(fresh, "restore", "s3://backups/nightly/1")
+    assert code == 0, out
+    listed = {
+        name: [
+            (d["source"], d["doc_id"], d["chunks"])
+            for d in json.loads(quarry(e, "docs", "list", "--json")[1])
+        ]
+        for name, e in (("original", env), ("restored", fresh))
+    }
+    assert listed["restored"] == listed["original"] and len(listed["original"]) == 3
+    code, out = quarry(fresh, "restore", "s3://backups/nothing-here", "--force")
+    assert code == 1 and "not a complete backup" in out
