@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 from app.settings import Settings
 from embedding.errors import InvalidInputError
 from retrieval.edge_store import EdgeStore
+from retrieval.errors import NotFoundError
 from retrieval.file_copy import copy_with_holes
 from retrieval.protocol import VectorStore
 
@@ -36,6 +38,7 @@ MANIFEST = "manifest.json"
 # The parts of a data dir a backup holds, by their folder or file name in it.
 PARTS = ("originals", "failures", "sources", "sync", "source-versions")
 STORE = "qdrant"
+JOBS = "jobs"  # not kept: work in flight is not acknowledged data
 
 
 def take(store: VectorStore, settings: Settings, dest: Path) -> dict[str, Any]:
@@ -53,9 +56,13 @@ def take(store: VectorStore, settings: Settings, dest: Path) -> dict[str, Any]:
             detail={"field": "dest"},
         )
     dest.mkdir(parents=True, exist_ok=True)
-    collections = store.collections()
-    for name in collections:
-        store.snapshot(name, dest / STORE / name)
+    collections = []
+    for name in store.collections():
+        try:
+            store.snapshot(name, dest / STORE / name)
+            collections.append(name)
+        except NotFoundError:  # dropped while the backup ran
+            continue
     copied = EdgeStore(dest / STORE)
     try:
         pruned = {name: tidy(copied, name) for name in collections}
@@ -136,7 +143,7 @@ def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, 
             detail={"problems": problems},
         )
     data = settings.data_dir
-    held = [p for p in (STORE, *PARTS) if (data / p).exists() and _holds_data(data / p)]
+    held = [p for p in (STORE, *PARTS, JOBS) if (data / p).exists() and _holds_data(data / p)]
     if held and not force:
         raise InvalidInputError(
             f"{data} holds data already ({', '.join(held)}); restore into an empty data dir, "
@@ -144,21 +151,25 @@ def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, 
             detail={"field": "data_dir", "holds": held},
         )
     data.mkdir(parents=True, exist_ok=True)
-    staging = data / f".restoring-{int(time.time())}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    for left in data.glob(".restoring-*"):  # a restore killed before it ended
+        shutil.rmtree(left, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".restoring-", dir=data))
     for part in (STORE, *PARTS):
         if (folder / part).is_dir():
             shutil.copytree(folder / part, staging / part, copy_function=copy_with_holes)
         elif (folder / part).is_file():
             shutil.copy2(folder / part, staging / part)
-    for part in (STORE, *PARTS):  # each part swapped in whole
+    # The data dir becomes the backup's, part by part, each swapped whole: the old part is
+    # moved aside first, then the new one in, then the old one removed. A part the backup
+    # lacks goes too, and so does the old job state (its files would run into the restored
+    # collections); the embedding cache stays (it is keyed by the model's recipe).
+    retired = staging / ".old"
+    retired.mkdir()
+    for part in (STORE, *PARTS, JOBS):
+        target = data / part
+        if target.exists():
+            target.rename(retired / part)
         if (staging / part).exists():
-            target = data / part
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
             (staging / part).rename(target)
     shutil.rmtree(staging, ignore_errors=True)
     manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -172,7 +183,7 @@ def _holds_data(path: Path) -> bool:
 def _checksums(folder: Path) -> dict[str, list[Any]]:
     found = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
+        if path.is_file() and path != folder / MANIFEST:
             digest = hashlib.sha256()
             with path.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):

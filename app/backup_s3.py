@@ -35,16 +35,14 @@ def upload(folder: Path, url: str, endpoint: str | None = None) -> int:
     files uploaded.
 
     Raises:
-        InvalidInputError: the prefix holds a backup already, or the upload failed.
+        InvalidInputError: the prefix is not empty, or the upload failed.
     """
     client, bucket, prefix = _where(url, endpoint)
     try:
-        found = client.list_objects_v2(Bucket=bucket, Prefix=prefix + MANIFEST, MaxKeys=1)
+        found = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         if found.get("KeyCount"):
-            raise InvalidInputError(
-                f"{url}: holds a backup already (a backup goes to a new prefix)"
-            )
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+            raise InvalidInputError(f"{url}: is not empty (a backup goes to a new prefix)")
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / MANIFEST)
         for path in [*files, folder / MANIFEST]:
             client.upload_file(str(path), bucket, prefix + path.relative_to(folder).as_posix())
     except InvalidInputError:
@@ -68,6 +66,8 @@ def download(url: str, folder: Path, endpoint: str | None = None) -> None:
         if prefix + MANIFEST not in keys:
             raise InvalidInputError(f"{url}: no {MANIFEST}: not a complete backup")
         for key in keys:
+            if key == prefix or key.endswith("/"):  # a console's "folder" marker
+                continue
             parts = key[len(prefix) :].split("/")
             if any(part in ("", ".", "..") for part in parts):
                 raise InvalidInputError(f"{url}: an object name is not a safe path: {key!r}")

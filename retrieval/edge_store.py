@@ -465,14 +465,24 @@ class EdgeStore:
         holding the store's lock once every write in flight has been flushed, so the copy
         holds each write whole or not at all."""
         with self._lock:
-            shard = self._shard(collection)
-            while self._busy.get(id(shard)):  # (the wait gives the lock up meanwhile)
-                self._idle.wait()
-            shard.flush()
-            leftovers = shutil.ignore_patterns("shard.old", "shard.new")  # a dead backfill's
-            shutil.copytree(
-                self._dir(collection), dest, ignore=leftovers, copy_function=copy_with_holes
-            )
+            self._shard(collection)  # (NotFoundError for no such collection)
+            self._swapping.add(collection)  # new reads and writes wait for the copy
+            try:
+                while True:  # those in flight finish (the wait gives the lock up meanwhile)
+                    shard = self._shards.get(collection)
+                    if shard is None:  # dropped meanwhile
+                        raise NotFoundError(f"collection {collection!r} does not exist")
+                    if not self._busy.get(id(shard)):
+                        break
+                    self._idle.wait()
+                shard.flush()
+                leftovers = shutil.ignore_patterns("shard.old", "shard.new")  # a dead backfill's
+                shutil.copytree(
+                    self._dir(collection), dest, ignore=leftovers, copy_function=copy_with_holes
+                )
+            finally:
+                self._swapping.discard(collection)
+                self._idle.notify_all()
 
     def head(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         """A document's first chunk's payload (its source, version and chunk count)."""

@@ -31,6 +31,7 @@ def encode_record(record: ChunkRecord) -> dict[str, Any]:
         "vector": base64.b64encode(vector.tobytes()).decode("ascii"),
         "payload": record.payload,
         "sparse": None if sparse is None else [list(sparse.indices), list(sparse.values)],
+        "scheme": record.scheme,
     }
 
 

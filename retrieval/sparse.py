@@ -107,6 +107,6 @@ def encoder(scheme: str) -> Bm25Encoder:
     """The shared encoder of `scheme` (thread-safe).
 
     Raises:
-        ValueError: an unknown scheme.
+        UnknownSchemeError: a scheme this version does not know.
     """
     return Bm25Encoder(scheme)

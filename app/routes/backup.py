@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -39,6 +40,9 @@ async def take_backup(state: State) -> FileResponse:
     DEST` unpacks and verifies it."""
     room = state.settings.data_dir / ".backups"  # beside the data: the same disk
     room.mkdir(parents=True, exist_ok=True)
+    for left in room.iterdir():  # one whose client went away before it was cleaned up
+        if time.time() - left.stat().st_mtime > 3600:
+            shutil.rmtree(left, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(dir=room))
     try:
         archive = await run_in_threadpool(_archive, state, folder)

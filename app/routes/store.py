@@ -38,6 +38,7 @@ class PointIn(_Body):
     vector: str = Field(description="float32 little-endian, base64")
     payload: dict[str, Any]
     sparse: tuple[list[int], list[float]] | None = None
+    scheme: str = Field(default="", max_length=200, description="the BM25 scheme of `sparse`")
 
     def record(self) -> ChunkRecord:
         try:
@@ -53,7 +54,7 @@ class PointIn(_Body):
                 raise InvalidInputError("sparse: indices and values differ in length")
             sparse = SparseVec(tuple(indices), tuple(values))
         vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-        return ChunkRecord(self.id, vector, dict(self.payload), sparse)
+        return ChunkRecord(self.id, vector, dict(self.payload), sparse, self.scheme)
 
 
 class PruneIn(_Body):

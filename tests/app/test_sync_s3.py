@@ -161,7 +161,7 @@ def test_a_backup_goes_to_a_bucket_and_restores_from_it(
     code, out = quarry(env, "backup", "s3://backups/nightly/1", "--json")
     assert code == 0, out
     code, out = quarry(env, "backup", "s3://backups/nightly/1")
-    assert code == 1 and "holds a backup already" in out
+    assert code == 1 and "is not empty" in out
     code, out = quarry(env, "backup", "--verify", "s3://backups/nightly/1")
     assert code == 0 and "every file matches" in out, out
 
