@@ -17,6 +17,7 @@ from app.schemas import Hit, SearchResponse
 from ingest.models import FileError, IngestReport
 from ingest.originals import Originals
 from ingest.pipeline import IngestObserver
+from ingest.uploads import UploadRejected
 from retrieval.errors import NotFoundError
 from retrieval.protocol import VectorStore
 from retrieval.search import SearchResult
@@ -86,6 +87,17 @@ class Quarry(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def refused_upload(
+    exc: UploadRejected, report: IngestReport, observer: IngestObserver
+) -> IngestReport:
+    """An upload none of whose files could be accepted: each one's reason, counted."""
+    for item in (exc.detail or {}).get("rejected", []):
+        error = FileError(item["file"], item["code"], item["message"])
+        report.errors.append(error)
+        observer.file_done(error.file, "failed", 0, error)
+    return report
 
 
 def tally(report: IngestReport, status: str, stored: int, error: FileError | None) -> None:

@@ -21,7 +21,13 @@ from typing import Any
 from app import backup
 from app.resources import Resources
 from app.schemas import CollectionOut, DocumentOut
-from app.service import delete_document, require_collection, search_answer, tally
+from app.service import (
+    delete_document,
+    refused_upload,
+    require_collection,
+    search_answer,
+    tally,
+)
 from app.sources import SourceRegistry, new_source, run_source, source_spec
 from embedding.coalescing import CoalescingEmbedder
 from embedding.errors import QuarryError
@@ -115,11 +121,7 @@ class LocalQuarry:
                     free_floor_bytes=s.min_free_mb * 1_000_000,
                 )
         except UploadRejected as exc:
-            for item in (exc.detail or {}).get("rejected", []):
-                error = FileError(item["file"], item["code"], item["message"])
-                report.errors.append(error)
-                observer.file_done(error.file, "failed", 0, error)
-            return report
+            return refused_upload(exc, report, observer)
         for item in rejected:
             error = FileError(item.file, item.code, item.message)
             observer.file_done(item.file, "failed", 0, error)

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.schemas import DocumentOut
+from app.service import refused_upload
 from app.service_local import report_of
-from ingest.models import FileError, IngestReport
+from ingest.models import IngestReport
 from ingest.pipeline import IngestObserver
 from ingest.uploads import UploadRejected
 
@@ -58,13 +59,9 @@ class ServedQuarry:
                 upload = self.state.jobs.upload(
                     collection, metadata, int(s.max_file_mb * 1e6), list(handles), force=force
                 )
-                job, rejected = asyncio.run_coroutine_threadsafe(upload, self.loop).result()
+                job, _ = asyncio.run_coroutine_threadsafe(upload, self.loop).result()
         except UploadRejected as exc:
-            for item in (exc.detail or {}).get("rejected", []):
-                report.errors.append(FileError(item["file"], item["code"], item["message"]))
-            return report
-        for item in rejected:  # (a file too large, say: the others went on)
-            report.errors.append(FileError(item.file, item.code, item.message))
+            return refused_upload(exc, report, observer)
         while True:  # its files are worked by the server's consumers, as an upload's are
             seen = self.state.jobs.get(job.id)
             if seen is None or seen.finished:

@@ -354,7 +354,3 @@ class SourceRunner:
     def tick(self) -> None:
         for name in self.due(time.time()):
             self.sync_now(name)
-
-    def busy(self) -> bool:
-        with self._lock:
-            return bool(self._running)

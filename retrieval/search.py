@@ -15,7 +15,7 @@ from embedding.protocol import Embedder
 from embedding.rerankers import Reranker
 from retrieval.models import DenseVectors, SearchHit, SearchMode, SearchPlan
 from retrieval.protocol import Filters, VectorStore
-from retrieval.sparse import BM25_SCHEME, SCHEMES, Bm25Encoder, SparseVec
+from retrieval.sparse import BM25_SCHEME, SCHEMES, SparseVec, encoder
 
 MAX_TOP_K = 1000
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
@@ -63,7 +63,7 @@ class SearchService:
         self.defaults = defaults if self.has_sparse else replace(defaults, mode="dense")
         self._reranker = reranker
         self.rerank_top_n = rerank_top_n
-        self._bm25 = Bm25Encoder(sparse if self.has_sparse else BM25_SCHEME)
+        self._bm25 = encoder(sparse if self.has_sparse else BM25_SCHEME)  # (shared)
 
     def plan(
         self,
