@@ -28,6 +28,7 @@ from app.cli_common import (
     quarry_for,
     reporting_errors,
 )
+from app.cli_migrate import migrate_command
 from app.cli_sources import sources_app
 from app.ownership import running_server, worker_credential
 from app.pairs import parse_pairs
@@ -50,6 +51,7 @@ app.add_typer(docs_app, name="docs")
 app.add_typer(sources_app, name="sources")
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
+app.command("migrate")(migrate_command)
 
 
 @app.command()

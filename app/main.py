@@ -19,6 +19,7 @@ from app.routes import (
     embeddings,
     health,
     jobs,
+    migrations,
     search,
     sources,
     store,
@@ -61,7 +62,17 @@ def create_app(
     )
     install_error_handlers(app)
     guarded = [Depends(bearer_scheme)]
-    everything = (documents, jobs, search, embeddings, collections, store, sources, backup)
+    everything = (
+        documents,
+        jobs,
+        search,
+        embeddings,
+        collections,
+        migrations,
+        store,
+        sources,
+        backup,
+    )
     for module in (embeddings,) if embeddings_only else everything:
         app.include_router(module.router, dependencies=guarded)
     app.include_router(health.router)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from app.model_kit import ModelKit
 from app.ownership import DataDirClaim
 from app.settings import Settings
 from embedding.balancer import RequestObserver
@@ -71,6 +72,7 @@ class Resources:
         self._lock = threading.Lock()
         self._embedded_redis: EmbeddedRedis | None = None
         self._claim = DataDirClaim(settings.data_dir)
+        self._kits: dict[tuple[str, int | None], ModelKit] = {}
         self.server_observer: RequestObserver | None = None  # set before first use
 
     @property
@@ -274,10 +276,48 @@ class Resources:
             )
         return small
 
+    def kit_at(self, location: str, dimension: int | None) -> ModelKit:
+        """The model found at `location` (a hub id or a folder), `dimension` wide (None:
+        its own width): the configured model's parts when it is that model.
+
+        Raises:
+            ModelLoadError: no such model here.
+        """
+        key = (location, dimension)
+        with self._lock:
+            kit = self._kits.get(key)
+        if kit is not None:
+            return kit
+        kit = ModelKit(self.settings, location, dimension, self.cache)
+        mine = self.model_source
+        own_width = self.settings.embedding_dim or mine.native_dimension
+        if (kit.source.model_id, kit.source.revision) == (mine.model_id, mine.revision) and (
+            dimension is None or dimension == own_width
+        ):
+            kit = ModelKit(self.settings, location, dimension, self.cache, base=self.base_embedder)
+        with self._lock:
+            return self._kits.setdefault(key, kit)
+
+    def collection_kit(
+        self, collection: str, stored: CollectionRecipe | None = None
+    ) -> ModelKit | None:
+        """The model a collection moved to another model is served with (None: the
+        configured one, whose recipe the collection must match).
+
+        Raises:
+            RecipeMismatchError: the model at the recipe's location changed since.
+        """
+        stored = stored or self.ingest_store.recipe(collection)
+        if stored is None or not stored.location:
+            return None
+        kit = self.kit_at(stored.location, stored.dimension)
+        kit.check(stored, collection)
+        return kit
+
     def check_recipe_early(self, collection: str) -> None:
         """Fail before any work when the collection was built otherwise (no model load)."""
         stored = self.ingest_store.recipe(collection)
-        if stored is None:
+        if stored is None or self.collection_kit(collection, stored) is not None:
             return
         wanted_dim = self.settings.embedding_dim or stored.dimension
         stored.check(self.recipe(dimension=wanted_dim), collection)
@@ -297,9 +337,16 @@ class Resources:
         """A pipeline into `collection`; `chunker` makes its chunker (default: a new one
         for this model's tokenizer, or whole documents)."""
         s = self.settings
+        kit = self.collection_kit(collection)
+        recipe: Callable[[], CollectionRecipe] = lambda: self.recipe(instruction)  # noqa: E731
+        if kit is not None:  # the collection's own model, not the configured one
+            sparse, small = s.sparse_vectors, s.small_dim
+            recipe = lambda: kit.recipe(instruction or "", sparse, small)  # noqa: E731
+            if not kit.is_configured:  # (a caller's embedder and chunker are the configured's)
+                embedder, chunker = kit.embedder, lambda: kit.chunker
         config = PipelineConfig(
             collection=collection,
-            recipe=lambda: self.recipe(instruction),
+            recipe=recipe,
             parse_workers=s.parse_workers,
             force=force,
             optimize=optimize,
@@ -344,11 +391,12 @@ class Resources:
         A query uses the instruction it names, else the collection's default.
         """
         stored = self.store.recipe(collection)  # read once for the whole batch
-        if stored is not None:
+        kit = self.collection_kit(collection, stored)
+        if stored is not None and kit is None:
             stored.check(self.recipe(dimension=self.settings.embedding_dim), collection)
         s = self.settings
         return SearchService(
-            self.embedder,
+            kit.embedder if kit else self.embedder,
             self.store,
             stored.instruction if stored else s.query_instruction,
             sparse=stored.sparse if stored else "",
@@ -360,7 +408,9 @@ class Resources:
             ),
             reranker=lambda: self.reranker,
             rerank_top_n=s.rerank_top_n,
-            languages=self.dense_languages,
+            languages=model_languages(kit.source.model_id, kit.source.path)
+            if kit
+            else self.dense_languages,
         )
 
     @cached_property

@@ -9,7 +9,7 @@ does; deleting a document removes its kept original either way).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,6 +81,23 @@ class Quarry(Protocol):
     def sync_named(self, name: str) -> dict[str, Any]:
         """Run source `name` once and return it, with its run's outcome."""
         ...
+
+    def migrate(
+        self,
+        collection: str,
+        spec: dict[str, Any],
+        wait: bool = True,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Move a collection to another model (`spec`: `model`, `dim`, `rollback`), or back;
+        returns the migration's state, at its end when `wait` (`progress` sees each step)."""
+        ...
+
+    def migration(self, collection: str) -> dict[str, Any]:
+        """The collection's latest migration (`app.migration_state.MigrationState`)."""
+        ...
+
+    def cancel_migration(self, collection: str) -> dict[str, Any]: ...
 
     def backup(self, dest: Path) -> dict[str, Any]:
         """A backup of the data dir in the new folder `dest` (`app.backup`); its manifest."""

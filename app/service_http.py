@@ -11,12 +11,13 @@ import json
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from app.backup import MANIFEST, verify
+from app.migration_state import ACTIVE
 from app.service import tally
 from client import ApiClient, ApiError, ClientSettings
 from embedding.errors import InvalidInputError, QuarryError
@@ -209,6 +210,28 @@ class HttpQuarry:
 
     def backfill_sparse(self, collection: str) -> int:
         return int(call(self.client.backfill_sparse, collection)["chunks_updated"])
+
+    def migrate(
+        self,
+        collection: str,
+        spec: dict[str, Any],
+        wait: bool = True,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """The server runs it (and carries on if we stop waiting); polled to its end."""
+        now = dict(call(self.client.migrate, collection, spec))
+        while wait and now["stage"] in ACTIVE:
+            if progress is not None:
+                progress(now)
+            time.sleep(0.5)
+            now = dict(call(self.client.migration, collection))
+        return now
+
+    def migration(self, collection: str) -> dict[str, Any]:
+        return dict(call(self.client.migration, collection))
+
+    def cancel_migration(self, collection: str) -> dict[str, Any]:
+        return dict(call(self.client.cancel_migration, collection))
 
     def backup(self, dest: Path) -> dict[str, Any]:
         """The server takes it; its tar stream is unpacked into `dest` and verified."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from app import backup
+from app.migrations import Migrations
 from app.resources import Resources
 from app.schemas import CollectionOut, DocumentOut
 from app.service import (
@@ -228,6 +229,32 @@ class LocalQuarry:
 
     def backfill_sparse(self, collection: str) -> int:
         return self.resources.backfill_sparse(collection)
+
+    def migrate(
+        self,
+        collection: str,
+        spec: dict[str, Any],
+        wait: bool = True,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Runs here to its end (`wait` is moot: nothing would carry on without us)."""
+        migrations = self._migrations
+        migrations.expire()
+        state = migrations.prepare(
+            collection, spec.get("model") or None, spec.get("dim"), bool(spec.get("rollback"))
+        )
+        tell = (lambda now: progress(now.to_dict())) if progress else None
+        return migrations.run_here(state, tell).to_dict()
+
+    def migration(self, collection: str) -> dict[str, Any]:
+        return self._migrations.status(collection).to_dict()
+
+    def cancel_migration(self, collection: str) -> dict[str, Any]:
+        return self._migrations.cancel(collection).to_dict()
+
+    @property
+    def _migrations(self) -> Migrations:
+        return Migrations(self.resources, self.resources.settings.migrate_keep_h * 3600)
 
     def backup(self, dest: Path) -> dict[str, Any]:
         return backup.take(self.resources.store, self.resources.settings, dest)

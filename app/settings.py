@@ -231,6 +231,17 @@ class Settings(BaseSettings):
         description="comma-separated s3://BUCKET[/PREFIX] the server's named sources may "
         "read with its own credentials; empty: no bucket sources through the API",
     )
+    model_roots: str = Field(
+        default="",
+        description="os.pathsep-separated folders from which a migration asked through the "
+        "API may load a model (a client key must not make the server load any folder); "
+        "empty: only models known by name (packaged or in the Hugging Face cache)",
+    )
+    migrate_keep_h: float = Field(
+        default=168,
+        gt=0,
+        description="hours a migrated collection's old version is kept for a rollback",
+    )
     job_retention_h: float = Field(
         default=168,
         gt=0,
@@ -240,6 +251,10 @@ class Settings(BaseSettings):
     @property
     def sync_bucket_list(self) -> list[str]:
         return [b.strip().rstrip("/") + "/" for b in self.sync_buckets.split(",") if b.strip()]
+
+    @property
+    def model_root_paths(self) -> list[Path]:
+        return [Path(p).expanduser().resolve() for p in self.model_roots.split(os.pathsep) if p]
 
     @property
     def sync_root_paths(self) -> list[Path]:

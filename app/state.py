@@ -15,6 +15,7 @@ import numpy as np
 
 from app.batcher import AdmissionGate, MicroBatcher
 from app.metrics import LiveSources, Metrics
+from app.migrations import Migrations, offers
 from app.ownership import worker_credential
 from app.resources import Resources
 from app.service import delete_document, require_collection
@@ -36,6 +37,7 @@ from ingest.originals import Originals
 from ingest.parsing import tools_report
 from ingest.uploads import stage_upload
 from retrieval.errors import NotFoundError
+from retrieval.models import CollectionRecipe
 from retrieval.search import SearchResult
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class QuarryState:
         self._reconciler: asyncio.Task[None] | None = None
         self._schedule: asyncio.Task[None] | None = None
         self.sources: SourceRunner | None = None  # the named sources it syncs on schedule
+        self.migrations: Migrations | None = None  # collections moving to another model
         self.supervisor: WorkerSupervisor | None = None
         self._in_process: InProcessWorker | None = None
         self.worker_credential: str | None = None  # for `quarry worker`s beside our store
@@ -181,6 +184,8 @@ class QuarryState:
         )
         self._schedule = asyncio.create_task(self._run_schedule(), name="source-schedule")
         await asyncio.to_thread(self._start_workers, redis_url)
+        self.migrations = Migrations(self.resources, s.migrate_keep_h * 3600)
+        await asyncio.to_thread(self.migrations.resume_all)
 
     def _start_workers(self, redis_url: str) -> None:
         """Who takes files from the queue: with the embedded store, this process (it owns
@@ -245,6 +250,8 @@ class QuarryState:
             self._reconciler.cancel()
         if self._schedule is not None:
             self._schedule.cancel()
+        if self.migrations is not None:  # paused between documents: resumed at next start
+            await asyncio.to_thread(self.migrations.close)
         await self.search_batcher.stop()
         await self.embed_batcher.stop()
         if self._jobs is not None:
@@ -257,6 +264,8 @@ class QuarryState:
         while True:
             try:
                 await asyncio.to_thread(self.sources.tick)
+                if self.migrations is not None:
+                    await asyncio.to_thread(self.migrations.expire)
             except Exception:  # a source's file unreadable, say: the next tick tries again
                 log.exception("the sources' schedule failed a tick")
             await asyncio.sleep(self.sources.tick_s)
@@ -317,6 +326,23 @@ class QuarryState:
         return self.resources.embedder.stats if built else CacheStats()
 
     def _search_batch(self, key: SearchKey, queries: list[str]) -> list[SearchResult]:
+        """Search with the collection's model; a search that met a migration's swap (the
+        recipe moved on while it ran) is run again on the new vectors, never answered from
+        a mix or failed."""
+        store = self.resources.store
+        for _ in range(3):
+            before = store.recipe(key.collection)
+            try:
+                found = self._search_once(key, queries)
+            except Exception:
+                if _moved(before, store.recipe(key.collection)):
+                    continue
+                raise
+            if not _moved(before, store.recipe(key.collection)):
+                return found
+        return self._search_once(key, queries)
+
+    def _search_once(self, key: SearchKey, queries: list[str]) -> list[SearchResult]:
         collection = key.collection
         require_collection(self.resources.store, collection)
         service = self.resources.search_service(collection)
@@ -368,6 +394,11 @@ class QuarryState:
             }
         checks["queue"] = self._queue_check()
         checks["disk"] = self._disk_check()
+        if checks["model"]["ok"] and checks["store"]["ok"]:
+            source = self.resources.model_source
+            where = self.settings.embedding_model or source.model_id
+            found = offers(self.resources.store, source.model_id, where)
+            checks["migrations"] = {"ok": True, "offer": found}
         if not (checks["model"]["ok"] and checks["store"]["ok"]):
             return Readiness("not_ready", checks)
         # The queue shares the cache's Redis: the cache check already degrades for it.
@@ -434,3 +465,8 @@ class QuarryState:
             names = "; ".join(f"{s.url}: {s.reason}" for s in out)
             check["reason"] = f"{len(out)} of {len(servers)} embedding servers out: {names}"
         return check
+
+
+def _moved(before: CollectionRecipe | None, after: CollectionRecipe | None) -> bool:
+    """Whether the collection's vectors changed model between two reads (a swap)."""
+    return before is not None and after is not None and before.vectors_key != after.vectors_key

@@ -186,6 +186,20 @@ class ApiClient:
         result: dict[str, Any] = self._call("POST", f"/v1/collections/{collection}/sparse")
         return result
 
+    def migrate(self, collection: str, spec: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/collections/{collection}/migrate", json=spec
+        )
+        return result
+
+    def migration(self, collection: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/collections/{collection}/migration")
+        return result
+
+    def cancel_migration(self, collection: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/collections/{collection}/migration")
+        return result
+
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/stats")
         return result

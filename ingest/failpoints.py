@@ -25,6 +25,9 @@ POINTS = (
     "handoff_requeue",  # its stale queue record is ended, the new one not yet written
     "sync_before_delete",  # a sync run has ingested, not yet deleted the files gone
     "sync_between_deletes",  # a sync run has deleted one gone file's documents
+    "migrate_document",  # a migration has moved one document into the new collection
+    "migrate_before_swap",  # a migration has built the new collection, not swapped it in
+    "migrate_after_swap",  # the new collection is live; the catch-up not yet run
 )
 KILL = -1.0
 

@@ -372,7 +372,8 @@ class IngestPipeline:
             for d, count in sorted(Counter(owners[start : start + step]).items()):
                 done[d] += count
                 self.observer.file_stage(docs[d].source.name, "embedded", done[d])
-        self.store.ensure_collection(self.config.collection, self.config.recipe())
+        wanted = self.config.recipe()
+        self.store.ensure_collection(self.config.collection, wanted)
         stored = self.store.recipe(self.config.collection)
         # BM25 weights only where the collection has a sparse vector (older ones do not).
         sparse = stored.sparse if stored else ""
@@ -398,6 +399,10 @@ class IngestPipeline:
                     **doc.doc_fields,
                 }
                 id_ = chunk_id(doc.doc_id, chunk.index)
-                records.append(ChunkRecord(id_, vectors[row], payload, weights[row], sparse))
+                records.append(
+                    ChunkRecord(
+                        id_, vectors[row], payload, weights[row], sparse, wanted.vectors_key
+                    )
+                )
                 row += 1
         return _Batch(records, docs)

@@ -38,7 +38,9 @@ from retrieval.models import (
     DocumentInfo,
     SearchHit,
     SearchPlan,
+    check_vectors,
     chunk_id,
+    is_side,
     payload_key,
     weighed_for,
 )
@@ -55,6 +57,7 @@ from retrieval.query_plan import (
 from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_FILE = "recipe.json"
+_SWAP_SUFFIX = ".swap.json"  # root/<name>.swap.json: a swap under way
 
 
 def _filter(filters: Filters | None) -> qe.Filter | None:
@@ -159,6 +162,8 @@ class EdgeStore:
         self._busy: dict[int, int] = {}  # id(shard) -> reads and writes using it right now
         self._commits: dict[int, GroupCommit] = {}  # id(shard) -> its flushes
         self._swapping: set[str] = set()  # collections whose rebuilt shard is being swapped in
+        self._held: set[str] = set()  # collections whose writes wait (a migration's last step)
+        self.finish_swaps()
 
     @contextmanager
     def _reading(self, collection: str) -> Iterator[qe.EdgeShard]:
@@ -184,6 +189,8 @@ class EdgeStore:
         shard and return once it is on disk: the flush is shared with the writers waiting
         meanwhile (group commit)."""
         with self._lock:
+            while collection in self._held:
+                self._idle.wait()
             shard = self._shard(collection)
             if callable(operation):
                 operation = operation()
@@ -325,7 +332,11 @@ class EdgeStore:
     def collections(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / _RECIPE_FILE).exists())
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if (p / _RECIPE_FILE).exists() and not is_side(p.name)
+        )
 
     def drop_collection(self, collection: str) -> None:
         with self._lock:
@@ -344,6 +355,7 @@ class EdgeStore:
             recipe = self.recipe(collection)
             if recipe is None:
                 raise NotFoundError(f"collection {collection!r} does not exist")
+            check_vectors(recipe, records, collection)
             fresh = weighed_for(recipe, records)
             return qe.UpdateOperation.upsert_points(
                 [
@@ -413,6 +425,11 @@ class EdgeStore:
         return page_of([p.payload or {} for p in points], chunks, found, query.limit)
 
     def chunks(self, collection: str, doc_id: str) -> list[SearchHit]:
+        found = self.chunk_payloads(collection, doc_id)
+        return [SearchHit.from_payload(id_, 0.0, payload) for id_, payload in found]
+
+    def chunk_payloads(self, collection: str, doc_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """A document's chunks' ids and whole payloads, in chunk order."""
         info = self.document(collection, doc_id)
         if info is None:
             return []
@@ -421,8 +438,8 @@ class EdgeStore:
         ]
         with self._reading(collection) as shard:
             points = shard.retrieve(ids, with_payload=True, with_vector=False)
-        hits = [SearchHit.from_payload(p.id, 0.0, p.payload or {}) for p in points]
-        return sorted(hits, key=lambda hit: hit.chunk_index)
+        found = [(str(p.id), dict(p.payload or {})) for p in points]
+        return sorted(found, key=lambda item: int(item[1].get("chunk_index", 0)))
 
     def _delete(self, collection: str, flt: qe.Filter) -> int:
         with self._reading(collection) as shard:
@@ -459,6 +476,65 @@ class EdgeStore:
         )
         with self._reading(collection) as shard:
             return bool(shard.count(qe.CountRequest(exact=True, filter=newer)))
+
+    @contextmanager
+    def holding_writes(self, collection: str) -> Iterator[None]:
+        """Writes to `collection` wait meanwhile (every write goes through this process:
+        the data dir's owner); reads go on."""
+        with self._lock:
+            while collection in self._held:
+                self._idle.wait()
+            self._held.add(collection)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.discard(collection)
+                self._idle.notify_all()
+
+    def swap(self, name: str, incoming: str, outgoing: str) -> None:
+        """Make `incoming`'s vectors `name`'s and keep `name`'s as `outgoing`, in one step
+        for readers and writers: they wait for the two renames, never see neither or a mix.
+        A journal written first lets a process killed between the renames finish them."""
+        with self._lock:
+            if self.recipe(incoming) is None:
+                raise NotFoundError(f"collection {incoming!r} does not exist")
+            for collection in (name, incoming, outgoing):
+                self._swapping.add(collection)
+            try:
+                for collection in (name, incoming, outgoing):
+                    shard = self._shards.pop(collection, None)
+                    if shard is not None:
+                        self._retire(shard)
+                    self._recipes.pop(collection, None)
+                journal = self.root / f"{name}{_SWAP_SUFFIX}"
+                staged = journal.with_name(journal.name + ".tmp")
+                staged.write_text(json.dumps({"incoming": incoming, "outgoing": outgoing}))
+                os.replace(staged, journal)
+                self._finish_swap(journal)
+            finally:
+                for collection in (name, incoming, outgoing):
+                    self._swapping.discard(collection)
+                self._idle.notify_all()
+
+    def _finish_swap(self, journal: Path) -> None:
+        """Carry out (or finish) the swap `journal` records; every step is idempotent."""
+        name = journal.name.removesuffix(_SWAP_SUFFIX)
+        plan = json.loads(journal.read_text(encoding="utf-8"))
+        live = self._dir(name)
+        incoming, outgoing = self._dir(plan["incoming"]), self._dir(plan["outgoing"])
+        if incoming.exists():
+            if live.exists():
+                shutil.rmtree(outgoing, ignore_errors=True)
+                os.replace(live, outgoing)
+            os.replace(incoming, live)
+        journal.unlink()
+
+    def finish_swaps(self) -> None:
+        """Finish the swaps a killed process left half done (called when the store opens)."""
+        if self.root.exists():
+            for journal in self.root.glob(f"*{_SWAP_SUFFIX}"):
+                self._finish_swap(journal)
 
     def snapshot(self, collection: str, dest: Path) -> None:
         """A consistent copy of the collection (its recipe and shard) in `dest`: taken

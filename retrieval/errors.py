@@ -17,6 +17,14 @@ class RecipeMismatchError(QuarryError):
     status = 409
 
 
+class CollectionMovedError(QuarryError):
+    """The collection moved to another model while a writer embedded for the old one: a
+    passing state (the file is tried again), not the file's fault."""
+
+    code = "collection_moved"
+    status = 409
+
+
 class NotFoundError(QuarryError):
     code = "not_found"
     status = 404

@@ -11,14 +11,36 @@ from typing import Any, Literal
 import numpy as np
 
 from embedding.errors import InvalidInputError
-from retrieval.errors import RecipeMismatchError
+from retrieval.errors import CollectionMovedError, RecipeMismatchError
 from retrieval.sparse import SparseVec, encoder
 
 # Payload keys that sit at the top level; any other filter key is user metadata.
 TOP_LEVEL_FIELDS = ("doc_id", "source")
-HEAD_FIELDS = ["doc_id", "source", "chunk_count", "ingested_at", "meta", "file_type", "size_bytes"]
+HEAD_FIELDS = [
+    "doc_id",
+    "source",
+    "chunk_count",
+    "ingested_at",
+    "meta",
+    "file_type",
+    "size_bytes",
+    "seq",
+]
 INDEXED_FIELDS = ("doc_id", "source")
 _CHUNK_NAMESPACE = uuid.UUID("6f1c1a52-8f0e-4bd4-9a52-7b7f0c0a9d11")
+
+
+SIDE_MARK = "~"  # never in a user's collection name (the API's pattern refuses it)
+
+
+def side_name(name: str, role: str) -> str:
+    """A collection kept beside `name` (a migration's new one, the old one kept for a
+    rollback): listed nowhere, backed up with nothing."""
+    return f"{name}{SIDE_MARK}{role}"
+
+
+def is_side(collection: str) -> bool:
+    return SIDE_MARK in collection
 
 
 def chunk_id(doc_id: str, index: int) -> str:
@@ -50,6 +72,9 @@ class CollectionRecipe:
     # collection without sparse vectors keeps working dense-only, and can be backfilled).
     sparse: str = ""  # the BM25 scheme of its sparse vectors; "" = none
     small_dim: int = 0  # a Matryoshka prefix stored beside the full vector; 0 = none
+    # Where a process finds the model when it is not the one it is configured with (a hub
+    # id or a model folder; set by a migration): the collection is served with its own model.
+    location: str = ""
 
     IDENTITY = ("model", "revision", "dimension", "normalize", "max_length")
 
@@ -57,6 +82,11 @@ class CollectionRecipe:
     def dense_vector(self) -> str:
         """The full dense vector's name: unnamed, unless a small one sits beside it."""
         return "full" if self.small_dim else ""
+
+    @property
+    def vectors_key(self) -> str:
+        """What a chunk's dense vector must have been made with to be stored here."""
+        return f"{self.model}@{self.revision}/{self.dimension}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +102,7 @@ class CollectionRecipe:
             max_length=int(data.get("max_length") or 0),
             sparse=str(data.get("sparse") or ""),
             small_dim=int(data.get("small_dim") or 0),
+            location=str(data.get("location") or ""),
         )
 
     def check(self, wanted: CollectionRecipe, collection: str) -> None:
@@ -107,6 +138,26 @@ class ChunkRecord:
     payload: dict[str, Any]
     sparse: SparseVec | None = None
     scheme: str = ""  # the BM25 scheme `sparse` is in ("": the collection's, whatever it is)
+    vectors: str = ""  # the recipe's `vectors_key` `vector` was made for ("": unchecked)
+
+
+def check_vectors(
+    recipe: CollectionRecipe, records: Sequence[ChunkRecord], collection: str
+) -> None:
+    """Refuse vectors made for another recipe: a writer that started before the collection
+    was moved to another model (a migration) tries again with the collection's model.
+
+    Raises:
+        CollectionMovedError: some record was embedded for another recipe.
+    """
+    stale = {r.vectors for r in records if r.vectors and r.vectors != recipe.vectors_key}
+    if stale:
+        raise CollectionMovedError(
+            f"collection {collection!r} now holds vectors of {recipe.model!r} "
+            f"({recipe.dimension} dimensions); these chunks were embedded for "
+            f"{sorted(stale)[0]!r}: the file is embedded again with the collection's model",
+            detail={"collection": collection, "model": recipe.model},
+        )
 
 
 def weighed_for(recipe: CollectionRecipe, records: Sequence[ChunkRecord]) -> list[ChunkRecord]:
@@ -209,6 +260,7 @@ class DocumentInfo:
     metadata: dict[str, Any]
     file_type: str = ""
     size_bytes: int = 0
+    seq: int = 0  # the acknowledged version of its source (0: unversioned)
 
     @classmethod
     def from_head(cls, head: dict[str, Any], stored: int) -> DocumentInfo:
@@ -222,6 +274,7 @@ class DocumentInfo:
             metadata=dict(head.get("meta") or {}),
             file_type=str(head.get("file_type", "")),
             size_bytes=int(head.get("size_bytes", 0)),
+            seq=int(head.get("seq") or 0),
         )
 
     @property

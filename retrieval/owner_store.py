@@ -32,6 +32,7 @@ def encode_record(record: ChunkRecord) -> dict[str, Any]:
         "payload": record.payload,
         "sparse": None if sparse is None else [list(sparse.indices), list(sparse.values)],
         "scheme": record.scheme,
+        "vectors": record.vectors,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
@@ -114,6 +115,19 @@ class VectorStore(Protocol):
     def add_sparse(self, collection: str, scheme: str, encode: SparseEncoder) -> int:
         """Give a collection without sparse vectors BM25 vectors computed by `encode` from
         its stored chunk text; returns the points updated (0 when it has them already)."""
+        ...
+
+    def chunk_payloads(self, collection: str, doc_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """A document's chunks' ids and whole payloads, in chunk order."""
+        ...
+
+    def holding_writes(self, collection: str) -> AbstractContextManager[None]:
+        """Writes to `collection` made meanwhile by this process wait (reads do not)."""
+        ...
+
+    def swap(self, name: str, incoming: str, outgoing: str) -> None:
+        """Make `incoming`'s points `name`'s and keep `name`'s old ones as `outgoing`
+        (replaced if it exists), atomically for every reader and writer."""
         ...
 
     def optimize(self, collection: str) -> None: ...

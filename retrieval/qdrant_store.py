@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -32,7 +33,9 @@ from retrieval.models import (
     DocumentInfo,
     SearchHit,
     SearchPlan,
+    check_vectors,
     chunk_id,
+    is_side,
     payload_key,
     weighed_for,
 )
@@ -76,6 +79,25 @@ def _sparse(vector: SparseVec) -> models.SparseVector:
 
 def _vector(value: list[float] | SparseVec) -> Any:
     return _sparse(value) if isinstance(value, SparseVec) else value
+
+
+def _facet_value(key: str, value: object) -> str:
+    """A facet's value as stored: qdrant-client's local mode hands a document id (32 hex
+    digits) back as a UUID with dashes, which then matches no document."""
+    text = str(value)
+    if key == "doc_id" and len(text) == 36 and text.count("-") == 4:
+        return text.replace("-", "")
+    return text
+
+
+def _drop_alias(alias: str) -> models.DeleteAliasOperation:
+    return models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
+
+
+def _make_alias(alias: str, collection: str) -> models.CreateAliasOperation:
+    return models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)
+    )
 
 
 def _point(recipe: CollectionRecipe, record: ChunkRecord) -> models.PointStruct:
@@ -311,7 +333,7 @@ class QdrantServerStore:
         before aliases by their own name), never a generation or a rebuild in progress."""
         names = set(self.layout.aliases())
         names |= {n for n in self.layout.names() if not is_internal(n)}
-        return sorted(n for n in names if self.recipe(n) is not None)
+        return sorted(n for n in names if not is_side(n) and self.recipe(n) is not None)
 
     def drop_collection(self, collection: str) -> None:
         with self._lock:
@@ -326,6 +348,31 @@ class QdrantServerStore:
             for name in filter(None, doomed):
                 self._call("drop", self.client.delete_collection, name)
 
+    def swap(self, name: str, incoming: str, outgoing: str) -> None:
+        """Point the alias `name` at `incoming`'s collection and keep `name`'s old one as
+        `outgoing`, in one atomic alias update (searches move in one step)."""
+        with self._lock:
+            aliases = self.layout.aliases()
+            new = aliases.get(incoming)
+            if new is None:
+                raise NotFoundError(f"collection {incoming!r} does not exist")
+            old = aliases.get(name)
+            if old is None and name in self.layout.names():
+                raise StoreRejectedError(
+                    f"collection {name!r} was made before aliases: rebuild it once "
+                    "(quarry backfill-sparse) before moving it to another model"
+                )
+            dropped = aliases.get(outgoing)
+            moved = (name, incoming, outgoing)
+            actions: list[Any] = [_drop_alias(a) for a in moved if a in aliases]
+            actions.append(_make_alias(name, new))
+            if old is not None:
+                actions.append(_make_alias(outgoing, old))
+            update = self.client.update_collection_aliases
+            self._call("swap", update, change_aliases_operations=actions)
+            if dropped is not None and dropped not in (new, old):
+                self._call("drop", self.client.delete_collection, dropped)
+
     def _writes(self, collection: str) -> list[str]:
         """Where a write to `collection` goes: it, and a rebuild's new collection if one is
         being filled (so nothing written meanwhile is missing after the swap)."""
@@ -338,6 +385,8 @@ class QdrantServerStore:
             recipe = self.recipe(target)
             if recipe is None:
                 raise NotFoundError(f"collection {collection!r} does not exist")
+            if target == collection:
+                check_vectors(recipe, records, collection)
             self._upsert_into(target, recipe, records)
 
     def _upsert_into(
@@ -438,9 +487,14 @@ class QdrantServerStore:
             limit=FACET_ALL,
             exact=True,
         )
-        return {str(hit.value): int(hit.count) for hit in result.hits}
+        return {_facet_value(key, hit.value): int(hit.count) for hit in result.hits}
 
     def chunks(self, collection: str, doc_id: str) -> list[SearchHit]:
+        found = self.chunk_payloads(collection, doc_id)
+        return [SearchHit.from_payload(id_, 0.0, payload) for id_, payload in found]
+
+    def chunk_payloads(self, collection: str, doc_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """A document's chunks' ids and whole payloads, in chunk order."""
         info = self.document(collection, doc_id)
         if info is None:
             return []
@@ -448,8 +502,14 @@ class QdrantServerStore:
         points = self._call(
             "retrieve", self.client.retrieve, collection, ids=ids, with_payload=True
         )
-        hits = [SearchHit.from_payload(p.id, 0.0, p.payload or {}) for p in points]
-        return sorted(hits, key=lambda hit: hit.chunk_index)
+        found = [(str(p.id), dict(p.payload or {})) for p in points]
+        return sorted(found, key=lambda item: int(item[1].get("chunk_index", 0)))
+
+    @contextmanager
+    def holding_writes(self, collection: str) -> Iterator[None]:
+        """Nothing is held: a server's writers are other processes too (a migration catches
+        up after its swap instead)."""
+        yield
 
     def _delete(self, collection: str, flt: models.Filter) -> int:
         doomed = self._count(collection, flt)

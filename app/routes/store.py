@@ -39,6 +39,9 @@ class PointIn(_Body):
     payload: dict[str, Any]
     sparse: tuple[list[int], list[float]] | None = None
     scheme: str = Field(default="", max_length=200, description="the BM25 scheme of `sparse`")
+    vectors: str = Field(
+        default="", max_length=400, description="the recipe `vector` was embedded for"
+    )
 
     def record(self) -> ChunkRecord:
         try:
@@ -54,7 +57,7 @@ class PointIn(_Body):
                 raise InvalidInputError("sparse: indices and values differ in length")
             sparse = SparseVec(tuple(indices), tuple(values))
         vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-        return ChunkRecord(self.id, vector, dict(self.payload), sparse, self.scheme)
+        return ChunkRecord(self.id, vector, dict(self.payload), sparse, self.scheme, self.vectors)
 
 
 class PruneIn(_Body):

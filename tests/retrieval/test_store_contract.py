@@ -349,3 +349,62 @@ def test_a_collection_in_an_older_bm25_scheme_moves_to_the_current_one(
     )
     found = store.search(name, None, 3, sparse=new.queries(["библиотека"]), plan=sparse)[0]
     assert sorted(h.doc_id for h in found) == ["books", "late"]
+
+
+def test_swap_moves_readers_to_the_other_collection_in_one_step(
+    store: VectorStore, name: str
+) -> None:
+    from retrieval.errors import CollectionMovedError
+    from retrieval.models import side_name
+
+    wider = replace(RECIPE, model="m2", dimension=8, revision="r2", location="/models/m2")
+    store.ensure_collection(name, RECIPE)
+    store.upsert(name, records("old", "a.txt", [vec(1, 0)]))
+    staged = side_name(name, "next")
+    store.ensure_collection(staged, wider)
+    moved = records("new", "a.txt", [vec(0, 1)])
+    store.upsert(staged, [replace(r, vectors=wider.vectors_key) for r in moved])
+    assert store.collections() == [name]  # the one built beside it is listed nowhere
+    assert store.chunk_payloads(staged, "new")[0][1]["text"] == "a.txt #0"
+
+    with store.holding_writes(name):
+        store.swap(name, staged, side_name(name, "previous"))
+    assert store.recipe(name) == wider
+    assert [d.doc_id for d in store.documents(name)] == ["new"]
+    assert [d.doc_id for d in store.documents(side_name(name, "previous"))] == ["old"]
+    assert store.recipe(staged) is None
+    hits = store.search(name, np.stack([vec(0, 1)]), 5)[0]
+    assert [h.doc_id for h in hits] == ["new"]
+    # A writer that embedded for the old recipe is refused, not mixed in
+    stale = [replace(r, vectors=RECIPE.vectors_key) for r in records("late", "b.txt", [vec(1)])]
+    with pytest.raises(CollectionMovedError):
+        store.upsert(name, stale)
+
+    store.swap(name, side_name(name, "previous"), staged)  # and back (a rollback)
+    assert store.recipe(name) == RECIPE
+    assert [d.doc_id for d in store.documents(name)] == ["old"]
+    assert [d.doc_id for d in store.documents(staged)] == ["new"]
+
+
+def test_a_swap_killed_between_its_renames_is_finished_when_the_store_opens(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from retrieval.models import side_name
+
+    root = tmp_path / "edge"
+    store = EdgeStore(root)
+    store.ensure_collection("c", RECIPE)
+    store.upsert("c", records("old", "a.txt", [vec(1)]))
+    store.ensure_collection(side_name("c", "next"), replace(RECIPE, revision="r2"))
+    store.upsert(side_name("c", "next"), records("new", "a.txt", [vec(0, 1)]))
+    store.close()
+    # Killed after the journal and the first rename (live -> outgoing), before the second
+    (root / "c.swap.json").write_text(json.dumps({"incoming": "c~next", "outgoing": "c~previous"}))
+    (root / "c").rename(root / "c~previous")
+    reopened = EdgeStore(root)
+    assert [d.doc_id for d in reopened.documents("c")] == ["new"]
+    assert [d.doc_id for d in reopened.documents("c~previous")] == ["old"]
+    assert not (root / "c.swap.json").exists()
+    reopened.close()

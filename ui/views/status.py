@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from ui.common import api, call, page_header, when
@@ -31,6 +33,21 @@ if readiness is not None:
         st.warning(f"**Embedding model: {model_check['model']}.** {model_check['warning']}")
     elif model_check.get("model"):
         st.caption(f"Embedding model: {model_check['model']} ({model_check.get('chosen', '')})")
+    for offer in readiness["checks"].get("migrations", {}).get("offer", []):
+        name = offer["collection"]
+        st.info(
+            f"**{name}** was built with the fallback model {offer['built_with']}; "
+            f"{offer['available']} is available now. Moving it re-embeds every document "
+            f"beside the live one, then swaps at once (`{offer['command']}`)."
+        )
+        if st.button(f"Move {name} to {offer['available']}", key=f"migrate-{name}"):
+            spec: dict[str, object] = {"model": offer["model"]}
+            started = call(partial(api().migrate, name, spec), f"move {name}")
+            if started is not None:
+                st.success(
+                    f"{name}: moving to {offer['available']} ({started['stage']}); follow it "
+                    f"with `quarry migrate {name} --status`"
+                )
     parsers = readiness["checks"].get("parsers", {})
     if parsers.get("reason"):
         st.warning(f"**Formats:** {parsers['reason']} (see scripts/system-packages.sh)")

@@ -1,0 +1,104 @@
+"""A second embedding model beside the configured one: a collection moved to another model
+(a migration) is served with the model its recipe names, in every process."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from app.settings import Settings
+from embedding.cache import CachedEmbedder, VectorCache
+from embedding.model_source import ModelSource, resolve_model
+from embedding.remote import RemoteEmbedder
+from embedding.st_embedder import SentenceTransformerEmbedder
+from ingest.chunking import Chunker
+from retrieval.errors import RecipeMismatchError
+from retrieval.models import CollectionRecipe
+from retrieval.sparse import BM25_SCHEME
+
+
+class ModelKit:
+    """One model's parts: where it is found, its embedder (through the shared cache), its
+    chunker and the recipe of the collections it builds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        location: str,
+        dimension: int | None,
+        cache: VectorCache,
+        base: SentenceTransformerEmbedder | RemoteEmbedder | None = None,
+    ) -> None:
+        self.settings = settings
+        self._base = base  # the configured model's, when this is that model
+        self.location = location
+        self.wanted_dimension = dimension
+        self.cache = cache
+        # resolve_model raises ModelLoadError naming the model when it cannot be found
+        self.source: ModelSource = resolve_model(location)
+
+    @property
+    def is_configured(self) -> bool:
+        """This is the model the process is configured with (its parts are shared)."""
+        return self._base is not None
+
+    @cached_property
+    def base_embedder(self) -> SentenceTransformerEmbedder | RemoteEmbedder:
+        if self._base is not None:
+            return self._base
+        s = self.settings
+        return SentenceTransformerEmbedder(
+            self.source,
+            dimension=self.wanted_dimension,
+            max_length=s.max_length,
+            device=s.device,
+            batch_tokens=s.batch_tokens,
+            bulk_batch_tokens=s.bulk_batch_tokens,
+            engine=s.cpu_backend,
+            engine_dir=s.engine_path,
+            lanes=s.model_lanes,
+        )
+
+    @cached_property
+    def embedder(self) -> CachedEmbedder:
+        return CachedEmbedder(self.base_embedder, self.cache)
+
+    @cached_property
+    def chunker(self) -> Chunker:
+        """One chunker for every file (it gives each thread its own tokenizer copy)."""
+        base = self.base_embedder
+        size = min(self.settings.chunk_tokens, base.max_tokens - base.special_tokens())
+        overlap = min(self.settings.chunk_overlap, size // 2)
+        return Chunker(base.load_tokenizer(), size, overlap)
+
+    def recipe(self, instruction: str, sparse: bool, small_dim: int = 0) -> CollectionRecipe:
+        """The recipe of a collection built with this model (loads it for its width)."""
+        base = self.base_embedder
+        dimension = base.dimension
+        keeps_small = self.source.uses_last_token and 32 <= small_dim < dimension
+        return CollectionRecipe(
+            model=self.source.model_id,
+            dimension=dimension,
+            instruction=instruction or self.settings.query_instruction,
+            revision=self.source.revision,
+            normalize=True,
+            max_length=base.max_tokens,
+            sparse=BM25_SCHEME if sparse else "",
+            small_dim=small_dim if keeps_small else 0,
+            location=self.location,
+        )
+
+    def check(self, stored: CollectionRecipe, collection: str) -> None:
+        """Refuse a model found at the recipe's location that is no longer the same model.
+
+        Raises:
+            RecipeMismatchError: its files changed (another revision) since the collection
+                was built.
+        """
+        if stored.revision and self.source.revision != stored.revision:
+            raise RecipeMismatchError(
+                f"collection {collection!r} was built with {stored.model!r} at "
+                f"{stored.location!r}, revision {stored.revision!r}; the model found there "
+                f"now is revision {self.source.revision!r}. Put that revision back, or "
+                "migrate the collection again (quarry migrate).",
+                detail={"collection": collection, "stored": stored.to_dict()},
+            )

@@ -1,0 +1,219 @@
+"""Moving a collection to another model (`app.migration`): built beside the live one while
+it changes, swapped in at once, resumed after a crash, rolled back; and through a real
+`quarry serve`, killed before its swap, while clients search without pause."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from app.migration import Migration
+from app.migration_state import MigrationState
+from app.migrations import MigrationBusyError, Migrations, offers
+from app.resources import Resources
+from ingest.sources import TextSource, document_id
+from retrieval.errors import CollectionMovedError
+from retrieval.models import ChunkRecord, side_name
+
+from ..servers import Process, quarry, quarry_env, wait_job
+
+TEXTS = [
+    "Owls hunt mice at night using silent flight.",
+    "Espresso is brewed by forcing hot water through coffee.",
+    "Green tea leaves are steamed or pan-fired after picking.",
+    "Sourdough rises slowly with wild yeast.",
+    "Crows remember the faces of people who wronged them.",
+    "Tides follow the moon twice a day.",
+]
+
+
+def _sources(store: Any, collection: str) -> set[str]:
+    return {d.source for d in store.documents(collection) if d.complete}
+
+
+def _ingest(resources: Resources, *names: int) -> None:
+    report = resources.pipeline("c").run([TextSource(f"t{i}.txt", TEXTS[i]) for i in names])
+    assert not report.errors, report.errors
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+def backend(request: pytest.FixtureRequest, resources: Resources, tmp_path: Path) -> Resources:
+    """The embedded store, or the Qdrant server's store through qdrant-client's local mode."""
+    if request.param == "qdrant-local":
+        from qdrant_client import QdrantClient
+
+        from retrieval.qdrant_store import QdrantServerStore
+
+        local = QdrantServerStore(QdrantClient(path=str(tmp_path / "qdrant-local")))
+        resources.__dict__["store"] = resources.__dict__["ingest_store"] = local
+    return resources
+
+
+def test_a_migration_follows_writes_swaps_and_rolls_back(
+    backend: Resources, tiny_qwen: Path
+) -> None:
+    resources = backend
+    store = resources.store
+    _ingest(resources, 0, 1, 2, 3)
+    minilm = store.recipe("c")
+    assert minilm is not None
+    assert offers(store, "Qwen3", "/models/qwen")[0]["collection"] == "c"
+    migrations = Migrations(resources, keep_s=3600)
+    state = migrations.prepare("c", str(tiny_qwen), None, False)
+    with pytest.raises(MigrationBusyError):
+        migrations.prepare("c", "other-model", None, False)
+
+    changed: list[int] = []
+
+    def save(now: MigrationState) -> None:  # the live collection changes mid-migration
+        migrations.states.save(now)
+        if now.done == 1 and not changed:
+            changed.append(1)
+            _ingest(resources, 4)
+            store.delete_document("c", document_id("t0.txt", TEXTS[0].encode()))
+
+    done = Migration(resources, state, save).run()
+    assert done.stage == "done" and not done.error
+    recipe = store.recipe("c")
+    assert recipe is not None and recipe.model == "tiny-qwen3" and recipe.location
+    assert _sources(store, "c") == {"t1.txt", "t2.txt", "t3.txt", "t4.txt"}
+    assert store.collections() == ["c"]  # the kept one is listed nowhere
+    kept = store.recipe(side_name("c", "previous"))
+    assert kept is not None and kept.vectors_key == minilm.vectors_key
+    hits = resources.search_service("c").search("c", "tea leaves", top_k=10).hits
+    assert {h.source for h in hits} == _sources(store, "c")  # with the new model's vectors
+
+    # A writer that embedded for the old model before the swap tries again
+    late = ChunkRecord("x", np.ones(minilm.dimension, np.float32), {}, vectors=minilm.vectors_key)
+    with pytest.raises(CollectionMovedError):
+        store.upsert("c", [late])
+
+    _ingest(resources, 5)  # with the collection's own (new) model
+    assert store.recipe("c") == recipe
+    back = migrations.run_here(migrations.prepare("c", None, None, True))
+    assert back.stage == "done"
+    restored = store.recipe("c")
+    assert restored is not None and restored.vectors_key == minilm.vectors_key
+    assert _sources(store, "c") == {"t1.txt", "t2.txt", "t3.txt", "t4.txt", "t5.txt"}
+
+    Migrations(resources, keep_s=0).expire()  # the rollback window is over
+    assert store.recipe(side_name("c", "next")) is None
+    assert migrations.status("c").stage == "closed"
+
+
+def test_a_migration_killed_mid_way_resumes_without_redoing_work(
+    resources: Resources, tiny_qwen: Path
+) -> None:
+    store = resources.store
+    _ingest(resources, 0, 1, 2, 3, 4)
+    migrations = Migrations(resources, keep_s=3600)
+    state = migrations.prepare("c", str(tiny_qwen), None, False)
+
+    def crash_after_two(now: MigrationState) -> None:
+        migrations.states.save(now)
+        if now.done == 2:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        Migration(resources, state, crash_after_two).run()
+    assert store.recipe("c").model != "tiny-qwen3"  # type: ignore[union-attr]
+    again = migrations.prepare("c", str(tiny_qwen), None, False)  # asked again: resumed
+    assert again.stage == "building" and again.done == 2
+    seen: list[int] = []
+    assert migrations.run_here(again, lambda now: seen.append(now.done)).stage == "done"
+    assert min(seen) == 2  # what the new collection held was not moved again
+    assert _sources(store, "c") == {f"t{i}.txt" for i in range(5)}
+    assert store.recipe("c").model == "tiny-qwen3"  # type: ignore[union-attr]
+
+
+def test_a_served_migration_killed_before_its_swap_resumes_while_searches_go_on(
+    tmp_path: Path, minilm_path: str, redis_process: Any, tiny_qwen: Path
+) -> None:
+    env = quarry_env(
+        tmp_path / "data",
+        minilm_path,
+        redis_process.url,
+        QUARRY_MODEL_ROOTS=str(tiny_qwen.parent),
+        QUARRY_FAILPOINTS="migrate_before_swap=kill",
+    )
+    server = Process("serve", env, tmp_path / "server.log")
+    server.start()
+    failures: list[str] = []
+    stop, up = threading.Event(), threading.Event()
+    answered = [0]
+
+    def search_without_pause() -> None:
+        while not stop.is_set():
+            if not up.wait(0.1):
+                continue
+            try:
+                answer = httpx.post(
+                    f"{server.url}/v1/search", json={"query": "coffee", "top_k": 3}, timeout=30
+                )
+            except httpx.TransportError:
+                time.sleep(0.05)  # the server is down (killed): nothing to answer
+                continue
+            if answer.status_code != 200 or not answer.json()["hits"]:
+                failures.append(answer.text[:300])
+            answered[0] += 1
+
+    try:
+        upload = httpx.post(
+            f"{server.url}/v1/documents",
+            files=[("files", (f"t{i}.txt", t.encode())) for i, t in enumerate(TEXTS[:4])],
+            timeout=60,
+        )
+        assert wait_job(server.url, upload.json()["job_id"])["state"] == "done"
+        up.set()
+        searcher = threading.Thread(target=search_without_pause, daemon=True)
+        searcher.start()
+        outside = quarry(env, "migrate", "quarry", "--model", str(tmp_path), "--api", server.url)
+        assert outside.returncode == 1 and "QUARRY_MODEL_ROOTS" in " ".join(outside.stderr.split())
+        started = quarry(
+            env, "migrate", "quarry", "--model", str(tiny_qwen), "--no-wait", "--api", server.url
+        )
+        assert started.returncode == 0, started.stderr
+        assert server.process is not None
+        server.process.wait(180)  # the failpoint kills it once the new collection is built
+        up.clear()  # (a restarting server answers 503 until its model is loaded)
+        env.pop("QUARRY_FAILPOINTS")
+        server = Process("serve", env, tmp_path / "server.log")
+        server.start()  # takes the migration up where it was
+        up.set()
+        late = httpx.post(
+            f"{server.url}/v1/documents",
+            files=[("files", ("t4.txt", TEXTS[4].encode()))],
+            timeout=60,
+        )
+        finished = quarry(env, "migrate", "quarry", "--status", "--json", "--api", server.url)
+        deadline = time.monotonic() + 180
+        while '"done"' not in finished.stdout:
+            assert time.monotonic() < deadline, finished.stdout + finished.stderr
+            time.sleep(0.5)
+            finished = quarry(env, "migrate", "quarry", "--status", "--json", "--api", server.url)
+        assert wait_job(server.url, late.json()["job_id"])["state"] == "done"
+        time.sleep(1)  # searches go on over the new vectors
+        stop.set()
+        searcher.join(30)
+        listed = httpx.get(f"{server.url}/v1/collections", timeout=30).json()["collections"]
+        assert [c["name"] for c in listed] == ["quarry"]
+        assert listed[0]["recipe"]["model"] == "tiny-qwen3"
+        found = httpx.post(
+            f"{server.url}/v1/search", json={"query": "crows faces", "top_k": 10}, timeout=30
+        ).json()["hits"]
+        assert {h["source"] for h in found} == {f"t{i}.txt" for i in range(5)}
+    finally:
+        stop.set()
+        server.stop()
+    assert not failures, failures[:3]
+    assert answered[0] > 0
