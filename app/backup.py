@@ -39,6 +39,7 @@ MANIFEST = "manifest.json"
 PARTS = ("originals", "failures", "sources", "sync", "source-versions")
 STORE = "qdrant"
 JOBS = "jobs"  # not kept: work in flight is not acknowledged data
+MIGRATIONS = "migrations"  # not kept: a backup holds no collection built beside another
 
 
 def take(store: VectorStore, settings: Settings, dest: Path) -> dict[str, Any]:
@@ -143,7 +144,8 @@ def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, 
             detail={"problems": problems},
         )
     data = settings.data_dir
-    held = [p for p in (STORE, *PARTS, JOBS) if (data / p).exists() and _holds_data(data / p)]
+    parts = (STORE, *PARTS, JOBS, MIGRATIONS)
+    held = [p for p in parts if (data / p).exists() and _holds_data(data / p)]
     if held and not force:
         raise InvalidInputError(
             f"{data} holds data already ({', '.join(held)}); restore into an empty data dir, "
@@ -165,7 +167,7 @@ def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, 
     # collections); the embedding cache stays (it is keyed by the model's recipe).
     retired = staging / ".old"
     retired.mkdir()
-    for part in (STORE, *PARTS, JOBS):
+    for part in (STORE, *PARTS, JOBS, MIGRATIONS):
         target = data / part
         if target.exists():
             target.rename(retired / part)

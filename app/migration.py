@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from app.migration_state import MigrationState
 from app.resources import Resources
@@ -31,11 +31,18 @@ from ingest.models import Stopped
 from ingest.originals import Originals
 from ingest.sources import FileSource
 from retrieval.errors import NotFoundError
-from retrieval.models import ChunkRecord, CollectionRecipe, DocumentInfo, side_name
+from retrieval.models import (
+    ChunkRecord,
+    CollectionRecipe,
+    DocumentInfo,
+    same_vectors,
+    side_name,
+)
 
 log = logging.getLogger(__name__)
 
 NEXT, PREVIOUS = "next", "previous"
+BATCH = 16  # documents moved per pipeline run (parsed side by side, embedded together)
 MAX_PASSES = 5  # then the last pass runs with writes held, however busy the collection is
 
 
@@ -95,11 +102,11 @@ class Migration:
         if live is None:
             raise NotFoundError(f"collection {self.name!r} does not exist")
         target = self._target(live)
-        if live.vectors_key == target.vectors_key and self.store.recipe(self.staging) is None:
+        if same_vectors(live.vectors_key, target) and self.store.recipe(self.staging) is None:
             self._set(stage="swapped")  # a run killed right after its swap
             return
         staged = self.store.recipe(self.staging)
-        if staged is not None and staged.vectors_key != target.vectors_key:
+        if staged is not None and not same_vectors(staged.vectors_key, target):
             self.store.drop_collection(self.staging)  # an older migration's, to another model
         self.store.ensure_collection(self.staging, target)
         self._set(to=target.to_dict(), error="")
@@ -138,49 +145,76 @@ class Migration:
         self._set(total=len(live), done=len(live) - len(todo))
         for doc_id in gone:
             self.store.delete_document(self.staging, doc_id)
-        for info in todo:
+        for start in range(0, len(todo), BATCH):
             if self.cancel.is_set() or self.pause.is_set():
                 raise Stopped
-            self._copy(info, self.name, self.staging)
-            self._set(done=self.state.done + 1)
+            batch = todo[start : start + BATCH]
+            self._copy(batch, self.name, self.staging)
+            self._set(done=self.state.done + len(batch))
             failpoint("migrate_document")
         return len(todo) + len(gone)
 
     def _catch_up_after_swap(self) -> None:
-        """Documents written to the old collection between the last pass and the swap (only
-        where writers are other processes: embedded, writes were held) are carried over."""
-        since = self.state.swap_from
-        if not since or self.store.recipe(self.outgoing) is None:
+        """Documents that reached the old collection between the last pass and the swap
+        are carried over. Only where writers are other processes (a Qdrant server): the
+        embedded store's writes were held. A document is stamped when its chunks were
+        embedded, which may be well before they were stored: the window reaches back a
+        lease (a file's longest turn) before the last pass."""
+        if not self.store.writers_elsewhere or not self.state.swap_from:
             return
+        if self.store.recipe(self.outgoing) is None:
+            return
+        margin = timedelta(seconds=max(600.0, self.resources.settings.lease_s))
+        since = (datetime.fromisoformat(self.state.swap_from) - margin).isoformat(
+            timespec="seconds"
+        )
         live = {d.doc_id for d in self.store.documents(self.name)}
-        for info in self.store.documents(self.outgoing):
-            if info.complete and info.doc_id not in live and info.ingested_at >= since:
-                self._copy(info, self.outgoing, self.name)
+        late = [
+            info
+            for info in self.store.documents(self.outgoing)
+            if info.complete and info.doc_id not in live and info.ingested_at >= since
+        ]
+        for start in range(0, len(late), BATCH):
+            self._copy(late[start : start + BATCH], self.outgoing, self.name)
 
-    def _copy(self, info: DocumentInfo, source: str, dest: str) -> None:
-        """One document into `dest` with `dest`'s model: from its original when kept, else
-        from the chunk text `source` holds."""
-        original = self.originals.find(info.doc_id)
-        if original is not None:
-            entry = FileSource(original, info.source, info.metadata, info.seq)
-            report = self.resources.pipeline(dest, optimize=False).run([entry])
-            if not (report.errors or report.retrying):
-                return
-            log.warning(
-                "%s: its original failed (%s); moved from its chunk text",
-                info.source,
-                (report.errors or report.retrying)[0].message,
-            )
+    def _copy(self, infos: list[DocumentInfo], source: str, dest: str) -> None:
+        """Documents into `dest` with `dest`'s model: from their originals when kept (one
+        pipeline run, parsed side by side), else from the chunk text `source` holds."""
+        kept = {i.doc_id: self.originals.find(i.doc_id) for i in infos}
+        entries = [
+            FileSource(path, i.source, i.metadata, i.seq)
+            for i in infos
+            if (path := kept[i.doc_id]) is not None
+        ]
+        failed: set[str] = set()
+        if entries:
+            report = self.resources.pipeline(dest, optimize=False).run(entries)
+            for error in report.errors + report.retrying:
+                log.warning(
+                    "%s: its original failed (%s); moved from its chunk text",
+                    error.file,
+                    error.message,
+                )
+                failed.add(error.file)
+        for info in infos:
+            if kept[info.doc_id] is None or info.source in failed:
+                self._copy_text(info, source, dest)
+
+    def _copy_text(self, info: DocumentInfo, source: str, dest: str) -> None:
+        """One document's stored chunks, embedded again with `dest`'s model."""
         found = self.store.chunk_payloads(source, info.doc_id)
         if not found:
             return  # deleted meanwhile: the next pass sees it gone
-        vectors = self._embedder(dest).embed_documents([str(p.get("text", "")) for _, p in found])
+        texts = [str(p.get("text", "")) for _, p in found]
+        vectors = self._embedder(dest).embed_documents(texts)
         key = self.store.recipe(dest)
         records = [
             ChunkRecord(id_, vectors[i], payload, vectors=key.vectors_key if key else "")
             for i, (id_, payload) in enumerate(found)
         ]
         self.store.upsert(dest, records)
+        # as the pipeline does: an older version of the source goes, a newer one stays
+        self.store.prune_source(dest, info.source, info.doc_id, len(found), info.seq)
 
     def _embedder(self, collection: str) -> Embedder:
         kit = self.resources.collection_kit(collection)

@@ -14,11 +14,15 @@ from app.migration_state import MigrationState, MigrationStates
 from app.resources import Resources
 from embedding.default_model import PACKAGED_MODEL
 from embedding.errors import InvalidInputError, QuarryError
+from embedding.model_source import ModelSource
 from retrieval.errors import NotFoundError
-from retrieval.models import side_name
+from retrieval.models import same_vectors, side_name
 from retrieval.protocol import VectorStore
 
 log = logging.getLogger(__name__)
+
+
+OFFERS_TTL_S = 60.0
 
 
 class MigrationBusyError(QuarryError):
@@ -36,6 +40,7 @@ class Migrations:
         self._lock = threading.Lock()
         # collection -> its thread, and the events that cancel it or pause it
         self._running: dict[str, tuple[threading.Thread, threading.Event, threading.Event]] = {}
+        self._offers: tuple[float, list[dict[str, Any]]] | None = None
 
     def prepare(
         self, collection: str, model: str | None, dimension: int | None, rollback: bool
@@ -55,7 +60,8 @@ class Migrations:
             raise NotFoundError(f"collection {collection!r} does not exist")
         current = self.states.get(collection)
         if current is not None and current.active:
-            if (current.model, current.dimension, current.rollback) == (model, dimension, rollback):
+            asked = (current.model, current.dimension) == (model, dimension) or rollback
+            if current.rollback == rollback and asked:
                 return current  # asked again: the same run, resumed where it was
             raise MigrationBusyError(
                 f"collection {collection!r} is already being moved to {current.model!r} "
@@ -69,6 +75,8 @@ class Migrations:
                     f"collection {collection!r} has no earlier version kept to roll back to",
                     detail={"collection": collection},
                 )
+            if not kept.location:  # built with the configured model of its time
+                kept.check(self.resources.recipe(dimension=kept.dimension), collection)
             state = MigrationState(collection, kept.location or kept.model, rollback=True)
         else:
             if not model:
@@ -76,8 +84,9 @@ class Migrations:
                     "model: name the model to move to", detail={"field": "model"}
                 )
             kit = self.resources.kit_at(model, dimension)  # ModelLoadError when not here
+            _check_dimension(kit.source, dimension)
             wanted = kit.recipe(live.instruction, bool(live.sparse), live.small_dim)
-            if wanted.vectors_key == live.vectors_key:
+            if same_vectors(wanted.vectors_key, live):
                 raise InvalidInputError(
                     f"collection {collection!r} is already built with {wanted.model!r} "
                     f"({wanted.dimension} dimensions)",
@@ -139,11 +148,12 @@ class Migrations:
         state = self.status(collection)
         with self._lock:
             running = self._running.get(collection)
-        if running is not None:
+        if running is not None:  # the run says it is cancelled (it alone writes its state)
             running[1].set()
             running[0].join(timeout=60)
+            return self.status(collection)
         state = self.status(collection)
-        if state.stage == "building":
+        if state.stage == "building":  # nothing runs it here: stopped by a kill, say
             state.stage = "cancelled"
             self.states.save(state)
         return state
@@ -160,6 +170,9 @@ class Migrations:
         for state in self.states.all():
             if state.stage != "done" or time.time() - state.updated_at < self.keep_s:
                 continue
+            with self._lock:
+                if state.collection in self._running:  # a new one has just started
+                    continue
             for role in (NEXT, PREVIOUS):
                 kept = side_name(state.collection, role)
                 if self.resources.store.recipe(kept) is not None:
@@ -167,6 +180,17 @@ class Migrations:
                     self.resources.store.drop_collection(kept)
             state.stage, state.to = "closed", {}
             self.states.save(state)
+
+    def offers(self, model: str, location: str) -> list[dict[str, Any]]:
+        """`offers`, read again at most once a minute (readiness probes come often)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._offers is not None and now - self._offers[0] < OFFERS_TTL_S:
+                return self._offers[1]
+        found = offers(self.resources.store, model, location)
+        with self._lock:
+            self._offers = (now, found)
+        return found
 
     def close(self) -> None:
         with self._lock:
@@ -195,3 +219,25 @@ def offers(store: VectorStore, model: str, location: str) -> list[dict[str, Any]
                 }
             )
     return found
+
+
+def _check_dimension(source: ModelSource, dimension: int | None) -> None:
+    """A width asked for must be one the model has: a Matryoshka prefix of its own.
+
+    Raises:
+        InvalidInputError: naming `dim`.
+    """
+    if dimension is None:
+        return
+    width = source.native_dimension
+    if not source.uses_last_token and dimension != width:
+        raise InvalidInputError(
+            f"dim: {source.model_id!r} is not a Matryoshka model (Qwen3-Embedding is); its "
+            f"vectors cannot be cut to {dimension}",
+            detail={"field": "dim"},
+        )
+    if width is not None and dimension > width:
+        raise InvalidInputError(
+            f"dim: {dimension} is wider than {source.model_id!r} ({width})",
+            detail={"field": "dim"},
+        )

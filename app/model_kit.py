@@ -26,6 +26,7 @@ class ModelKit:
         location: str,
         dimension: int | None,
         cache: VectorCache,
+        revision: str = "",
         base: SentenceTransformerEmbedder | RemoteEmbedder | None = None,
     ) -> None:
         self.settings = settings
@@ -34,7 +35,8 @@ class ModelKit:
         self.wanted_dimension = dimension
         self.cache = cache
         # resolve_model raises ModelLoadError naming the model when it cannot be found
-        self.source: ModelSource = resolve_model(location)
+        # a hub id at the revision a collection recorded; a folder is fingerprinted instead
+        self.source: ModelSource = resolve_model(location, revision or None)
 
     @property
     def is_configured(self) -> bool:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import fields
 from functools import cached_property
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -72,7 +73,7 @@ class Resources:
         self._lock = threading.Lock()
         self._embedded_redis: EmbeddedRedis | None = None
         self._claim = DataDirClaim(settings.data_dir)
-        self._kits: dict[tuple[str, int | None], ModelKit] = {}
+        self._kits: dict[tuple[str, str, int | None], ModelKit] = {}  # asked, and found
         self.server_observer: RequestObserver | None = None  # set before first use
 
     @property
@@ -276,27 +277,31 @@ class Resources:
             )
         return small
 
-    def kit_at(self, location: str, dimension: int | None) -> ModelKit:
-        """The model found at `location` (a hub id or a folder), `dimension` wide (None:
-        its own width): the configured model's parts when it is that model.
+    def kit_at(self, location: str, dimension: int | None, revision: str = "") -> ModelKit:
+        """The model found at `location` (a hub id or a folder; a hub id at `revision`),
+        `dimension` wide (None: its own width): the configured model's parts when it is
+        that model. One kit per model and width, however they were named.
 
         Raises:
             ModelLoadError: no such model here.
         """
-        key = (location, dimension)
+        asked = (location, revision, dimension)
         with self._lock:
-            kit = self._kits.get(key)
-        if kit is not None:
-            return kit
-        kit = ModelKit(self.settings, location, dimension, self.cache)
+            known = self._kits.get(asked)
+        if known is not None:
+            return known
+        kit = ModelKit(self.settings, location, dimension, self.cache, revision)
+        source = kit.source
+        same = (source.model_id, source.revision, dimension or source.native_dimension)
         mine = self.model_source
         own_width = self.settings.embedding_dim or mine.native_dimension
-        if (kit.source.model_id, kit.source.revision) == (mine.model_id, mine.revision) and (
-            dimension is None or dimension == own_width
-        ):
-            kit = ModelKit(self.settings, location, dimension, self.cache, base=self.base_embedder)
+        if same == (mine.model_id, mine.revision, own_width):
+            kit = ModelKit(
+                self.settings, location, dimension, self.cache, revision, base=self.base_embedder
+            )
         with self._lock:
-            return self._kits.setdefault(key, kit)
+            kit = self._kits.setdefault(same, kit)
+            return self._kits.setdefault(asked, kit)
 
     def collection_kit(
         self, collection: str, stored: CollectionRecipe | None = None
@@ -310,7 +315,8 @@ class Resources:
         stored = stored or self.ingest_store.recipe(collection)
         if stored is None or not stored.location:
             return None
-        kit = self.kit_at(stored.location, stored.dimension)
+        folder = Path(stored.location).expanduser().is_dir()  # a hub id: its revision
+        kit = self.kit_at(stored.location, stored.dimension, "" if folder else stored.revision)
         kit.check(stored, collection)
         return kit
 

@@ -24,7 +24,7 @@ from filelock import FileLock
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from app.schemas import COLLECTION_PATTERN
-from app.sync import SyncTarget, sync_source
+from app.sync import SyncReport, SyncTarget, sync_source
 from app.sync_sources import open_source
 from embedding.errors import InvalidInputError, QuarryError
 from ingest.pipeline import SilentObserver
@@ -66,6 +66,7 @@ class Source:
     last_report: dict[str, Any] | None = None
     last_error: dict[str, str] | None = None
     running: bool = False
+    progress: dict[str, Any] | None = None  # the run going on: its stage and counts so far
     runs: int = 0  # runs started, ever: a run asked for is done once this passes its number
 
     def due(self, now: float) -> bool:
@@ -280,6 +281,7 @@ def _run(
             observer=SilentObserver(),
             stamps_dir=stamps_dir,
             max_delete_share=source.max_delete,
+            progress=lambda stage, now: _progress(registry, name, stage, now),
         )
         report = done.to_dict()
         if done.refused:
@@ -289,8 +291,18 @@ def _run(
     except Exception as exc:  # a bug: said on the source, not lost in a thread
         error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
     return registry.update(
-        name, running=False, last_finished=time.time(), last_report=report, last_error=error
+        name,
+        running=False,
+        progress=None,
+        last_finished=time.time(),
+        last_report=report,
+        last_error=error,
     )
+
+
+def _progress(registry: SourceRegistry, name: str, stage: str, now: SyncReport) -> None:
+    """A run's stage and counts so far, on its source (what the Sources page shows)."""
+    registry.update(name, progress={"stage": stage, "at": time.time(), **now.to_dict()})
 
 
 class SourceRunner:

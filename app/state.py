@@ -15,7 +15,7 @@ import numpy as np
 
 from app.batcher import AdmissionGate, MicroBatcher
 from app.metrics import LiveSources, Metrics
-from app.migrations import Migrations, offers
+from app.migrations import Migrations
 from app.ownership import worker_credential
 from app.resources import Resources
 from app.service import delete_document, require_collection
@@ -37,7 +37,7 @@ from ingest.originals import Originals
 from ingest.parsing import tools_report
 from ingest.uploads import stage_upload
 from retrieval.errors import NotFoundError
-from retrieval.models import CollectionRecipe
+from retrieval.models import CollectionRecipe, same_vectors
 from retrieval.search import SearchResult
 
 log = logging.getLogger(__name__)
@@ -394,10 +394,10 @@ class QuarryState:
             }
         checks["queue"] = self._queue_check()
         checks["disk"] = self._disk_check()
-        if checks["model"]["ok"] and checks["store"]["ok"]:
+        if checks["model"]["ok"] and checks["store"]["ok"] and self.migrations is not None:
             source = self.resources.model_source
             where = self.settings.embedding_model or source.model_id
-            found = offers(self.resources.store, source.model_id, where)
+            found = self.migrations.offers(source.model_id, where)
             checks["migrations"] = {"ok": True, "offer": found}
         if not (checks["model"]["ok"] and checks["store"]["ok"]):
             return Readiness("not_ready", checks)
@@ -469,4 +469,4 @@ class QuarryState:
 
 def _moved(before: CollectionRecipe | None, after: CollectionRecipe | None) -> bool:
     """Whether the collection's vectors changed model between two reads (a swap)."""
-    return before is not None and after is not None and before.vectors_key != after.vectors_key
+    return before is not None and after is not None and not same_vectors(before.vectors_key, after)

@@ -32,7 +32,7 @@ import os
 import tempfile
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +72,7 @@ class SyncReport:
     listed: int = 0
     unchanged: int = 0
     fetched: int = 0  # files read (objects downloaded) to compare their bytes
+    to_ingest: int = 0  # new or changed files sent to ingestion
     ingest: IngestReport = field(default_factory=IngestReport)
     deleted: list[str] = field(default_factory=list)  # the names removed
     refused: str | None = None  # why the deletions were not made
@@ -83,6 +84,7 @@ class SyncReport:
             "listed": self.listed,
             "unchanged": self.unchanged,
             "fetched": self.fetched,
+            "to_ingest": self.to_ingest,
             "ingest": self.ingest.to_dict(),
             "deleted": self.deleted,
             "refused": self.refused,
@@ -126,14 +128,18 @@ def sync_source(
     stamps_dir: Path | None = None,
     max_delete_share: float = 0.5,
     force_delete: bool = False,
+    progress: Callable[[str, SyncReport], None] | None = None,
 ) -> SyncReport:
-    """Make `collection`'s documents from `source` match its files.
+    """Make `collection`'s documents from `source` match its files; `progress` hears each
+    stage (listing, comparing, ingesting, deleting) with the counts so far.
 
     Raises:
         InvalidInputError: the source cannot be listed whole (nothing is changed).
     """
     root = source.root
     report = SyncReport(root, collection)
+    tell = progress or (lambda stage, report: None)
+    tell("listing", report)
     try:
         entries = source.entries()
     except OSError as exc:
@@ -142,6 +148,7 @@ def sync_source(
             detail={"source": root},
         ) from exc
     report.listed = len(entries)
+    tell("comparing", report)
     by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for doc in quarry.documents(collection):
         by_name[doc["source"]].append(doc)
@@ -184,6 +191,8 @@ def sync_source(
             else:
                 send.append((path, key))
         tagged = {**metadata, SYNCED_FROM: root}
+        report.to_ingest = len(send) + len(adopt)
+        tell("ingesting", report)
         for batch, force in ((send, False), (adopt, True)):  # adopted: the same bytes again,
             if batch:  # to take the source's tag (their embeddings come from the cache)
                 done = quarry.ingest(
@@ -205,6 +214,7 @@ def sync_source(
         )
         return report
     failpoint("sync_before_delete")
+    tell("deleting", report)
     for name, docs in sorted(gone.items()):
         for doc in docs:  # every version of the name that is this source's, or no one's
             if (doc.get("metadata") or {}).get(SYNCED_FROM) in (root, None):

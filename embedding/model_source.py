@@ -146,6 +146,19 @@ def _packaged_path(name: str) -> Path | None:
     return Path(getattr(module, func)())
 
 
+def on_this_machine(name: str) -> bool:
+    """Whether a model name resolves without a download (packaged, or in the hub's cache)."""
+    if _packaged_path(name) is not None:
+        return True
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(name, local_files_only=True)
+    except Exception:
+        return False
+    return True
+
+
 # Everything but weights: what a client of remote servers reads.
 _FILES_ONLY = ["*.json", "*.txt", "*.model", "1_Pooling/*"]
 

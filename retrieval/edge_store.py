@@ -57,7 +57,7 @@ from retrieval.query_plan import (
 from retrieval.sparse import SPARSE_VECTOR, SparseVec
 
 _RECIPE_FILE = "recipe.json"
-_SWAP_SUFFIX = ".swap.json"  # root/<name>.swap.json: a swap under way
+_SWAP_SUFFIX = "~swap.json"  # root/<name>~swap.json: a swap under way (no collection has ~)
 
 
 def _filter(filters: Filters | None) -> qe.Filter | None:
@@ -153,6 +153,8 @@ def _writing(collection: str) -> Iterator[None]:
 class EdgeStore:
     """Collections live in `root/<name>/` next to the recipe they were built with."""
 
+    writers_elsewhere = False  # every write goes through the process that owns the data dir
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self._shards: dict[str, qe.EdgeShard] = {}
@@ -189,9 +191,12 @@ class EdgeStore:
         shard and return once it is on disk: the flush is shared with the writers waiting
         meanwhile (group commit)."""
         with self._lock:
-            while collection in self._held:
-                self._idle.wait()
-            shard = self._shard(collection)
+            while True:  # (waiting in `_shard` for a swap gives a hold the time to begin)
+                while collection in self._held:
+                    self._idle.wait()
+                shard = self._shard(collection)
+                if collection not in self._held:
+                    break
             if callable(operation):
                 operation = operation()
             with _writing(collection):
@@ -216,9 +221,11 @@ class EdgeStore:
     def _dir(self, collection: str) -> Path:
         return self.root / collection
 
-    def _shard(self, collection: str) -> qe.EdgeShard:
+    def _shard(self, collection: str, waiting: bool = True) -> qe.EdgeShard:
+        """The collection's open shard (opened now if need be); `waiting`: first wait out a
+        copy, rebuild or swap of it (the one holding it passes False)."""
         with self._lock:
-            while collection in self._swapping:  # its copy is done: a write now would be lost
+            while waiting and collection in self._swapping:  # a write now would be lost
                 self._idle.wait()
             shard = self._shards.get(collection)
             if shard is not None:
@@ -241,12 +248,24 @@ class EdgeStore:
         known = self._recipes.get(collection)
         if known is not None:
             return known
-        file = self._dir(collection) / _RECIPE_FILE
-        if not file.exists():
-            return None
-        recipe = CollectionRecipe.from_dict(json.loads(file.read_text(encoding="utf-8")))
-        self._recipes[collection] = recipe
-        return recipe
+        with self._lock:  # read and cached under the lock: a swap clears it after its renames
+            file = self._dir(collection) / _RECIPE_FILE
+            if not file.exists():
+                return None
+            recipe = CollectionRecipe.from_dict(json.loads(file.read_text(encoding="utf-8")))
+            self._recipes[collection] = recipe
+            return recipe
+
+    def _exclusive(self, *collections: str) -> None:
+        """Wait until no copy, rebuild or swap holds any of `collections`, then hold them
+        (called holding the lock; `_release_exclusive` ends it)."""
+        while any(c in self._swapping for c in collections):
+            self._idle.wait()
+        self._swapping.update(collections)
+
+    def _release_exclusive(self, *collections: str) -> None:
+        self._swapping.difference_update(collections)
+        self._idle.notify_all()
 
     def ensure_collection(self, collection: str, recipe: CollectionRecipe) -> None:
         with self._lock:
@@ -316,7 +335,12 @@ class EdgeStore:
                     break
             fresh.flush()
             fresh.close()
-            self._swapping.add(collection)  # new reads and writes wait for the new shard
+            self._exclusive(collection)  # new reads and writes wait for the new shard
+            if self._shards.get(collection) is not old:  # swapped meanwhile (a migration)
+                self._release_exclusive(collection)
+                raise StoreUnavailableError(
+                    f"collection {collection!r} was replaced during its rebuild: run it again"
+                )
             try:
                 self._retire(old)  # reads and flushes running on it finish first
                 del self._shards[collection]  # from here on, the new shard is opened
@@ -324,8 +348,7 @@ class EdgeStore:
                 os.replace(fresh_path, directory / "shard")
                 self._write_recipe(collection, upgraded)
             finally:
-                self._swapping.discard(collection)
-                self._idle.notify_all()
+                self._release_exclusive(collection)
             shutil.rmtree(directory / "shard.old", ignore_errors=True)
             return copied
 
@@ -499,23 +522,22 @@ class EdgeStore:
         with self._lock:
             if self.recipe(incoming) is None:
                 raise NotFoundError(f"collection {incoming!r} does not exist")
-            for collection in (name, incoming, outgoing):
-                self._swapping.add(collection)
+            moved = (name, incoming, outgoing)
+            self._exclusive(*moved)
             try:
-                for collection in (name, incoming, outgoing):
+                for collection in moved:  # reads and flushes on them finish first
                     shard = self._shards.pop(collection, None)
                     if shard is not None:
                         self._retire(shard)
-                    self._recipes.pop(collection, None)
                 journal = self.root / f"{name}{_SWAP_SUFFIX}"
                 staged = journal.with_name(journal.name + ".tmp")
                 staged.write_text(json.dumps({"incoming": incoming, "outgoing": outgoing}))
                 os.replace(staged, journal)
                 self._finish_swap(journal)
             finally:
-                for collection in (name, incoming, outgoing):
-                    self._swapping.discard(collection)
-                self._idle.notify_all()
+                for collection in moved:  # (under the lock: nothing cached the old ones since)
+                    self._recipes.pop(collection, None)
+                self._release_exclusive(*moved)
 
     def _finish_swap(self, journal: Path) -> None:
         """Carry out (or finish) the swap `journal` records; every step is idempotent."""
@@ -534,20 +556,18 @@ class EdgeStore:
         """Finish the swaps a killed process left half done (called when the store opens)."""
         if self.root.exists():
             for journal in self.root.glob(f"*{_SWAP_SUFFIX}"):
-                self._finish_swap(journal)
+                if journal.is_file():
+                    self._finish_swap(journal)
 
     def snapshot(self, collection: str, dest: Path) -> None:
         """A consistent copy of the collection (its recipe and shard) in `dest`: taken
         holding the store's lock once every write in flight has been flushed, so the copy
         holds each write whole or not at all."""
         with self._lock:
-            self._shard(collection)  # (NotFoundError for no such collection)
-            self._swapping.add(collection)  # new reads and writes wait for the copy
+            self._exclusive(collection)  # new reads and writes wait for the copy
             try:
                 while True:  # those in flight finish (the wait gives the lock up meanwhile)
-                    shard = self._shards.get(collection)
-                    if shard is None:  # dropped meanwhile
-                        raise NotFoundError(f"collection {collection!r} does not exist")
+                    shard = self._shard(collection, waiting=False)  # (NotFoundError: none)
                     if not self._busy.get(id(shard)):
                         break
                     self._idle.wait()
@@ -557,8 +577,7 @@ class EdgeStore:
                     self._dir(collection), dest, ignore=leftovers, copy_function=copy_with_holes
                 )
             finally:
-                self._swapping.discard(collection)
-                self._idle.notify_all()
+                self._release_exclusive(collection)
 
     def head(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         """A document's first chunk's payload (its source, version and chunk count)."""

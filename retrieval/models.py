@@ -141,6 +141,17 @@ class ChunkRecord:
     vectors: str = ""  # the recipe's `vectors_key` `vector` was made for ("": unchecked)
 
 
+def same_vectors(key: str, recipe: CollectionRecipe) -> bool:
+    """Whether vectors made for `key` (a recipe's `vectors_key`) are `recipe`'s: the same
+    model and width, and the same revision where both know it (older collections and
+    tokenizer-only setups record none)."""
+    model, _, rest = key.rpartition("@")
+    revision, _, width = rest.rpartition("/")
+    if (model, width) != (recipe.model, str(recipe.dimension)):
+        return False
+    return not (revision and recipe.revision) or revision == recipe.revision
+
+
 def check_vectors(
     recipe: CollectionRecipe, records: Sequence[ChunkRecord], collection: str
 ) -> None:
@@ -150,7 +161,7 @@ def check_vectors(
     Raises:
         CollectionMovedError: some record was embedded for another recipe.
     """
-    stale = {r.vectors for r in records if r.vectors and r.vectors != recipe.vectors_key}
+    stale = {r.vectors for r in records if r.vectors and not same_vectors(r.vectors, recipe)}
     if stale:
         raise CollectionMovedError(
             f"collection {collection!r} now holds vectors of {recipe.model!r} "

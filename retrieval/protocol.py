@@ -53,6 +53,8 @@ class IngestStore(Protocol):
 class VectorStore(Protocol):
     """Collections of chunk vectors with payloads, searchable with payload filters."""
 
+    writers_elsewhere: bool  # writes come from other processes too (`holding_writes` is moot)
+
     def recipe(self, collection: str) -> CollectionRecipe | None: ...
 
     def ensure_collection(self, collection: str, recipe: CollectionRecipe) -> None:

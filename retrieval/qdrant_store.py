@@ -247,6 +247,8 @@ def minimum_server() -> tuple[int, int]:
 class QdrantServerStore:
     """The recipe is kept in the collection's own metadata, so every client sees it."""
 
+    writers_elsewhere = True  # other processes write too: a write hold cannot cover them
+
     def __init__(self, client: QdrantClient, options: QdrantOptions | None = None) -> None:
         self.client = client
         self.options = options or QdrantOptions()
@@ -382,11 +384,12 @@ class QdrantServerStore:
         if not records:
             return
         for target in self._writes(collection):  # (a rebuild's new one too, in its scheme)
+            if target == collection:  # checked and written where the alias points now: a
+                target = self.layout.target(collection) or collection  # swap cannot slip in
             recipe = self.recipe(target)
             if recipe is None:
                 raise NotFoundError(f"collection {collection!r} does not exist")
-            if target == collection:
-                check_vectors(recipe, records, collection)
+            check_vectors(recipe, records, collection)
             self._upsert_into(target, recipe, records)
 
     def _upsert_into(

@@ -13,6 +13,7 @@ from app.deps import State
 from app.migrations import Migrations
 from app.schemas import COLLECTION_PATTERN, COMMON_ERRORS, error_responses
 from embedding.errors import InvalidInputError
+from embedding.model_source import on_this_machine
 
 router = APIRouter(prefix="/v1", tags=["collections"], responses=COMMON_ERRORS)
 NamePath = Annotated[str, Path(pattern=COLLECTION_PATTERN)]
@@ -39,16 +40,24 @@ def _migrations(state: State) -> Migrations:
 
 def check_model_location(model: str, roots: list[FsPath], own: str) -> None:
     """A client key may name a model folder only under QUARRY_MODEL_ROOTS (or the one the
-    server is configured with, `own`).
+    server is configured with, `own`), and a model by name only when it is here already.
 
     Raises:
         InvalidInputError: the folder lies elsewhere.
     """
+    if not model.strip():
+        raise InvalidInputError("model: name the model to move to", detail={"field": "model"})
     folder = FsPath(model).expanduser()
     if own and model == own:
         return
     if not folder.is_dir() and not model.startswith(("/", ".", "~")):
-        return  # a name: packaged, or from the hub's cache
+        if on_this_machine(model):
+            return  # a name: packaged, or in the hub's cache (never downloaded for a client)
+        raise InvalidInputError(
+            f"model: {model!r} is neither packaged nor in this server's Hugging Face cache; "
+            "download it there first (huggingface-cli download) or use QUARRY_MODEL_ROOTS",
+            detail={"field": "model"},
+        )
     resolved = folder.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         raise InvalidInputError(

@@ -77,7 +77,7 @@ def test_a_migration_follows_writes_swaps_and_rolls_back(
 
     def save(now: MigrationState) -> None:  # the live collection changes mid-migration
         migrations.states.save(now)
-        if now.done == 1 and not changed:
+        if now.done > 0 and not changed:
             changed.append(1)
             _ingest(resources, 4)
             store.delete_document("c", document_id("t0.txt", TEXTS[0].encode()))
@@ -112,8 +112,9 @@ def test_a_migration_follows_writes_swaps_and_rolls_back(
 
 
 def test_a_migration_killed_mid_way_resumes_without_redoing_work(
-    resources: Resources, tiny_qwen: Path
+    resources: Resources, tiny_qwen: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("app.migration.BATCH", 2)  # two documents per step
     store = resources.store
     _ingest(resources, 0, 1, 2, 3, 4)
     migrations = Migrations(resources, keep_s=3600)
@@ -217,3 +218,51 @@ def test_a_served_migration_killed_before_its_swap_resumes_while_searches_go_on(
         server.stop()
     assert not failures, failures[:3]
     assert answered[0] > 0
+
+
+def test_a_client_key_names_only_models_the_server_may_load(tmp_path: Path) -> None:
+    from app.routes.migrations import check_model_location
+    from embedding.errors import InvalidInputError
+
+    models = tmp_path / "models"
+    (models / "m").mkdir(parents=True)
+    check_model_location(str(models / "m"), [models.resolve()], "")
+    check_model_location("sentence-transformers/all-MiniLM-L6-v2", [], "")  # packaged
+    check_model_location("/srv/own-model", [], "/srv/own-model")  # the server's own
+    for model, why in (
+        ("", "name the model"),
+        (str(tmp_path), "outside QUARRY_MODEL_ROOTS"),
+        ("../models/m", "outside QUARRY_MODEL_ROOTS"),
+        ("someone/not-downloaded-here", "Hugging Face cache"),
+    ):
+        with pytest.raises(InvalidInputError, match=why) as refused:
+            check_model_location(model, [models.resolve()], "")
+        assert refused.value.detail == {"field": "model"}
+
+
+def test_vectors_of_an_unrecorded_revision_still_match() -> None:
+    from retrieval.models import CollectionRecipe, same_vectors
+
+    old = CollectionRecipe(model="m", dimension=8, instruction="", revision="")
+    new = CollectionRecipe(model="m", dimension=8, instruction="", revision="r2")
+    assert same_vectors(new.vectors_key, old) and same_vectors(old.vectors_key, new)
+    assert not same_vectors(new.vectors_key, CollectionRecipe("m", 8, "", revision="r1"))
+    assert not same_vectors(new.vectors_key, CollectionRecipe("m", 16, "", revision="r2"))
+    assert not same_vectors("org/m@r2/8", CollectionRecipe("m", 8, "", revision="r2"))
+
+
+def test_a_width_the_model_lacks_is_refused_before_anything_is_built(
+    resources: Resources, tiny_qwen: Path, minilm_path: str
+) -> None:
+    from embedding.errors import InvalidInputError
+
+    _ingest(resources, 0)
+    migrations = Migrations(resources, keep_s=3600)
+    with pytest.raises(InvalidInputError, match="wider than") as wide:
+        migrations.prepare("c", str(tiny_qwen), 4096, False)
+    assert wide.value.detail == {"field": "dim"}
+    with pytest.raises(InvalidInputError, match="already built"):
+        migrations.prepare("c", minilm_path, None, False)
+    with pytest.raises(InvalidInputError, match="no earlier version"):
+        migrations.prepare("c", None, None, True)
+    assert resources.store.recipe(side_name("c", "next")) is None

@@ -180,3 +180,27 @@ def test_a_sync_killed_at_any_stage_converges_on_the_next_run(
     )
     assert converged == uninterrupted
     assert [name for name, _, _ in converged] == [f"note-{i}.txt" for i in (3, 4, 5, 9)]
+
+
+def test_a_named_run_shows_its_stage_and_counts_while_it_goes(folder: Path) -> None:
+    from app.cli_common import load_settings, quarry_for
+    from app.sources import Source, SourceRegistry, run_source
+
+    settings = load_settings()
+    registry = SourceRegistry(settings.data_dir / "sources")
+    registry.add(Source("notes", str(folder), "quarry"))
+    seen: list[dict[str, Any]] = []
+    update = registry.update
+
+    def watched(name: str, **changes: Any) -> Any:
+        if changes.get("progress"):
+            seen.append(changes["progress"])
+        return update(name, **changes)
+
+    registry.update = watched  # type: ignore[method-assign]
+    with quarry_for(None, settings) as quarry:
+        done = run_source(quarry, registry, "notes", settings.data_dir / "sync")
+    assert [s["stage"] for s in seen] == ["listing", "comparing", "ingesting", "deleting"]
+    assert seen[2]["listed"] == 5 and seen[2]["to_ingest"] == 5
+    assert done.progress is None and not done.running  # the run is over: its report stays
+    assert done.last_report is not None and done.last_report["ingest"]["ingested"] == 5

@@ -401,10 +401,21 @@ def test_a_swap_killed_between_its_renames_is_finished_when_the_store_opens(
     store.upsert(side_name("c", "next"), records("new", "a.txt", [vec(0, 1)]))
     store.close()
     # Killed after the journal and the first rename (live -> outgoing), before the second
-    (root / "c.swap.json").write_text(json.dumps({"incoming": "c~next", "outgoing": "c~previous"}))
+    (root / "c~swap.json").write_text(json.dumps({"incoming": "c~next", "outgoing": "c~previous"}))
     (root / "c").rename(root / "c~previous")
     reopened = EdgeStore(root)
     assert [d.doc_id for d in reopened.documents("c")] == ["new"]
     assert [d.doc_id for d in reopened.documents("c~previous")] == ["old"]
-    assert not (root / "c.swap.json").exists()
+    assert not (root / "c~swap.json").exists()
+    reopened.close()
+
+
+def test_a_collection_named_like_a_journal_opens_with_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "edge"
+    store = EdgeStore(root)
+    store.ensure_collection("x.swap.json", RECIPE)
+    store.upsert("x.swap.json", records("d", "a.txt", [vec(1)]))
+    store.close()
+    reopened = EdgeStore(root)  # (a swap's journal is no collection's name)
+    assert [d.doc_id for d in reopened.documents("x.swap.json")] == ["d"]
     reopened.close()

@@ -13,6 +13,11 @@ from ui.common import api, call, page_header, when
 
 def outcome(source: dict[str, Any]) -> str:
     if source.get("running"):
+        now = source.get("progress") or {}
+        if now.get("stage") == "ingesting":
+            return f"running: ingesting {now['to_ingest']} of {now['listed']} files…"
+        if now.get("stage"):
+            return f"running: {now['stage']} ({now['listed']} files listed)…"
         return "running…"
     report, error = source.get("last_report"), source.get("last_error")
     said = ""
