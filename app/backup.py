@@ -1,6 +1,7 @@
 """Backups that restore: `quarry backup DEST`, `quarry restore SRC`, `quarry backup --verify`.
 
-A backup is a folder: each collection of the embedded store copied consistently (its
+A backup is a folder: each collection on a Qdrant server snapshotted through its API
+(`app.backup_qdrant`), or each collection of the embedded store copied consistently (its
 recipe and shard, taken with writes held off for the copy: `EdgeStore.snapshot`), then
 tidied to one complete version per source (a copy taken between a new version's write
 and the old one's removal holds both: the newest complete one is kept, as the pipeline
@@ -45,30 +46,32 @@ MIGRATIONS = "migrations"  # not kept: a backup holds no collection built beside
 def take(store: VectorStore, settings: Settings, dest: Path) -> dict[str, Any]:
     """A backup of the data dir into the empty (or new) folder `dest`; returns its
     manifest."""
-    if not isinstance(store, EdgeStore):
-        raise InvalidInputError(
-            "backups of collections on a Qdrant server are taken by Qdrant itself (its "
-            "snapshot API); `quarry backup` covers the embedded store",
-            detail={"field": "dest"},
-        )
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInputError(
             f"dest: {dest} is not empty (a backup goes into a new folder)",
             detail={"field": "dest"},
         )
     dest.mkdir(parents=True, exist_ok=True)
-    collections = []
-    for name in store.collections():
+    pruned: dict[str, int] = {}
+    if isinstance(store, EdgeStore):
+        collections = []
+        for name in store.collections():
+            try:
+                store.snapshot(name, dest / STORE / name)
+                collections.append(name)
+            except NotFoundError:  # dropped while the backup ran
+                continue
+        copied = EdgeStore(dest / STORE)
         try:
-            store.snapshot(name, dest / STORE / name)
-            collections.append(name)
-        except NotFoundError:  # dropped while the backup ran
-            continue
-    copied = EdgeStore(dest / STORE)
-    try:
-        pruned = {name: tidy(copied, name) for name in collections}
-    finally:
-        copied.close()
+            pruned = {name: tidy(copied, name) for name in collections}
+        finally:
+            copied.close()
+    else:  # a Qdrant server: its snapshot API (tidied when restored)
+        from app import backup_qdrant
+        from retrieval.qdrant_store import QdrantServerStore
+
+        assert isinstance(store, QdrantServerStore)
+        collections = backup_qdrant.take(store, settings, dest / backup_qdrant.SERVER)
     for part in PARTS:
         source = settings.data_dir / part
         if source.is_dir():
@@ -86,7 +89,7 @@ def take(store: VectorStore, settings: Settings, dest: Path) -> dict[str, Any]:
     return manifest
 
 
-def tidy(store: EdgeStore, collection: str) -> int:
+def tidy(store: VectorStore, collection: str) -> int:
     """Leave one version of each source: the newest complete one (by its acknowledged
     version, `seq`); returns the chunks removed."""
     by_source: dict[str, list[Any]] = defaultdict(list)
@@ -99,11 +102,7 @@ def tidy(store: EdgeStore, collection: str) -> int:
             continue
         if not complete:
             continue  # nothing whole to keep: leave it for the pipeline to finish
-        seqs = {
-            d.doc_id: int((store.head(collection, d.doc_id) or {}).get("seq") or 0)
-            for d in complete
-        }
-        keep = max(complete, key=lambda d: (seqs[d.doc_id], d.ingested_at))
+        keep = max(complete, key=lambda d: (d.seq, d.ingested_at))
         removed += store.prune_source(collection, source, keep.doc_id, keep.expected_chunks)
     return removed
 
@@ -152,6 +151,15 @@ def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, 
             "or pass --force to replace it",
             detail={"field": "data_dir", "holds": held},
         )
+    if (folder / "qdrant-server").is_dir():  # collections of a Qdrant server: restored there
+        from app import backup_qdrant
+
+        server = backup_qdrant.check_restorable(folder / backup_qdrant.SERVER, settings, force)
+        try:
+            for name in backup_qdrant.restore(server, settings, folder / backup_qdrant.SERVER):
+                tidy(server, name)  # a snapshot taken mid-replacement: the newest complete one
+        finally:
+            server.close()
     data.mkdir(parents=True, exist_ok=True)
     for left in data.glob(".restoring-*"):  # a restore killed before it ended
         shutil.rmtree(left, ignore_errors=True)

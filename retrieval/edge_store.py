@@ -579,12 +579,6 @@ class EdgeStore:
             finally:
                 self._release_exclusive(collection)
 
-    def head(self, collection: str, doc_id: str) -> dict[str, Any] | None:
-        """A document's first chunk's payload (its source, version and chunk count)."""
-        with self._reading(collection) as shard:
-            points = shard.retrieve([chunk_id(doc_id, 0)], with_payload=True, with_vector=False)
-        return dict(points[0].payload or {}) if points else None
-
     def stamp_version(self, collection: str, doc_id: str, seq: int) -> None:
         flt = qe.Filter(must=[_doc_condition(doc_id)])
         self._apply(collection, qe.UpdateOperation.set_payload_by_filter(flt, {"seq": seq}))

@@ -5,12 +5,14 @@ original; a damaged backup is refused, and so is a data dir that holds data."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from ..servers import Process, quarry_env, wait_job
 
@@ -150,3 +152,40 @@ def test_a_copy_taken_mid_replacement_keeps_the_newest_complete_version(tmp_path
     assert tidy(store, "c") == 2 + 1  # the old version's chunks and the half-written one's
     assert sorted((d.doc_id, d.chunks) for d in store.documents("c")) == [("new", 3), ("other", 1)]
     store.close()
+
+
+@pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="needs a Qdrant server (QDRANT_URL)")
+def test_collections_on_a_qdrant_server_are_backed_up_by_snapshot_and_restored(
+    tmp_path: Path, minilm_path: str, redis_process: Any
+) -> None:
+    import uuid
+
+    from app import backup as backups
+    from app.resources import Resources
+    from app.settings import Settings
+    from ingest.sources import TextSource
+
+    name = f"b{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        embedding_model=minilm_path,
+        redis_url=redis_process.url,
+        qdrant_url=os.environ["QDRANT_URL"],
+    )
+    resources = Resources(settings)
+    try:
+        texts = [TextSource(f"t{i}.txt", t) for i, t in enumerate(TEXTS)]
+        assert not resources.pipeline(name).run(texts).errors
+        service = resources.search_service(name)
+        before = [[h.chunk_id for h in service.search(name, q).hits] for q in QUERIES]
+        manifest = backups.take(resources.store, settings, tmp_path / "backup")
+        assert name in manifest["collections"] and not backups.verify(tmp_path / "backup")
+        resources.store.drop_collection(name)
+        restored = backups.restore(tmp_path / "backup", settings, force=True)
+        assert name in restored["collections"]
+        service = resources.search_service(name)
+        assert [[h.chunk_id for h in service.search(name, q).hits] for q in QUERIES] == before
+    finally:
+        resources.store.drop_collection(name)
+        resources.close()
