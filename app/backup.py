@@ -151,15 +151,11 @@ def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, 
             "or pass --force to replace it",
             detail={"field": "data_dir", "holds": held},
         )
+    server = None
     if (folder / "qdrant-server").is_dir():  # collections of a Qdrant server: restored there
-        from app import backup_qdrant
+        from app import backup_qdrant  # (qdrant-client loads slowly: only when needed)
 
         server = backup_qdrant.check_restorable(folder / backup_qdrant.SERVER, settings, force)
-        try:
-            for name in backup_qdrant.restore(server, settings, folder / backup_qdrant.SERVER):
-                tidy(server, name)  # a snapshot taken mid-replacement: the newest complete one
-        finally:
-            server.close()
     data.mkdir(parents=True, exist_ok=True)
     for left in data.glob(".restoring-*"):  # a restore killed before it ended
         shutil.rmtree(left, ignore_errors=True)
@@ -169,6 +165,13 @@ def restore(folder: Path, settings: Settings, force: bool = False) -> dict[str, 
             shutil.copytree(folder / part, staging / part, copy_function=copy_with_holes)
         elif (folder / part).is_file():
             shutil.copy2(folder / part, staging / part)
+    # The server's collections once the local parts are staged (what can fail here has)
+    if server is not None:
+        try:
+            for name in backup_qdrant.restore(server, settings, folder / backup_qdrant.SERVER):
+                tidy(server, name)  # a snapshot taken mid-replacement: the newest complete one
+        finally:
+            server.close()
     # The data dir becomes the backup's, part by part, each swapped whole: the old part is
     # moved aside first, then the new one in, then the old one removed. A part the backup
     # lacks goes too, and so does the old job state (its files would run into the restored

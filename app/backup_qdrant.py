@@ -46,17 +46,22 @@ def take(store: QdrantServerStore, settings: Settings, dest: Path) -> list[str]:
             if physical is None:
                 continue  # dropped while the backup ran
             made = http.post(f"/collections/{physical}/snapshots", params={"wait": "true"})
-            _ok(made, f"snapshot of {name!r}")
+            try:
+                _ok(made, f"snapshot of {name!r}")
+            except NotFoundError:
+                continue  # dropped while the backup ran
             snapshot = made.json()["result"]
             file = dest / f"{name}.snapshot"
             digest = hashlib.sha256()
             path = f"/collections/{physical}/snapshots/{snapshot['name']}"
-            with http.stream("GET", path) as got, file.open("wb") as out:
-                _ok(got, f"download of {name!r}'s snapshot")
-                for block in got.iter_bytes(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-            http.delete(path)  # the server's copy is not needed any more
+            try:
+                with http.stream("GET", path) as got, file.open("wb") as out:
+                    _ok(got, f"download of {name!r}'s snapshot")
+                    for block in got.iter_bytes(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+            finally:
+                _ok(http.delete(path), f"removal of {name!r}'s snapshot from the server")
             if snapshot.get("checksum") and snapshot["checksum"] != digest.hexdigest():
                 raise StoreUnavailableError(f"{name!r}: its snapshot arrived damaged")
             index[name] = {"physical": physical, "file": file.name, "sha256": digest.hexdigest()}
@@ -79,8 +84,14 @@ def check_restorable(folder: Path, settings: Settings, force: bool) -> QdrantSer
         )
     store = QdrantServerStore.connect(settings.qdrant_url, settings.qdrant_api_key)
     index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
-    there = [name for name in index if store.recipe(name) is not None]
+    names = set(store.layout.names())
+    there = [
+        name
+        for name, entry in index.items()
+        if store.recipe(name) is not None or entry["physical"] in names
+    ]
     if there and not force:
+        store.close()
         raise InvalidInputError(
             f"the Qdrant server holds {', '.join(there)} already; pass --force to replace them",
             detail={"field": "qdrant_url", "holds": there},
@@ -101,19 +112,25 @@ def restore(store: QdrantServerStore, settings: Settings, folder: Path) -> list[
                     files={"snapshot": (entry["file"], snapshot, "application/octet-stream")},
                 )
             _ok(sent, f"restore of {name!r}")
-            moves: list[Any] = []
-            if name in store.layout.aliases():
-                moves.append(
-                    models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name))
-                )
-            elif store.recipe(name) is not None:  # a collection made before aliases
-                store.client.delete_collection(name)
+            if physical == name:
+                continue  # a collection made before aliases: restored under its own name
+            aliases = store.layout.aliases()
+            # `name` points at the restored collection, and nothing else does (a migration's
+            # side alias left pointing there would let a later migration drop it)
+            stale = {a for a, target in aliases.items() if target == physical} | {name}
+            moves: list[Any] = [
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=a))
+                for a in sorted(stale & aliases.keys())
+            ]
             moves.append(
                 models.CreateAliasOperation(
                     create_alias=models.CreateAlias(collection_name=physical, alias_name=name)
                 )
             )
             store.client.update_collection_aliases(change_aliases_operations=moves)
+            replaced = aliases.get(name)
+            if replaced is not None and replaced != physical:  # (--force) the one it replaces
+                store.client.delete_collection(replaced)
     return sorted(index)
 
 

@@ -42,7 +42,7 @@ from retrieval.models import (
 log = logging.getLogger(__name__)
 
 NEXT, PREVIOUS = "next", "previous"
-BATCH = 16  # documents moved per pipeline run (parsed side by side, embedded together)
+BATCH = 64  # documents moved per pipeline run (parsed side by side, embedded together)
 MAX_PASSES = 5  # then the last pass runs with writes held, however busy the collection is
 
 
@@ -168,11 +168,15 @@ class Migration:
         since = (datetime.fromisoformat(self.state.swap_from) - margin).isoformat(
             timespec="seconds"
         )
-        live = {d.doc_id for d in self.store.documents(self.name)}
-        late = [
+        newest: dict[str, tuple[int, str]] = {}  # per source, the live collection's newest
+        for doc in self.store.documents(self.name):
+            newest[doc.source] = max(newest.get(doc.source, (0, "")), (doc.seq, doc.ingested_at))
+        late = [  # only what is newer than anything live holds for its source
             info
             for info in self.store.documents(self.outgoing)
-            if info.complete and info.doc_id not in live and info.ingested_at >= since
+            if info.complete
+            and info.ingested_at >= since
+            and (info.seq, info.ingested_at) > newest.get(info.source, (-1, ""))
         ]
         for start in range(0, len(late), BATCH):
             self._copy(late[start : start + BATCH], self.outgoing, self.name)

@@ -20,7 +20,7 @@ from embedding.cache import CachedEmbedder, RedisVectorCache
 from embedding.default_model import ModelChoice, choose_model
 from embedding.errors import InvalidInputError, ModelLoadError
 from embedding.languages import model_languages
-from embedding.model_source import ModelSource
+from embedding.model_source import ModelSource, is_packaged
 from embedding.protocol import Embedder
 from embedding.redis_server import EmbeddedRedis
 from embedding.remote import RemoteEmbedder, RemoteOptions
@@ -315,8 +315,9 @@ class Resources:
         stored = stored or self.ingest_store.recipe(collection)
         if stored is None or not stored.location:
             return None
-        folder = Path(stored.location).expanduser().is_dir()  # a hub id: its revision
-        kit = self.kit_at(stored.location, stored.dimension, "" if folder else stored.revision)
+        where = stored.location  # a hub id at its revision; a folder or package by contents
+        local = Path(where).expanduser().is_dir() or is_packaged(where)
+        kit = self.kit_at(where, stored.dimension, "" if local else stored.revision)
         kit.check(stored, collection)
         return kit
 

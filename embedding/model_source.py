@@ -146,6 +146,11 @@ def _packaged_path(name: str) -> Path | None:
     return Path(getattr(module, func)())
 
 
+def is_packaged(name: str) -> bool:
+    """A model shipped inside an installed package (fingerprinted, never downloaded)."""
+    return _packaged_path(name) is not None
+
+
 def on_this_machine(name: str) -> bool:
     """Whether a model name resolves without a download (packaged, or in the hub's cache)."""
     if _packaged_path(name) is not None:

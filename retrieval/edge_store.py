@@ -302,46 +302,22 @@ class EdgeStore:
         swapped in; searches wait for the swap (the store's lock), never see half of it.
         """
         with self._lock:
-            recipe = self.recipe(collection)
-            if recipe is None:
-                raise NotFoundError(f"collection {collection!r} does not exist")
-            if recipe.sparse == scheme:
-                return 0
-            upgraded = replace(recipe, sparse=scheme)
-            directory = self._dir(collection)
-            fresh_path = directory / "shard.new"
-            shutil.rmtree(fresh_path, ignore_errors=True)
-            fresh = self._create_shard(fresh_path, upgraded)
-            old = self._shard(collection)
-            copied = 0
-            offset: Any = None
-            while True:
-                page, offset = old.scroll(
-                    qe.ScrollRequest(offset=offset, limit=256, with_payload=True, with_vector=True)
-                )
-                weights = encode([str((r.payload or {}).get("text", "")) for r in page])
-                points = [
-                    qe.Point(
-                        r.id,
-                        _layout(point_vectors(upgraded, full_vector(recipe, r.vector), w)),
-                        r.payload,
-                    )
-                    for r, w in zip(page, weights, strict=True)
-                ]
-                if points:
-                    fresh.update(qe.UpdateOperation.upsert_points(points))
-                copied += len(points)
-                if offset is None:
-                    break
-            fresh.flush()
-            fresh.close()
-            self._exclusive(collection)  # new reads and writes wait for the new shard
-            if self._shards.get(collection) is not old:  # swapped meanwhile (a migration)
-                self._release_exclusive(collection)
-                raise StoreUnavailableError(
-                    f"collection {collection!r} was replaced during its rebuild: run it again"
-                )
+            # Held from the start (one rebuild, copy or swap of it at a time); reads wait
+            # for the lock during the copy anyway.
+            self._exclusive(collection)
             try:
+                recipe = self.recipe(collection)
+                if recipe is None:
+                    raise NotFoundError(f"collection {collection!r} does not exist")
+                if recipe.sparse == scheme:
+                    return 0
+                upgraded = replace(recipe, sparse=scheme)
+                directory = self._dir(collection)
+                fresh_path = directory / "shard.new"
+                shutil.rmtree(fresh_path, ignore_errors=True)
+                fresh = self._create_shard(fresh_path, upgraded)
+                old = self._shard(collection, waiting=False)
+                copied = self._copy_weighed(old, fresh, recipe, upgraded, encode)
                 self._retire(old)  # reads and flushes running on it finish first
                 del self._shards[collection]  # from here on, the new shard is opened
                 os.replace(directory / "shard", directory / "shard.old")
@@ -351,6 +327,39 @@ class EdgeStore:
                 self._release_exclusive(collection)
             shutil.rmtree(directory / "shard.old", ignore_errors=True)
             return copied
+
+    @staticmethod
+    def _copy_weighed(
+        old: qe.EdgeShard,
+        fresh: qe.EdgeShard,
+        recipe: CollectionRecipe,
+        upgraded: CollectionRecipe,
+        encode: SparseEncoder,
+    ) -> int:
+        """Every point of `old` into `fresh` with BM25 weights from its text; the count."""
+        copied = 0
+        offset: Any = None
+        while True:
+            page, offset = old.scroll(
+                qe.ScrollRequest(offset=offset, limit=256, with_payload=True, with_vector=True)
+            )
+            weights = encode([str((r.payload or {}).get("text", "")) for r in page])
+            points = [
+                qe.Point(
+                    r.id,
+                    _layout(point_vectors(upgraded, full_vector(recipe, r.vector), w)),
+                    r.payload,
+                )
+                for r, w in zip(page, weights, strict=True)
+            ]
+            if points:
+                fresh.update(qe.UpdateOperation.upsert_points(points))
+            copied += len(points)
+            if offset is None:
+                break
+        fresh.flush()
+        fresh.close()
+        return copied
 
     def collections(self) -> list[str]:
         if not self.root.exists():
@@ -525,6 +534,8 @@ class EdgeStore:
             moved = (name, incoming, outgoing)
             self._exclusive(*moved)
             try:
+                if self.recipe(incoming) is None:  # dropped while we waited
+                    raise NotFoundError(f"collection {incoming!r} does not exist")
                 for collection in moved:  # reads and flushes on them finish first
                     shard = self._shards.pop(collection, None)
                     if shard is not None:

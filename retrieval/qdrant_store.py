@@ -384,13 +384,17 @@ class QdrantServerStore:
         if not records:
             return
         for target in self._writes(collection):  # (a rebuild's new one too, in its scheme)
-            if target == collection:  # checked and written where the alias points now: a
-                target = self.layout.target(collection) or collection  # swap cannot slip in
+            live = target == collection
+            if live:  # checked and written where the alias points now
+                target = self.layout.target(collection) or collection
             recipe = self.recipe(target)
             if recipe is None:
                 raise NotFoundError(f"collection {collection!r} does not exist")
             check_vectors(recipe, records, collection)
             self._upsert_into(target, recipe, records)
+            if live and self.layout.target(collection) != target:  # a swap came between:
+                # written to the old collection only; another model's now: embed it again
+                check_vectors(self._recipe_waiting_out_a_swap(collection), records, collection)
 
     def _upsert_into(
         self, target: str, recipe: CollectionRecipe, records: Sequence[ChunkRecord]
