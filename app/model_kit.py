@@ -16,6 +16,31 @@ from retrieval.models import CollectionRecipe
 from retrieval.sparse import BM25_SCHEME
 
 
+def local_embedder(
+    settings: Settings, source: ModelSource, dimension: int | None
+) -> SentenceTransformerEmbedder:
+    """A model run in this process, with the engine, batching and lanes `settings` name."""
+    s = settings
+    return SentenceTransformerEmbedder(
+        source,
+        dimension=dimension,
+        max_length=s.max_length,
+        device=s.device,
+        batch_tokens=s.batch_tokens,
+        bulk_batch_tokens=s.bulk_batch_tokens,
+        engine=s.cpu_backend,
+        engine_dir=s.engine_path,
+        lanes=s.model_lanes,
+    )
+
+
+def chunker_for(settings: Settings, base: SentenceTransformerEmbedder | RemoteEmbedder) -> Chunker:
+    """Chunks in the model's own tokens, no longer than it reads."""
+    size = min(settings.chunk_tokens, base.max_tokens - base.special_tokens())
+    overlap = min(settings.chunk_overlap, size // 2)
+    return Chunker(base.load_tokenizer(), size, overlap)
+
+
 class ModelKit:
     """One model's parts: where it is found, its embedder (through the shared cache), its
     chunker and the recipe of the collections it builds."""
@@ -47,18 +72,7 @@ class ModelKit:
     def base_embedder(self) -> SentenceTransformerEmbedder | RemoteEmbedder:
         if self._base is not None:
             return self._base
-        s = self.settings
-        return SentenceTransformerEmbedder(
-            self.source,
-            dimension=self.wanted_dimension,
-            max_length=s.max_length,
-            device=s.device,
-            batch_tokens=s.batch_tokens,
-            bulk_batch_tokens=s.bulk_batch_tokens,
-            engine=s.cpu_backend,
-            engine_dir=s.engine_path,
-            lanes=s.model_lanes,
-        )
+        return local_embedder(self.settings, self.source, self.wanted_dimension)
 
     @cached_property
     def embedder(self) -> CachedEmbedder:
@@ -67,10 +81,7 @@ class ModelKit:
     @cached_property
     def chunker(self) -> Chunker:
         """One chunker for every file (it gives each thread its own tokenizer copy)."""
-        base = self.base_embedder
-        size = min(self.settings.chunk_tokens, base.max_tokens - base.special_tokens())
-        overlap = min(self.settings.chunk_overlap, size // 2)
-        return Chunker(base.load_tokenizer(), size, overlap)
+        return chunker_for(self.settings, self.base_embedder)
 
     def recipe(self, instruction: str, sparse: bool, small_dim: int = 0) -> CollectionRecipe:
         """The recipe of a collection built with this model (loads it for its width)."""

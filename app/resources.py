@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from app.model_kit import ModelKit
+from app.model_kit import ModelKit, chunker_for, local_embedder
 from app.ownership import DataDirClaim
 from app.settings import Settings
 from embedding.balancer import RequestObserver
@@ -145,17 +145,7 @@ class Resources:
                 max_length=s.max_length,
                 observer=self.server_observer,
             )
-        return SentenceTransformerEmbedder(
-            self.model_source,
-            dimension=self.settings.embedding_dim,
-            max_length=self.settings.max_length,
-            device=self.settings.device,
-            batch_tokens=self.settings.batch_tokens,
-            bulk_batch_tokens=self.settings.bulk_batch_tokens,
-            engine=self.settings.cpu_backend,
-            engine_dir=self.settings.engine_path,
-            lanes=self.settings.model_lanes,
-        )
+        return local_embedder(self.settings, self.model_source, self.settings.embedding_dim)
 
     def redis_url(self) -> str:
         """QUARRY_REDIS_URL, or the embedded server's (started now; this process owns it)."""
@@ -234,11 +224,7 @@ class Resources:
         return ParsePool(limits)
 
     def chunker(self) -> Chunker:
-        base = self.base_embedder
-        limit = base.max_tokens - base.special_tokens()
-        size = min(self.settings.chunk_tokens, limit)
-        overlap = min(self.settings.chunk_overlap, size // 2)
-        return Chunker(base.load_tokenizer(), size, overlap)
+        return chunker_for(self.settings, self.base_embedder)
 
     def recipe(
         self, instruction: str | None = None, dimension: int | None = None

@@ -22,15 +22,7 @@ from retrieval.errors import CollectionMovedError
 from retrieval.models import ChunkRecord, side_name
 
 from ..servers import Process, quarry, quarry_env, wait_job
-
-TEXTS = [
-    "Owls hunt mice at night using silent flight.",
-    "Espresso is brewed by forcing hot water through coffee.",
-    "Green tea leaves are steamed or pan-fired after picking.",
-    "Sourdough rises slowly with wild yeast.",
-    "Crows remember the faces of people who wronged them.",
-    "Tides follow the moon twice a day.",
-]
+from .test_backup import TEXTS
 
 
 def _sources(store: Any, collection: str) -> set[str]:
@@ -135,6 +127,28 @@ def test_a_migration_killed_mid_way_resumes_without_redoing_work(
     assert min(seen) == 2  # what the new collection held was not moved again
     assert _sources(store, "c") == {f"t{i}.txt" for i in range(5)}
     assert store.recipe("c").model == "tiny-qwen3"  # type: ignore[union-attr]
+
+
+def test_a_migration_killed_right_after_its_swap_finishes_on_resume(
+    resources: Resources, tiny_qwen: Path
+) -> None:
+    _ingest(resources, 0, 1)
+    migrations = Migrations(resources, keep_s=3600)
+    state = migrations.prepare("c", str(tiny_qwen), None, False)
+
+    def killed_at_the_swap(now: MigrationState) -> None:
+        if now.stage == "swapped":
+            raise _Crash  # swapped in the store; the state file still says building
+        migrations.states.save(now)
+
+    with pytest.raises(_Crash):
+        Migration(resources, state, killed_at_the_swap).run()
+    assert migrations.status("c").stage == "building"
+    assert resources.store.recipe("c").model == "tiny-qwen3"  # type: ignore[union-attr]
+    done = migrations.run_here(migrations.prepare("c", str(tiny_qwen), None, False))
+    assert done.stage == "done"
+    assert _sources(resources.store, "c") == {"t0.txt", "t1.txt"}
+    assert resources.store.recipe(side_name("c", "previous")) is not None
 
 
 def test_a_served_migration_killed_before_its_swap_resumes_while_searches_go_on(
