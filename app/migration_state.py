@@ -10,6 +10,27 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from embedding.errors import QuarryError
+
+
+class MigrationBusyError(QuarryError):
+    """The collection is being moved to another model: one change of its layout at a time."""
+
+    code = "migration_in_progress"
+    status = 409
+
+
+def refuse_while_migrating(data_dir: Path, collection: str, what: str) -> None:
+    """Raise MigrationBusyError when a migration of `collection` is under way."""
+    state = MigrationStates(data_dir / "migrations").get(collection)
+    if state is not None and state.active:
+        raise MigrationBusyError(
+            f"collection {collection!r} is being moved to {state.model!r} ({state.stage}): "
+            f"{what} once it is done",
+            detail={"collection": collection},
+        )
+
+
 # building -> swapped -> done -> closed (the old collection dropped after its window); a
 # rollback is a run the other way; cancelled before a swap
 STAGES = ("building", "swapped", "done", "cancelled", "closed")

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from app.migration import NEXT, PREVIOUS, Migration
-from app.migration_state import MigrationState, MigrationStates
+from app.migration_state import MigrationBusyError, MigrationState, MigrationStates
 from app.resources import Resources
 from embedding.default_model import PACKAGED_MODEL
-from embedding.errors import InvalidInputError, QuarryError
+from embedding.errors import InvalidInputError
 from embedding.model_source import ModelSource
 from retrieval.errors import NotFoundError
 from retrieval.models import same_vectors, side_name
@@ -23,11 +23,6 @@ log = logging.getLogger(__name__)
 
 
 OFFERS_TTL_S = 60.0
-
-
-class MigrationBusyError(QuarryError):
-    code = "migration_in_progress"
-    status = 409
 
 
 class Migrations:
@@ -58,6 +53,7 @@ class Migrations:
         live = store.recipe(collection)
         if live is None:
             raise NotFoundError(f"collection {collection!r} does not exist")
+        _check_aliased(store, collection)
         current = self.states.get(collection)
         if current is not None and current.active:
             asked = (current.model, current.dimension) == (model, dimension) or rollback
@@ -240,4 +236,24 @@ def _check_dimension(source: ModelSource, dimension: int | None) -> None:
         raise InvalidInputError(
             f"dim: {dimension} is wider than {source.model_id!r} ({width})",
             detail={"field": "dim"},
+        )
+
+
+def _check_aliased(store: VectorStore, collection: str) -> None:
+    """A collection on a Qdrant server made before aliases cannot be swapped by alias: said
+    before anything is built.
+
+    Raises:
+        InvalidInputError: it is one.
+    """
+    if not store.writers_elsewhere:
+        return
+    from retrieval.qdrant_store import QdrantServerStore
+
+    if isinstance(store, QdrantServerStore) and collection not in store.layout.aliases():
+        raise InvalidInputError(
+            f"collection {collection!r} was made on the Qdrant server before Quarry used "
+            "aliases, which a migration swaps: upload its documents into a new collection "
+            "instead",
+            detail={"collection": collection},
         )

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from app.migration_state import refuse_while_migrating
 from app.model_kit import ModelKit, chunker_for, local_embedder
 from app.ownership import DataDirClaim
 from app.settings import Settings
@@ -419,7 +420,9 @@ class Resources:
 
         Raises:
             NotFoundError: no such collection.
+            MigrationBusyError: it is being moved to another model.
         """
+        refuse_while_migrating(self.settings.data_dir, collection, "rebuild its BM25 vectors")
         return self.store.add_sparse(collection, BM25_SCHEME, encoder(BM25_SCHEME).documents)
 
     @property

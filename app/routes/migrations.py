@@ -61,7 +61,7 @@ def check_model_location(model: str, roots: list[FsPath], own: str) -> None:
     resolved = folder.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         raise InvalidInputError(
-            f"model: {model!r} is a folder outside QUARRY_MODEL_ROOTS; the server loads "
+            f"model: {model!r} names a folder outside QUARRY_MODEL_ROOTS; the server loads "
             "models from those folders only",
             detail={"field": "model"},
         )

@@ -64,6 +64,8 @@ def test_a_migration_follows_writes_swaps_and_rolls_back(
     state = migrations.prepare("c", str(tiny_qwen), None, False)
     with pytest.raises(MigrationBusyError):
         migrations.prepare("c", "other-model", None, False)
+    with pytest.raises(MigrationBusyError, match="being moved"):  # one layout change at a time
+        resources.backfill_sparse("c")
 
     changed: list[int] = []
 
