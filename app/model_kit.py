@@ -7,7 +7,7 @@ from functools import cached_property
 
 from app.settings import Settings
 from embedding.cache import CachedEmbedder, VectorCache
-from embedding.model_source import ModelSource, resolve_model
+from embedding.model_source import ModelSource
 from embedding.remote import RemoteEmbedder
 from embedding.st_embedder import SentenceTransformerEmbedder
 from ingest.chunking import Chunker
@@ -49,9 +49,9 @@ class ModelKit:
         self,
         settings: Settings,
         location: str,
+        source: ModelSource,
         dimension: int | None,
         cache: VectorCache,
-        revision: str = "",
         base: SentenceTransformerEmbedder | RemoteEmbedder | None = None,
     ) -> None:
         self.settings = settings
@@ -59,9 +59,7 @@ class ModelKit:
         self.location = location
         self.wanted_dimension = dimension
         self.cache = cache
-        # resolve_model raises ModelLoadError naming the model when it cannot be found
-        # a hub id at the revision a collection recorded; a folder is fingerprinted instead
-        self.source: ModelSource = resolve_model(location, revision or None)
+        self.source = source  # (found by `resolve_model`: a hub id at a revision, a folder)
 
     @property
     def is_configured(self) -> bool:

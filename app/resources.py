@@ -21,7 +21,7 @@ from embedding.cache import CachedEmbedder, RedisVectorCache
 from embedding.default_model import ModelChoice, choose_model
 from embedding.errors import InvalidInputError, ModelLoadError
 from embedding.languages import model_languages
-from embedding.model_source import ModelSource, is_packaged
+from embedding.model_source import ModelSource, is_packaged, resolve_model
 from embedding.protocol import Embedder
 from embedding.redis_server import EmbeddedRedis
 from embedding.remote import RemoteEmbedder, RemoteOptions
@@ -277,15 +277,12 @@ class Resources:
             known = self._kits.get(asked)
         if known is not None:
             return known
-        kit = ModelKit(self.settings, location, dimension, self.cache, revision)
-        source = kit.source
+        source = resolve_model(location, revision or None)  # a folder: by its contents
         same = (source.model_id, source.revision, dimension or source.native_dimension)
         mine = self.model_source
         own_width = self.settings.embedding_dim or mine.native_dimension
-        if same == (mine.model_id, mine.revision, own_width):
-            kit = ModelKit(
-                self.settings, location, dimension, self.cache, revision, base=self.base_embedder
-            )
+        base = self.base_embedder if same == (mine.model_id, mine.revision, own_width) else None
+        kit = ModelKit(self.settings, location, source, dimension, self.cache, base)
         with self._lock:
             kit = self._kits.setdefault(same, kit)
             return self._kits.setdefault(asked, kit)

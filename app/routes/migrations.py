@@ -74,7 +74,8 @@ async def migrate(state: State, name: NamePath, body: MigrateIn) -> dict[str, An
     With `rollback`, move back to the version the last migration kept."""
     if not body.rollback:
         s = state.settings
-        check_model_location(body.model, s.model_root_paths, s.embedding_model or "")
+        own = s.embedding_model or ""  # (reads the disk: off the event loop)
+        await run_in_threadpool(check_model_location, body.model, s.model_root_paths, own)
     migrations = _migrations(state)
     started = await run_in_threadpool(migrations.prepare, name, body.model, body.dim, body.rollback)
     migrations.start(started)
