@@ -57,8 +57,10 @@ class Migrations:
         current = self.states.get(collection)
         if current is not None and current.active:
             asked = (current.model, current.dimension) == (model, dimension) or rollback
-            if current.rollback == rollback and asked:
-                return current  # asked again: the same run, resumed where it was
+            if current.rollback == rollback and asked:  # asked again: the same run, resumed
+                current.error = ""  # (where it was; what stopped it is tried again)
+                self.states.save(current)
+                return current
             raise MigrationBusyError(
                 f"collection {collection!r} is already being moved to {current.model!r} "
                 f"({current.stage}); cancel it first",

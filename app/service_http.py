@@ -220,7 +220,7 @@ class HttpQuarry:
     ) -> dict[str, Any]:
         """The server runs it (and carries on if we stop waiting); polled to its end."""
         now = dict(call(self.client.migrate, collection, spec))
-        while wait and now["stage"] in ACTIVE:
+        while wait and now["stage"] in ACTIVE and not now["error"]:  # (failed: said, not waited)
             if progress is not None:
                 progress(now)
             time.sleep(0.5)

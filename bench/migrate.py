@@ -103,7 +103,7 @@ def main() -> None:
             while True:
                 time.sleep(0.5)
                 state = httpx.get(f"{server.url}/v1/collections/quarry/migration").json()
-                if state["stage"] not in ("building", "swapped"):
+                if state["stage"] not in ("building", "swapped") or state["error"]:
                     break
             migrate_s = time.perf_counter() - started
             during.stop.set()
