@@ -99,6 +99,8 @@ def ingest(
         if not show:  # the live view already printed them
             for error in report.errors + report.retrying:
                 console.print(f"[red]✗[/red] {escape(error.message)} ({error.code})")
+            for warning in report.warnings:
+                console.print(f"[yellow]![/yellow] {escape(warning)}")
     if report.ingested + report.unchanged + report.superseded == 0:
         raise typer.Exit(1)
 
@@ -390,6 +392,8 @@ def eval_command(
                 prepare=lambda: res.backfill_sparse(collection) if mode != "dense" else 0,
                 vectors=vectors,
             )
+        # The engine that made the vectors: the same figures per QUARRY_CPU_BACKEND/QUANTIZE
+        scores["engine"] = f"{res.settings.cpu_backend}, {base.engine or 'fp32'}"
         if report.errors:
             console.print(
                 f"[yellow]{len(report.errors)} corpus documents failed to ingest[/yellow]"
@@ -398,7 +402,8 @@ def eval_command(
             emit(scores)
         else:
             console.print(
-                f"{dataset.name} ({chunking}, {scores['mode']}, {scores['vectors']}): "
+                f"{dataset.name} ({chunking}, {scores['mode']}, {scores['vectors']}, "
+                f"{scores['engine']}): "
                 f"nDCG@10 {scores['ndcg@10']:.2f}  "
                 f"Recall@100 {scores['recall@100']:.2f}  over {scores['queries']} queries, "
                 f"{scores['ms_per_query']:.1f} ms a query"
@@ -465,6 +470,10 @@ def serve(
     from app.main import create_app
 
     settings = load_settings()
+    if embeddings_only and "quantize" not in settings.model_fields_set:
+        # Its clients record its vectors as the model's own (they cannot see its engine):
+        # fp32 unless int8 is asked for here.
+        settings = settings.model_copy(update={"quantize": "none"})
     bind_host, bind_port = host or settings.host, port or settings.port
     with reporting_errors():
         check_exposure(bind_host, bool(settings.api_key_set), allow_open or settings.allow_open)

@@ -1,5 +1,6 @@
 """A second embedding model beside the configured one: a collection moved to another model
-(a migration) is served with the model its recipe names, in every process."""
+(a migration) is served with the model its recipe names, and one built with another engine
+(fp32, int8) with that engine, in every process."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from functools import cached_property
 
 from app.settings import Settings
 from embedding.cache import CachedEmbedder, VectorCache
+from embedding.cpu_runtimes import planned_label
 from embedding.model_source import ModelSource
 from embedding.remote import RemoteEmbedder
-from embedding.st_embedder import SentenceTransformerEmbedder
+from embedding.st_embedder import SentenceTransformerEmbedder, pick_device
 from ingest.chunking import Chunker
 from retrieval.errors import RecipeMismatchError
 from retrieval.models import CollectionRecipe
@@ -31,7 +33,26 @@ def local_embedder(
         engine=s.cpu_backend,
         engine_dir=s.engine_path,
         lanes=s.model_lanes,
+        quantize=s.quantize,
     )
+
+
+def planned_engine(settings: Settings, source: ModelSource) -> str:
+    """What a local model of `source` records as its engine under `settings` (its recipe's
+    `engine`), known without loading it: an int8 runtime on a CPU for an encoder it exports;
+    "" (fp32, torch's vectors) otherwise. Remote servers' vectors are theirs: ""."""
+    s = settings
+    if s.embedding_urls:
+        return ""
+    return planned_label(s.cpu_backend, s.quantize, source.model_type, pick_device(s.device))
+
+
+def settings_for_engine(settings: Settings, engine: str) -> Settings:
+    """`settings` running a local model so that its vectors are `engine`'s (a recipe's)."""
+    if not engine:
+        return settings.model_copy(update={"quantize": "none"})
+    runtime, _, quantize = engine.partition("-")
+    return settings.model_copy(update={"cpu_backend": runtime, "quantize": quantize})
 
 
 def chunker_for(settings: Settings, base: SentenceTransformerEmbedder | RemoteEmbedder) -> Chunker:
@@ -96,6 +117,7 @@ class ModelKit:
             sparse=BM25_SCHEME if sparse else "",
             small_dim=small_dim if keeps_small else 0,
             location=self.location,
+            engine=base.recipe.engine,
         )
 
     def check(self, stored: CollectionRecipe, collection: str) -> None:

@@ -69,6 +69,9 @@ class RichIngestProgress:
     def file_stage(self, name: str, stage: str, count: int) -> None:
         pass
 
+    def file_warning(self, name: str, message: str) -> None:
+        self._progress.console.print(f"[yellow]![/yellow] {escape(message)}")
+
     def check(self) -> None:
         pass
 

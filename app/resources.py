@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 import redis
 
 from app.migration_state import refuse_while_migrating
-from app.model_kit import ModelKit, chunker_for, local_embedder
+from app.model_kit import (
+    ModelKit,
+    chunker_for,
+    local_embedder,
+    planned_engine,
+    settings_for_engine,
+)
 from app.ownership import DataDirClaim
 from app.settings import Settings
 from embedding.balancer import RequestObserver
@@ -74,7 +80,9 @@ class Resources:
         self._lock = threading.Lock()
         self._embedded_redis: EmbeddedRedis | None = None
         self._claim = DataDirClaim(settings.data_dir)
-        self._kits: dict[tuple[str, str, int | None], ModelKit] = {}  # asked, and found
+        # asked (location, revision, width, engine), and found (model id, revision, width,
+        # engine)
+        self._kits: dict[tuple[str, str, int | None, str | None], ModelKit] = {}
         self.server_observer: RequestObserver | None = None  # set before first use
 
     @property
@@ -242,6 +250,7 @@ class Resources:
             max_length=base.max_tokens,
             sparse=BM25_SCHEME if self.settings.sparse_vectors else "",
             small_dim=self._small_dim(dimension),
+            engine=base.recipe.engine,
         )
 
     def _small_dim(self, dimension: int) -> int:
@@ -264,25 +273,42 @@ class Resources:
             )
         return small
 
-    def kit_at(self, location: str, dimension: int | None, revision: str = "") -> ModelKit:
+    @cached_property
+    def configured_engine(self) -> str:
+        """The engine the configured model's recipe records (`planned_engine`)."""
+        return planned_engine(self.settings, self.model_source)
+
+    def kit_at(
+        self, location: str, dimension: int | None, revision: str = "", engine: str | None = None
+    ) -> ModelKit:
         """The model found at `location` (a hub id or a folder; a hub id at `revision`),
-        `dimension` wide (None: its own width): the configured model's parts when it is
-        that model. One kit per model and width, however they were named.
+        `dimension` wide (None: its own width), run so that its vectors are `engine`'s (a
+        recipe's; None: as configured): the configured model's parts when it is that model,
+        run that way. One kit per model, width and engine, however they were named.
 
         Raises:
             ModelLoadError: no such model here.
         """
-        asked = (location, revision, dimension)
+        asked = (location, revision, dimension, engine)
         with self._lock:
             known = self._kits.get(asked)
         if known is not None:
             return known
         source = resolve_model(location, revision or None)  # a folder: by its contents
-        same = (source.model_id, source.revision, dimension or source.native_dimension)
+        settings = self.settings
+        if engine is not None and engine != planned_engine(settings, source):
+            settings = settings_for_engine(settings, engine)
+        same = (
+            source.model_id,
+            source.revision,
+            dimension or source.native_dimension,
+            planned_engine(settings, source),
+        )
         mine = self.model_source
         own_width = self.settings.embedding_dim or mine.native_dimension
-        base = self.base_embedder if same == (mine.model_id, mine.revision, own_width) else None
-        kit = ModelKit(self.settings, location, source, dimension, self.cache, base)
+        configured = (mine.model_id, mine.revision, own_width, self.configured_engine)
+        base = self.base_embedder if same == configured else None
+        kit = ModelKit(settings, location, source, dimension, self.cache, base)
         with self._lock:
             kit = self._kits.setdefault(same, kit)
             return self._kits.setdefault(asked, kit)
@@ -297,13 +323,41 @@ class Resources:
             RecipeMismatchError: the model at the recipe's location changed since.
         """
         stored = stored or self.ingest_store.recipe(collection)
-        if stored is None or not stored.location:
+        if stored is None:
             return None
+        if not stored.location:  # the configured model, run as the collection was built
+            if self.remote or stored.engine == self.configured_engine:
+                return None
+            return self._engine_kit(stored) if self._is_configured_model(stored) else None
         where = stored.location  # a hub id at its revision; a folder or package by contents
         local = Path(where).expanduser().is_dir() or is_packaged(where)
-        kit = self.kit_at(where, stored.dimension, "" if local else stored.revision)
+        revision = "" if local else stored.revision
+        kit = self.kit_at(where, stored.dimension, revision, stored.engine)
         kit.check(stored, collection)
         return kit
+
+    def _is_configured_model(self, stored: CollectionRecipe) -> bool:
+        """`stored` names the configured model, at its width (but perhaps another engine):
+        anything else is refused by the recipe check, not served."""
+        mine = self.model_source
+        width = self.settings.embedding_dim or mine.native_dimension
+        return (
+            stored.model == mine.model_id
+            and stored.revision in ("", mine.revision)
+            and stored.dimension == width
+        )
+
+    def _engine_kit(self, stored: CollectionRecipe) -> ModelKit:
+        """The configured model run with the engine a collection was built with (fp32 for
+        a collection from before QUARRY_QUANTIZE, or int8 for one built with it)."""
+        asked = ("", self.model_source.revision, stored.dimension, stored.engine)
+        with self._lock:
+            known = self._kits.get(asked)
+            if known is None:
+                settings = settings_for_engine(self.settings, stored.engine)
+                known = ModelKit(settings, "", self.model_source, stored.dimension, self.cache)
+                self._kits[asked] = known
+            return known
 
     def check_recipe_early(self, collection: str) -> None:
         """Fail before any work when the collection was built otherwise (no model load)."""
@@ -341,6 +395,7 @@ class Resources:
             parse_workers=s.parse_workers,
             force=force,
             optimize=optimize,
+            ocr_floor=s.ocr_min_confidence,
             # Remote: one call sends enough requests at once to keep every server busy.
             embed_slice=s.remote_batch_size * len(s.embedding_url_list) * 2 if self.remote else 32,
         )

@@ -80,6 +80,11 @@ class Hit(BaseModel):
     text: str
     metadata: dict[str, Any]
     ocr: bool = Field(default=False, description="the text was read from a scan or image (OCR)")
+    ocr_confidence: float | None = Field(
+        default=None,
+        description="OCR: Tesseract's mean word confidence (0-100) on the least sure page of "
+        "the text; below QUARRY_OCR_MIN_CONFIDENCE the text may be wrong",
+    )
     truncated: bool = Field(default=False, description="text cut at QUARRY_MAX_HIT_CHARS")
 
     @classmethod

@@ -117,8 +117,15 @@ def refused_upload(
     return report
 
 
-def tally(report: IngestReport, status: str, stored: int, error: FileError | None) -> None:
+def tally(
+    report: IngestReport,
+    status: str,
+    stored: int,
+    error: FileError | None,
+    warnings: Sequence[str] = (),
+) -> None:
     """Count one ended file into `report`: the one tally of both front doors."""
+    report.warnings += warnings
     if status == "ingested":
         report.ingested += 1
         report.chunks += stored

@@ -127,7 +127,10 @@ def _tally(entry: dict[str, Any], observer: IngestObserver, report: IngestReport
     error = None
     if entry.get("error"):
         error = FileError(name, entry["error"]["code"], entry["error"]["message"])
-    tally(report, status, entry["stored"], error)
+    warnings = list(entry.get("warnings") or ())
+    tally(report, status, entry["stored"], error, warnings)
+    for warning in warnings:
+        observer.file_warning(name, warning)
     observer.file_done(name, status, entry["stored"], error)
 
 

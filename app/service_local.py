@@ -60,6 +60,10 @@ class _Tee:
     def file_stage(self, name: str, stage: str, count: int) -> None:
         self.tracker.file_stage(name, stage, count)
 
+    def file_warning(self, name: str, message: str) -> None:
+        self.tracker.file_warning(name, message)
+        self.shown.file_warning(name, message)
+
     def chunks_queued(self, count: int) -> None:
         self.shown.chunks_queued(count)
 
@@ -77,7 +81,7 @@ def report_of(job: Job, report: IngestReport) -> IngestReport:
     """Tally a job's ended files into `report`."""
     for entry in job.files:
         error = FileError(entry.name, **entry.error) if entry.error else None
-        tally(report, entry.status, entry.stored, error)
+        tally(report, entry.status, entry.stored, error, entry.warnings)
     return report
 
 

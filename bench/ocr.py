@@ -5,7 +5,10 @@ then parses it through Quarry's parse workers (the server's path): pages per sec
 how many of the printed words OCR got back. Then searches a small collection while the same
 scan is parsed, against searching alone: the p50 ratio says whether OCR holds other work.
 
-    python bench/ocr.py [--pages N] [--workers W]
+Then scans of one page in Korean, Chinese and Russian at 150 and 300 dpi: what OCR read
+back of them, how sure it was, and with which packs.
+
+    python bench/ocr.py [--pages N] [--workers W] [--no-scripts]
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--no-scripts", action="store_true", help="leave out the Korean/Chinese/Russian pages"
+    )
     args = parser.parse_args()
     printed = abstracts(args.pages)
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +108,36 @@ def main() -> None:
         f"search p50 alone {1000 * alone:.1f} ms, during OCR {1000 * during:.1f} ms: "
         f"ratio {during / alone:.2f}"
     )
+    if not args.no_scripts:
+        scripts()
+
+
+def scripts() -> None:
+    """One page each of Korean, Chinese and Russian card terms, as image-only PDFs at 150
+    and 300 dpi, parsed with the default settings (eng configured): seconds a page, the
+    share of the printed characters (words for Russian) read back, and the confidence."""
+    from ingest.parsing import ParseOptions, parse_file
+    from tests.ingest.scans import image_only_pdf, printed_page
+    from tests.ingest.test_ocr_confidence import TEXTS, recovered
+
+    print("script, dpi: seconds a page, printed read back, mean word confidence, packs")
+    with tempfile.TemporaryDirectory() as tmp:
+        for script, (text, _) in TEXTS.items():
+            for dpi in (150, 300):
+                path = image_only_pdf(
+                    Path(tmp) / f"{script}{dpi}.pdf", [printed_page(text, script, dpi)], dpi
+                )
+                started = time.perf_counter()
+                elements = parse_file(path, options=ParseOptions())
+                seconds = time.perf_counter() - started
+                read = " ".join(e.text for e in elements)
+                marks = {e.ocr_confidence for e in elements}
+                packs = sorted({lang for e in elements for lang in e.languages})
+                print(
+                    f"{script}, {dpi}: {seconds:.1f} s, {100 * recovered(text, read, script):.0f}%"
+                    f", {marks}, {'+'.join(packs)}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,13 @@ class ModelInputs:
             normalize=True,
             max_length=self._max_length_cap,
             takes_instruction=self.source.uses_last_token,
+            engine=self.vectors_engine,
         )
+
+    @property
+    def vectors_engine(self) -> str:
+        """What the engine changes in the vectors ("" : nothing, torch's fp32 vectors)."""
+        return ""
 
     @property
     def max_tokens(self) -> int:

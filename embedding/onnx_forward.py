@@ -1,4 +1,5 @@
-"""A sentence-transformers encoder's forward pass through ONNX Runtime, on a CPU.
+"""A sentence-transformers encoder's forward pass through ONNX Runtime or OpenVINO, on a
+CPU, fp32 or int8 (`embedding/cpu_runtimes.py`).
 
 A torch forward releases the GIL for each operator and takes it back after: a few hundred
 hand-offs per batch, each a wait in a process whose other threads (an API, a queue
@@ -10,18 +11,16 @@ The export (fp32, from the model Quarry has already loaded: no hub) is made once
 in `folder` under a name drawn from the weights it was made from; a changed model gets a
 new file, never a stale one. Before use, its vectors are compared with torch's on a padded
 batch (within 1e-4; MiniLM lands at ~1e-7), so the collection's recipe and the embedding
-cache do not change with the engine. A model this path does not cover (a decoder, another
-pooling, more modules, a default prompt) or an export that does not match raises
-`EngineUnavailable`: the caller keeps torch. The session holds its own copy of the
-weights, beside torch's (MiniLM: ~90 MB more).
+cache do not change with an fp32 engine. An int8 model (made once from the export) gives
+other vectors: it is checked to point near torch's (cosine >= 0.95; MiniLM ~0.99), and
+its `label` goes into the recipe and the cache key. A model this path does not cover (a
+decoder, another pooling, more modules, a default prompt), a runtime not installed, or an
+export that does not match raises `EngineUnavailable`: the caller keeps torch. The
+session holds its own copy of the weights, beside torch's (MiniLM: ~90 MB more).
 
 Several threads may run forwards at once, one per lane (`embedding/lanes.py`), each on
-`threads` cores: single-core lanes share one session (ONNX Runtime's `run` is thread-safe
-and, on one thread, computes on its caller's); lanes of several cores each get a session
-of their own, since the callers of one session share its one thread pool. No pool
-spin-waits: on a machine whose cores are shared with parsing and the API, spinning threads
-take the cores they wait for. Tokenizing goes one call at a time (a fast tokenizer's
-settings are shared state).
+`threads` cores (how each runtime does it: `cpu_runtimes.sessions`). Tokenizing goes one
+call at a time (a fast tokenizer's settings are shared state).
 """
 
 from __future__ import annotations
@@ -40,14 +39,16 @@ from typing import Any
 
 import numpy as np
 
+from embedding.cpu_runtimes import ENCODERS, RUNTIMES, quantized, sessions, vectors_label
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
-ENCODERS = frozenset({"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "electra"})
 POOLING = frozenset({"mean", "cls"})
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MAX_EXPORT_BYTES = 1_500_000_000  # one .onnx file holds at most 2 GB
 CHECK_TOLERANCE = 1e-4  # fp32 exports land near 1e-7; a wrong graph is off by far more
+MIN_QUANTIZED_COSINE = 0.95  # int8 MiniLM lands near 0.99 of torch's vectors
 ABANDONED_S = 3600  # a partial export this old was left by a process that died
 
 
@@ -66,34 +67,66 @@ class OnnxForward:
         self._inputs = inputs
         self._pooling = pooling
         self._tokenizing = threading.Lock()
+        self.label = ""  # what the recipe records: "" where the vectors are torch's
 
     @classmethod
-    def load(cls, model: Any, folder: Path, threads: int = 0, lanes: int = 1) -> OnnxForward:
+    def load(
+        cls,
+        model: Any,
+        folder: Path,
+        threads: int = 0,
+        lanes: int = 1,
+        runtime: str = "onnx",
+        quantize: str = "none",
+    ) -> OnnxForward:
         """The engine for `model`, exported into `folder` unless it is there already, and
         checked against torch on a padded batch before it is used; `lanes` forwards at once,
-        each on `threads` cores (0: torch's count)."""
+        each on `threads` cores (0: torch's count), on `runtime` (onnx, openvino), fp32 or
+        int8 (`quantize`)."""
         pooling = _check_supported(model)
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            raise EngineUnavailable("onnxruntime is not installed") from exc
+        _check_runtime(runtime)
         network = model[0].model
         sample = model.preprocess(["Quarry exports this model once."])
         inputs = [name for name in INPUTS if name in sample]
         target = folder / f"{_fingerprint(network, inputs)}.onnx"
+        threads = threads or _torch_threads()
         _drop_abandoned(folder)
         if target.exists():
             try:  # a file left damaged (a full disk, a bad copy) is made again, once
-                return cls(model, _sessions(target, threads, lanes), inputs, pooling)._checked(
-                    target
-                )
+                return cls._built(model, target, inputs, pooling, threads, lanes, runtime, quantize)
             except Exception as exc:
                 log.warning("the ONNX export %s is unusable (%s); exporting again", target, exc)
                 target.unlink(missing_ok=True)
+                target.with_name(f"{target.stem}-int8.onnx").unlink(missing_ok=True)
         _export(network, sample, inputs, target)
-        return cls(model, _sessions(target, threads, lanes), inputs, pooling)._checked(target)
+        return cls._built(model, target, inputs, pooling, threads, lanes, runtime, quantize)
+
+    @classmethod
+    def _built(
+        cls,
+        model: Any,
+        fp32: Path,
+        inputs: list[str],
+        pooling: str,
+        threads: int,
+        lanes: int,
+        runtime: str,
+        quantize: str,
+    ) -> OnnxForward:
+        path = quantized(fp32) if quantize == "int8" else fp32
+        engine = cls(model, sessions(path, runtime, threads, lanes), inputs, pooling)
+        engine.label = vectors_label(runtime, quantize)
+        return engine._checked(path)
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        if self.label and len(texts) > 1:
+            # int8 quantizes activations per run (one scale for the whole batch), so a
+            # text's vector would depend on its neighbours and their padding: each text
+            # runs alone, which on a one-core lane is also the fastest (no padding).
+            return np.vstack([self._encode([text]) for text in texts])
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         with self._tokenizing:
             features = self._model.preprocess(texts)
         feed = {name: features[name].numpy().astype(np.int64) for name in self._inputs}
@@ -121,7 +154,16 @@ class OnnxForward:
             expected = np.asarray(
                 self._model.encode(texts, convert_to_numpy=True, normalize_embeddings=False)
             )
-        gap = float(np.abs(_unit(self.encode(texts)) - _unit(expected)).max())
+        found = _unit(self.encode(texts))
+        if self.label:  # int8: near torch's, not equal (a graph gone wrong is far off)
+            worst = float((found * _unit(expected)).sum(axis=1).min())
+            if worst < MIN_QUANTIZED_COSINE:
+                target.unlink(missing_ok=True)
+                raise EngineUnavailable(
+                    f"its {self.label} model is off torch's (cosine {worst:.3f})"
+                )
+            return self
+        gap = float(np.abs(found - _unit(expected)).max())
         if gap > CHECK_TOLERANCE:
             target.unlink(missing_ok=True)
             raise EngineUnavailable(f"its ONNX export differs from torch by {gap:.1e}")
@@ -129,22 +171,31 @@ class OnnxForward:
 
 
 def onnx_or_torch(
-    model: Any, device: str, folder: Path | None, name: str, threads: int = 0, lanes: int = 1
+    model: Any,
+    device: str,
+    folder: Path | None,
+    name: str,
+    threads: int = 0,
+    lanes: int = 1,
+    runtime: str = "onnx",
+    quantize: str = "none",
 ) -> OnnxForward | None:
-    """ONNX Runtime for `model`'s forward pass where it can run it (`QUARRY_CPU_BACKEND=onnx`,
-    a CPU, a model it covers); None, with a warning saying why, where torch keeps it."""
+    """`runtime` (ONNX Runtime, OpenVINO) for `model`'s forward pass where it can run it
+    (`QUARRY_CPU_BACKEND`, a CPU, a model it covers), int8 where `quantize` says so; None,
+    with a warning saying why, where torch keeps it (and its fp32 vectors)."""
+    wanted = f"QUARRY_CPU_BACKEND={runtime}"
     if device != "cpu":  # the default engine on a CPU; a GPU keeps torch, as it should
-        log.info("QUARRY_CPU_BACKEND=onnx applies on a CPU only; %s runs on torch", name)
+        log.info("%s applies on a CPU only; %s runs on torch", wanted, name)
         return None
     if folder is None:
-        log.warning("QUARRY_CPU_BACKEND=onnx needs a folder for its export; %s runs on torch", name)
+        log.warning("%s needs a folder for its export; %s runs on torch", wanted, name)
         return None
     try:
-        return OnnxForward.load(model, folder, threads, lanes)
+        return OnnxForward.load(model, folder, threads, lanes, runtime, quantize)
     except EngineUnavailable as exc:
-        log.warning("ONNX Runtime cannot run %s (%s); it runs on torch", name, exc)
+        log.warning("%s cannot run %s (%s); it runs on torch", wanted, name, exc)
     except Exception as exc:  # a failed export costs speed, never the model
-        log.warning("the ONNX export of %s failed (%s); it runs on torch", name, exc)
+        log.warning("the export of %s for %s failed (%s); it runs on torch", name, wanted, exc)
     return None
 
 
@@ -152,21 +203,20 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _sessions(target: Path, threads: int, lanes: int) -> list[Any]:
-    if threads == 1:
-        return [_session(target, 1)] * max(1, lanes)
-    return [_session(target, threads) for _ in range(max(1, lanes))]
-
-
-def _session(target: Path, threads: int) -> Any:
-    import onnxruntime as ort
+def _torch_threads() -> int:
     import torch
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or max(1, torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+    return max(1, torch.get_num_threads())
+
+
+def _check_runtime(runtime: str) -> None:
+    module = RUNTIMES.get(runtime)
+    if module is None:
+        raise EngineUnavailable(f"{runtime!r} is not a runtime this path knows")
+    try:
+        __import__(module)
+    except ImportError as exc:
+        raise EngineUnavailable(f"{module} is not installed") from exc
 
 
 def _check_supported(model: Any) -> str:

@@ -21,9 +21,13 @@ class EmbeddingRecipe:
     normalize: bool
     max_length: int
     takes_instruction: bool
+    engine: str = ""  # what changes the vectors besides the model (int8); "" = nothing
 
     def fingerprint(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        if not self.engine:  # the keys of vectors cached before engines were recorded
+            del fields["engine"]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

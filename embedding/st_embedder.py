@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedding.batching import pack_batches
+from embedding.cpu_runtimes import planned_label
 from embedding.errors import ModelLoadError
 from embedding.lanes import Lanes, usable_cores
 from embedding.model_inputs import ModelInputs, ModelStats, ensure_trailing_eos
@@ -65,6 +66,7 @@ class SentenceTransformerEmbedder(ModelInputs):
         engine: str = "torch",
         engine_dir: Path | None = None,
         lanes: int = 0,
+        quantize: str = "none",
     ) -> None:
         super().__init__(source, dimension=dimension, max_length=max_length)
         self._device_request = device
@@ -72,7 +74,8 @@ class SentenceTransformerEmbedder(ModelInputs):
         self._bulk_tokens = bulk_batch_tokens
         self._packed_request = packed  # None: packed on CUDA for a Qwen3 model
         self._packed: PackedQwen3 | None = None
-        self._engine_request = engine  # "onnx": ONNX Runtime on a CPU, where it fits
+        self._engine_request = engine  # "onnx", "openvino": that runtime on a CPU, where it fits
+        self._quantize = quantize  # "int8": its dynamically quantized model
         self._engine_dir = engine_dir
         self._onnx: OnnxForward | None = None
         self._lanes_request = lanes  # 0: one per core where the engine runs side by side
@@ -140,20 +143,44 @@ class SentenceTransformerEmbedder(ModelInputs):
         if device == "cpu":  # torch counts the machine's cores, not a container's quota
             torch.set_num_threads(min(torch.get_num_threads(), usable_cores()))
         self._packed = self._packing(model, device)
-        if self._engine_request == "onnx" and self._packed is None:
+        if self._engine_request != "torch" and self._packed is None:
             cores = usable_cores()
             lanes = min(self._lanes_request or cores, cores)
             threads = max(1, cores // lanes)
             self._onnx = onnx_or_torch(
-                model, device, self._engine_dir, self.source.model_id, threads, lanes
+                model,
+                device,
+                self._engine_dir,
+                self.source.model_id,
+                threads,
+                lanes,
+                self._engine_request,
+                self._quantize,
             )
             if self._onnx is not None:
                 self._lanes = Lanes(lanes)
+        elif self._quantize != "none":
+            log.warning(
+                "QUARRY_QUANTIZE=%s needs QUARRY_CPU_BACKEND=onnx or openvino on a CPU; "
+                "%s runs unquantized",
+                self._quantize,
+                self.source.model_id,
+            )
         backend = f", packed batches, {self._packed.backend}" if self._packed else ""
         if self._onnx:
-            backend += f", ONNX Runtime in {self._lanes.count} lane(s)"
+            kind = f", {self._onnx.label}" if self._onnx.label else ""
+            backend += f", {self._engine_request}{kind} in {self._lanes.count} lane(s)"
         log.info("loaded %s on %s (%s%s)", self.source.model_id, device, dtype, backend)
         return model
+
+    @property
+    def vectors_engine(self) -> str:
+        """The engine, where it changes the vectors (int8): what it runs once loaded (a
+        runtime that could not run it left torch's fp32 vectors); before, what it plans."""
+        if self._model is not None:
+            return self._onnx.label if self._onnx is not None else ""
+        device = pick_device(self._device_request)
+        return planned_label(self._engine_request, self._quantize, self.source.model_type, device)
 
     def _packing(self, model: Any, device: str) -> PackedQwen3 | None:
         """The padding-free path, for a Qwen3 model served as Qwen3-Embedding is (last

@@ -27,6 +27,12 @@ class ChunkStrategy(Protocol):
     def chunk(self, elements: Sequence[Element]) -> list[Chunk]: ...
 
 
+def lowest_confidence(elements: Sequence[Element]) -> float | None:
+    """The least sure OCR among `elements` (None: none was read by OCR)."""
+    found = [e.ocr_confidence for e in elements if e.ocr_confidence is not None]
+    return min(found) if found else None
+
+
 class WholeDocument:
     """One chunk per document; the model truncates it at its max length, as MTEB does."""
 
@@ -34,7 +40,7 @@ class WholeDocument:
         text = _SEPARATOR.join(e.text for e in elements)
         types = tuple(dict.fromkeys(e.type for e in elements))
         ocr = any(e.ocr for e in elements)
-        chunk = Chunk(index=0, text=text, tokens=0, page=None, element_types=types, ocr=ocr)
+        chunk = Chunk(0, text, 0, None, types, (), ocr, lowest_confidence(elements))
         return [chunk] if text else []
 
 
@@ -165,7 +171,7 @@ class Chunker:
     def _pieces(self, elements: Sequence[Element]) -> list[_Piece]:
         """Elements with token counts; over-long ones split into windows."""
         bounded = [
-            Element(part, e.type, e.page, e.languages, e.ocr)
+            Element(part, e.type, e.page, e.languages, e.ocr, e.ocr_confidence)
             for e in elements
             for part in split_by_chars(e.text, self.max_chars)
         ]
@@ -202,6 +208,7 @@ class Chunker:
                         element_types=types,
                         languages=languages,
                         ocr=any(p.element.ocr for p in group),
+                        ocr_confidence=lowest_confidence([p.element for p in group]),
                     )
                 )
         return chunks

@@ -80,6 +80,11 @@ class FileTracker(SilentObserver):
         self.entry.status = "parsing" if stage in ("parsed", "chunked") else "embedding"
         self.save()
 
+    def file_warning(self, name: str, message: str) -> None:
+        if message not in self.entry.warnings:  # a file parsed again says it once
+            self.entry.warnings.append(message)
+        self.save(force=True)
+
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
         """The file's outcome, and the end of its hold, in one durable write (changed
         under the lock, so a heartbeat sees the file held or ended, never half of each)."""

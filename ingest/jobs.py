@@ -37,6 +37,7 @@ class FileProgress:
     embedded: int = 0
     stored: int = 0
     error: dict[str, str] | None = None
+    warnings: list[str] = field(default_factory=list)  # it went in, with these caveats
     attempts: int = 0
     worker: str = ""  # the worker that holds it, or last held it
     started_at: float | None = None
@@ -58,6 +59,7 @@ class FileProgress:
     def reset(self) -> None:
         """Back to the start, for another run (`retry`); its attempts keep counting."""
         self.status, self.error, self.lost, self.worker = "queued", None, 0, ""
+        self.warnings = []
         self.failures = 0
         self.release()
         self.parsed = self.chunked = self.embedded = self.stored = 0

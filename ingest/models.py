@@ -17,6 +17,7 @@ class Element:
     page: int | None = None
     languages: tuple[str, ...] = ()
     ocr: bool = False  # read from an image of the page, not from a text layer
+    ocr_confidence: float | None = None  # OCR: its page's mean word confidence, 0-100
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Chunk:
     element_types: tuple[str, ...]
     languages: tuple[str, ...] = ()
     ocr: bool = False
+    ocr_confidence: float | None = None  # the lowest of its OCR'd pages' confidences
 
 
 class ParseError(QuarryError):
@@ -94,6 +96,7 @@ class IngestReport:
     chunks: int = 0
     errors: list[FileError] = field(default_factory=list)
     retrying: list[FileError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # files that went in with a caveat
     seconds: float = 0.0
     model_loaded: bool = False
 
@@ -106,6 +109,7 @@ class IngestReport:
         self.chunks += other.chunks
         self.errors += other.errors
         self.retrying += other.retrying
+        self.warnings += other.warnings
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,4 +119,5 @@ class IngestReport:
             "superseded": self.superseded,
             "chunks": self.chunks,
             "errors": [error.to_dict() for error in self.errors + self.retrying],
+            "warnings": list(self.warnings),
         }

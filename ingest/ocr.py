@@ -8,7 +8,6 @@ page read with `eng` alone is noise), when that pack is installed.
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import re
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.models import Element, ParseError
+from ingest.ocr_reading import best_reading
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SCRIPT_LANGUAGES: dict[str, tuple[str, ...]] = {
     "Han": ("chi_sim", "chi_tra", "jpn"),
     "Hangul": ("kor",),
+    "Korean": ("kor",),  # what Tesseract 5's OSD calls a Hangul page
     "Japanese": ("jpn",),
     "Katakana": ("jpn",),
     "Hiragana": ("jpn",),
@@ -143,8 +144,9 @@ def _opaque(image: Any) -> Any:
 
 
 def read_page(image: Any, page: int, options: OcrOptions) -> list[Element]:
-    """The text on one page image, as elements marked `ocr`."""
-    from unstructured.partition.image import partition_image
+    """The text on one page image, as elements marked `ocr`, with the page's mean word
+    confidence (a page Tesseract is unsure of is read again: `ingest.ocr_reading`)."""
+    from unstructured.partition.text import element_from_text
 
     image = _bounded(_opaque(image))
     script = None
@@ -155,19 +157,46 @@ def read_page(image: Any, page: int, options: OcrOptions) -> list[Element]:
             image = image.rotate(-rotate, expand=True)  # OSD says how far clockwise
         if float(osd.get("script_conf", 0)) >= _MIN_SCRIPT_CONFIDENCE:
             script = osd.get("script")
-    languages = _languages_for(script, options)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    buffer.seek(0)
-    raw = partition_image(
-        file=buffer, strategy="ocr_only", languages=languages, starting_page_number=page
-    )
+    # A page whose script was told for sure is probed for no other (an unsure reading of
+    # it is a poor scan); one whose script is unknown is, when Tesseract is unsure of it.
+    probes = [] if script else _script_packs()
+    reading = best_reading(image, _languages_for(script, options), probes)
+    confidence = round(reading.confidence, 1)
     elements = []
-    for item in raw:
-        text = _CJK_GAP.sub("", (getattr(item, "text", "") or "").strip())
+    for paragraph in reading.paragraphs:
+        text = _CJK_GAP.sub("", paragraph)
         if text:
-            elements.append(Element(text, type(item).__name__, page, tuple(languages), ocr=True))
+            kind = type(element_from_text(text)).__name__
+            elements.append(Element(text, kind, page, reading.languages, True, confidence))
     return elements
+
+
+def low_confidence_warning(name: str, elements: list[Element], floor: float) -> str | None:
+    """What to tell the user about pages OCR read with a mean confidence below `floor`."""
+    pages = sorted(
+        {(e.page or 1, e.ocr_confidence) for e in elements if e.ocr_confidence is not None}
+    )
+    low = [(page, conf) for page, conf in pages if conf < floor]
+    if not low:
+        return None
+    said = ", ".join(f"page {page} ({conf:.0f})" for page, conf in low[:10])
+    more = f" and {len(low) - 10} more" if len(low) > 10 else ""
+    return (
+        f"{name}: OCR is unsure of {said}{more}: mean word confidence below {floor:.0f} of "
+        "100, so their text may be wrong (installing the Tesseract pack of their script, or a "
+        "better scan, helps); they are kept, marked with ocr_confidence"
+    )
+
+
+@functools.cache
+def _script_packs() -> list[str]:
+    """The installed pack of each script Tesseract can tell: what a doubtful page is
+    probed with."""
+    installed = installed_languages()
+    packs = (
+        next((p for p in langs if p in installed), None) for langs in SCRIPT_LANGUAGES.values()
+    )
+    return list(dict.fromkeys(p for p in packs if p))
 
 
 def image_pages(path: Path, name: str) -> Iterator[Any]:

@@ -33,6 +33,7 @@ from ingest.chunking import ChunkStrategy
 from ingest.failpoints import failpoint
 from ingest.ledger import FailureLedger
 from ingest.models import Chunk, Element, FileError, IngestReport, ParseError, Stopped
+from ingest.ocr import low_confidence_warning
 from ingest.parse_pool import ParsePool
 from ingest.sources import FileSource, Source, content_hash, document_id
 from retrieval.models import ChunkRecord, CollectionRecipe, chunk_id
@@ -55,6 +56,10 @@ class IngestObserver(Protocol):
         """`name` got through `stage` (parsed, chunked, embedded, stored) with `count` items."""
         ...
 
+    def file_warning(self, name: str, message: str) -> None:
+        """`name` goes in, but something in it needs the user's eye (unsure OCR)."""
+        ...
+
     def chunks_queued(self, count: int) -> None: ...
 
     def chunks_embedded(self, count: int) -> None: ...
@@ -74,6 +79,9 @@ class SilentObserver:
         pass
 
     def file_stage(self, name: str, stage: str, count: int) -> None:
+        pass
+
+    def file_warning(self, name: str, message: str) -> None:
         pass
 
     def chunks_queued(self, count: int) -> None:
@@ -117,6 +125,7 @@ class PipelineConfig:
     embed_slice: int = 32  # chunks per embedding call: progress moves this often
     force: bool = False  # re-parse and re-embed even unchanged or known-bad files
     optimize: bool = True  # after a run that stored something (a worker: once per job)
+    ocr_floor: float = 60.0  # OCR'd pages less sure than this are marked, with a warning
 
 
 class IngestPipeline:
@@ -197,6 +206,9 @@ class IngestPipeline:
             self.observer.file_stage(source.name, "parsed", len(elements))
             prepared.chunks = self._get_chunker().chunk(elements)
             self.observer.file_stage(source.name, "chunked", len(prepared.chunks))
+            warning = low_confidence_warning(source.name, elements, self.config.ocr_floor)
+            if warning:
+                self.observer.file_warning(source.name, warning)
             if not prepared.chunks:
                 raise ParseError("no_text", f"{source.name}: no text could be extracted")
             prepared.doc_fields = source.describe() | {"content_hash": content_hash(data)}
@@ -394,6 +406,7 @@ class IngestPipeline:
                     "element_types": list(chunk.element_types),
                     "languages": list(chunk.languages),
                     "ocr": chunk.ocr,
+                    **({"ocr_confidence": chunk.ocr_confidence} if chunk.ocr else {}),
                     "ingested_at": now,
                     "seq": doc.seq,
                     **doc.doc_fields,

@@ -75,6 +75,9 @@ class CollectionRecipe:
     # Where a process finds the model when it is not the one it is configured with (a hub
     # id or a model folder; set by a migration): the collection is served with its own model.
     location: str = ""
+    # What changes the vectors besides the model: an int8 engine ("onnx-int8"); "" = the
+    # model's own fp32 vectors (torch, or an fp32 export that gives them). Always compared.
+    engine: str = ""
 
     IDENTITY = ("model", "revision", "dimension", "normalize", "max_length")
 
@@ -86,7 +89,8 @@ class CollectionRecipe:
     @property
     def vectors_key(self) -> str:
         """What a chunk's dense vector must have been made with to be stored here."""
-        return f"{self.model}@{self.revision}/{self.dimension}"
+        engine = f"#{self.engine}" if self.engine else ""
+        return f"{self.model}@{self.revision}/{self.dimension}{engine}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +107,7 @@ class CollectionRecipe:
             sparse=str(data.get("sparse") or ""),
             small_dim=int(data.get("small_dim") or 0),
             location=str(data.get("location") or ""),
+            engine=str(data.get("engine") or ""),
         )
 
     def check(self, wanted: CollectionRecipe, collection: str) -> None:
@@ -114,13 +119,16 @@ class CollectionRecipe:
             and not _unknown(getattr(self, name))
             and not _unknown(getattr(wanted, name))
         }
+        if self.engine != wanted.engine:
+            diffs["engine"] = (self.engine or "fp32", wanted.engine or "fp32")
         if diffs:
             said = "; ".join(
                 f"{k}: collection has {a!r}, requested {b!r}" for k, (a, b) in diffs.items()
             )
             raise RecipeMismatchError(
                 f"collection {collection!r} was built with another embedding recipe ({said}). "
-                "Use the same model, revision, dimension and max length, or another collection.",
+                "Use the same model, revision, dimension, max length and QUARRY_QUANTIZE, or "
+                "another collection (or move this one: quarry migrate).",
                 detail={
                     "collection": collection,
                     "stored": self.to_dict(),
@@ -143,11 +151,12 @@ class ChunkRecord:
 
 def same_vectors(key: str, recipe: CollectionRecipe) -> bool:
     """Whether vectors made for `key` (a recipe's `vectors_key`) are `recipe`'s: the same
-    model and width, and the same revision where both know it (older collections and
+    model, width and engine, and the same revision where both know it (older collections and
     tokenizer-only setups record none)."""
     model, _, rest = key.rpartition("@")
-    revision, _, width = rest.rpartition("/")
-    if (model, width) != (recipe.model, str(recipe.dimension)):
+    revision, _, tail = rest.rpartition("/")
+    width, _, engine = tail.partition("#")
+    if (model, width, engine) != (recipe.model, str(recipe.dimension), recipe.engine):
         return False
     return not (revision and recipe.revision) or revision == recipe.revision
 
@@ -235,6 +244,7 @@ class SearchHit:
     chunk_index: int
     metadata: dict[str, Any] = field(default_factory=dict)
     ocr: bool = False  # the chunk's text was read from a scan or an image
+    ocr_confidence: float | None = None  # OCR: its least sure page's mean word confidence
 
     @classmethod
     def from_payload(cls, point_id: object, score: float, payload: dict[str, Any]) -> SearchHit:
@@ -248,6 +258,7 @@ class SearchHit:
             chunk_index=int(payload.get("chunk_index", 0)),
             metadata=dict(payload.get("meta") or {}),
             ocr=bool(payload.get("ocr", False)),
+            ocr_confidence=payload.get("ocr_confidence"),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -71,11 +71,11 @@ def _dense(
     threshold: float | None,
 ) -> Stage:
     """The full vector, the small one, or the small one's candidates rescored on the full."""
-    full = Nearest(recipe.dense_vector, dense.astype(np.float32).tolist())
+    full = Nearest(recipe.dense_vector, _floats(dense))
     vectors = plan.vectors if recipe.small_dim else "full"
     if vectors == "full":
         return Stage(full, limit, threshold=threshold)
-    small = Nearest(SMALL_VECTOR, small_of(dense, recipe.small_dim).tolist())
+    small = Nearest(SMALL_VECTOR, _floats(small_of(dense, recipe.small_dim)))
     if vectors == "small":
         return Stage(small, limit, threshold=threshold)
     candidates = Stage(small, max(plan.candidates, limit * plan.oversampling))
@@ -86,12 +86,12 @@ def point_vectors(
     recipe: CollectionRecipe, vector: np.ndarray, sparse: SparseVec | None
 ) -> list[float] | dict[str, list[float] | SparseVec]:
     """A point's vectors as the collection lays them out (a plain list when it has one)."""
-    full = vector.astype(np.float32).tolist()
+    full = _floats(vector)
     if not (recipe.small_dim or recipe.sparse):
         return full
     named: dict[str, list[float] | SparseVec] = {recipe.dense_vector: full}
     if recipe.small_dim:
-        named[SMALL_VECTOR] = small_of(vector, recipe.small_dim).tolist()
+        named[SMALL_VECTOR] = _floats(small_of(vector, recipe.small_dim))
     if recipe.sparse and sparse is not None:
         named[SPARSE_VECTOR] = sparse
     return named
@@ -131,3 +131,8 @@ def regroup(stages: Sequence[Stage | None], answers: Sequence[list[T]]) -> list[
     """The store's answers to the queries it was sent, and nothing for those it was not."""
     given = iter(answers)
     return [next(given) if stage is not None else [] for stage in stages]
+
+
+def _floats(vector: np.ndarray) -> list[float]:
+    """A vector as the store's clients take it (typed: numpy's stubs differ by version)."""
+    return cast("list[float]", vector.astype(np.float32).tolist())

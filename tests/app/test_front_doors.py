@@ -81,7 +81,14 @@ def test_the_cli_gives_the_same_answers_here_and_through_a_server(
         server.stop()
     assert local["ingest"] == (
         0,
-        {"files": 4, "ingested": 3, "unchanged": 0, "superseded": 0, "chunks": 3},
+        {
+            "files": 4,
+            "ingested": 3,
+            "unchanged": 0,
+            "superseded": 0,
+            "chunks": 3,
+            "warnings": [],
+        },
     )
     for key in local:
         assert local[key] == remote[key], key

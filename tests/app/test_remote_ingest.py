@@ -79,7 +79,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Ite
     documents = [f for f, _ in found if f.name in FAILOVER_DOCS]
     assert len(documents) == len(FAILOVER_DOCS), "../shared/docs lacks some documents"
     data = tmp_path_factory.mktemp("local")
-    resources = Resources(Settings(_env_file=None, data_dir=data, embedding_model=minilm_path))
+    # fp32, as embedding nodes serve it (`quarry serve --embeddings-only` on a CPU)
+    resources = Resources(
+        Settings(_env_file=None, data_dir=data, embedding_model=minilm_path, quantize="none")
+    )
     try:
         chunker = resources.chunker()
         chunks = {

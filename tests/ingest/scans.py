@@ -101,3 +101,34 @@ def legacy_file(folder: Path, ext: str, text: str = SENTENCE) -> Path:
         timeout=180,
     )
     return folder / f"{source.stem}.{ext}"
+
+
+FONTS = {  # Debian's fonts-nanum, fonts-wqy-zenhei, fonts-dejavu-core
+    "ko": Path("/usr/share/fonts/truetype/nanum/NanumGothic.ttf"),
+    "zh": Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
+    "ru": Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+    "en": Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+}
+
+
+def printed_page(text: str, script: str, dpi: int, blur: float = 0.0) -> Any:
+    """An A4 page of `text` in 11-point type, as a grey scan at `dpi` (blurred `blur` px)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    page = Image.new("L", (round(8.27 * dpi), round(11.69 * dpi)), 255)
+    draw = ImageDraw.Draw(page)
+    size = round(11 / 72 * dpi)
+    font = ImageFont.truetype(str(FONTS[script]), size)
+    y = margin = round(0.8 * dpi)
+    for line in textwrap.wrap(text, 34 if script in ("ko", "zh") else 70):
+        draw.text((margin, y), line, font=font, fill=0)
+        y += round(size * 1.6)
+    return page.filter(ImageFilter.GaussianBlur(blur)) if blur else page
+
+
+def image_only_pdf(path: Path, pages: list[Any], dpi: int) -> Path:
+    """`pages` as an image-only PDF at `dpi`, as a scanner saves them."""
+    pages[0].save(path, format="PDF", resolution=dpi, save_all=True, append_images=pages[1:])
+    return path

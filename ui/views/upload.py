@@ -84,6 +84,8 @@ def show_job(job: dict[str, Any]) -> None:
                 right.warning(entry["error"]["message"], icon=":material/autorenew:")
             elif entry.get("error"):
                 right.error(entry["error"]["message"], icon=":material/error:")
+            for warning in entry.get("warnings") or ():
+                right.warning(warning, icon=":material/visibility:")
 
 
 @st.fragment(run_every=1.0)

@@ -1,0 +1,127 @@
+"""The runtimes an exported encoder runs on, on a CPU: ONNX Runtime or OpenVINO, fp32 or
+int8 (dynamic quantization of the fp32 export, made once beside it).
+
+Every runtime's session answers `run(None, feed) -> [hidden]`, as ONNX Runtime's does, so
+`OnnxForward` runs any of them alike. fp32 on either runtime gives torch's vectors (checked
+at every load); int8 gives other vectors, which the collection's recipe and the embedding
+cache record (`vectors_label`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}  # and the module each needs
+ENCODERS = frozenset({"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "electra"})
+
+
+def vectors_label(runtime: str, quantize: str) -> str:
+    """What a collection's recipe records of the engine: nothing where the vectors are
+    torch's (fp32 on any runtime), the runtime and quantization where they are not."""
+    return "" if quantize == "none" else f"{runtime}-{quantize}"
+
+
+def planned_label(runtime: str, quantize: str, model_type: str, device: str) -> str:
+    """The `vectors_label` a model of `model_type` will get on `device`, known without
+    loading it: what its collections record before the model is needed (an unchanged
+    re-run loads none). Where the runtime then cannot run it after all (a failed export),
+    the loaded embedder says what it runs, and its vectors are stored as such."""
+    module = RUNTIMES.get(runtime)
+    if quantize == "none" or module is None or device != "cpu" or model_type not in ENCODERS:
+        return ""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # blocked, or a broken install
+        found = False
+    return vectors_label(runtime, quantize) if found else ""
+
+
+def quantized(fp32: Path) -> Path:
+    """The int8 model of the fp32 export `fp32` (weights int8 per channel, activations
+    quantized per batch as they come: no calibration set), made once beside it."""
+    target = fp32.with_name(f"{fp32.stem}-int8.onnx")
+    if target.exists():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    handle, partial_name = tempfile.mkstemp(
+        dir=fp32.parent, prefix=f".{target.stem}.", suffix=".partial"
+    )
+    os.close(handle)
+    partial = Path(partial_name)
+    log.info("quantizing the embedding model to int8 once: %s", target)
+    try:
+        # The quantizer logs every tensor it skips, and advice, on the root logger.
+        logging.disable(logging.WARNING)
+        try:
+            quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            logging.disable(logging.NOTSET)
+        os.replace(partial, target)  # another process doing the same leaves one whole file
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def sessions(path: Path, runtime: str, threads: int, lanes: int) -> list[Any]:
+    """One session per lane, each on `threads` cores. ONNX Runtime: single-core lanes share
+    one session (its `run` is thread-safe and, on one thread, computes on its caller's);
+    lanes of several cores get one each (the callers of a session share its one pool)."""
+    if runtime == "openvino":
+        return _openvino_sessions(path, threads, lanes)
+    if threads == 1:
+        return [_onnx_session(path, 1)] * max(1, lanes)
+    return [_onnx_session(path, threads) for _ in range(max(1, lanes))]
+
+
+def _onnx_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # No pool spin-waits: on a machine whose cores are shared with parsing and the API,
+    # spinning threads take the cores they wait for.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OpenVinoSession:
+    """One OpenVINO infer request (a lane's), answering as an ONNX Runtime session does."""
+
+    def __init__(self, compiled: Any) -> None:
+        self._request = compiled.create_infer_request()
+        self._output = compiled.output(0)
+        self._lock = threading.Lock()  # a request runs one inference at a time
+
+    def run(self, _names: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:  # infer releases the GIL while it computes
+            result = self._request.infer(feed)
+            return [np.array(result[self._output], dtype=np.float32)]  # its buffer is reused
+
+
+def _openvino_sessions(path: Path, threads: int, lanes: int) -> list[Any]:
+    """One compiled model with a stream per lane (OpenVINO's own way of running inferences
+    side by side on shares of the cores), fp32 as exported: never bf16 on a CPU that has
+    it, which would change the vectors."""
+    import openvino as ov
+
+    lanes = max(1, lanes)
+    config = {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "NUM_STREAMS": str(lanes),
+        "INFERENCE_NUM_THREADS": str(max(1, threads) * lanes),
+        "PERFORMANCE_HINT": "THROUGHPUT",
+    }
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    return [OpenVinoSession(compiled) for _ in range(lanes)]

@@ -1,0 +1,128 @@
+"""int8 and OpenVINO on a CPU: other vectors are recorded as other, the same vectors as the
+same, and a runtime that cannot run leaves torch's vectors (and says so)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.resources import Resources
+from app.settings import Settings
+from embedding.model_source import resolve_model
+from embedding.st_embedder import SentenceTransformerEmbedder
+from ingest.sources import FileSource, expand_paths
+from retrieval.errors import RecipeMismatchError
+from retrieval.models import CollectionRecipe, same_vectors
+
+from .test_onnx_forward import TEXTS
+
+
+def _sources(folder: Path, *names: str) -> list[FileSource]:
+    files, _ = expand_paths([str(folder / name) for name in names])
+    return [FileSource(path, display=key) for path, key in files]
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_int8_gives_near_vectors_recorded_as_other_and_quantizes_once(
+    tmp_path: Path, minilm_path: str
+) -> None:
+    source = resolve_model(minilm_path)
+    torch_side = SentenceTransformerEmbedder(source)
+    engines = tmp_path / "engines"
+    int8 = SentenceTransformerEmbedder(source, engine="onnx", engine_dir=engines, quantize="int8")
+    got, expected = int8.embed_documents(TEXTS), torch_side.embed_documents(TEXTS)
+    cosines = (_unit(got) * _unit(expected)).sum(axis=1)
+    assert cosines.min() > 0.97 and np.abs(got - expected).max() > 1e-4  # near, not equal
+    assert int8.recipe.engine == "onnx-int8" and torch_side.recipe.engine == ""
+    assert int8.recipe.fingerprint() != torch_side.recipe.fingerprint()  # the cache follows
+    names = sorted((p.name for p in engines.iterdir()), key=len)  # the export, its int8 model
+    assert len(names) == 2 and names[1] == names[0].replace(".onnx", "-int8.onnx")
+    made = (engines / names[1]).stat().st_mtime_ns
+    again = SentenceTransformerEmbedder(source, engine="onnx", engine_dir=engines, quantize="int8")
+    np.testing.assert_allclose(again.embed_documents(TEXTS), got, atol=1e-6)
+    assert (engines / names[1]).stat().st_mtime_ns == made
+
+
+def test_openvino_fp32_gives_the_torch_vectors_and_the_same_recipe(
+    tmp_path: Path, minilm_path: str
+) -> None:
+    pytest.importorskip("openvino")
+    source = resolve_model(minilm_path)
+    torch_side = SentenceTransformerEmbedder(source)
+    ov = SentenceTransformerEmbedder(source, engine="openvino", engine_dir=tmp_path, lanes=2)
+    np.testing.assert_allclose(
+        ov.embed_documents(TEXTS), torch_side.embed_documents(TEXTS), atol=1e-5
+    )
+    assert ov.recipe == torch_side.recipe
+    assert ov.lanes == 2  # its streams run side by side, as ONNX Runtime's lanes do
+
+
+def test_a_missing_runtime_keeps_torch_and_its_fp32_recipe(
+    tmp_path: Path,
+    minilm_path: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` fails
+    source = resolve_model(minilm_path)
+    wanted = SentenceTransformerEmbedder(
+        source, engine="openvino", engine_dir=tmp_path, quantize="int8"
+    )
+    with caplog.at_level(logging.WARNING):
+        got = wanted.embed_documents(TEXTS)
+    np.testing.assert_allclose(got, SentenceTransformerEmbedder(source).embed_documents(TEXTS))
+    assert wanted.recipe.engine == ""  # torch's vectors: recorded as what they are
+    assert "openvino is not installed" in caplog.text and "runs on torch" in caplog.text
+    assert not list(tmp_path.iterdir())
+
+
+def test_vectors_of_another_engine_are_never_mixed() -> None:
+    fp32 = CollectionRecipe("m", 384, "", revision="r")
+    int8 = CollectionRecipe("m", 384, "", revision="r", engine="onnx-int8")
+    assert int8.vectors_key == "m@r/384#onnx-int8"
+    assert same_vectors(int8.vectors_key, int8) and same_vectors(fp32.vectors_key, fp32)
+    assert not same_vectors(int8.vectors_key, fp32) and not same_vectors(fp32.vectors_key, int8)
+    with pytest.raises(RecipeMismatchError) as info:
+        fp32.check(int8, "c")  # an empty engine is fp32, not "unknown"
+    assert "engine" in info.value.message and "QUARRY_QUANTIZE" in info.value.message
+    assert CollectionRecipe.from_dict(int8.to_dict()) == int8
+
+
+def test_a_collection_keeps_the_engine_it_was_built_with(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A process configured int8 writes and searches an fp32 collection with fp32 vectors
+    (one built before QUARRY_QUANTIZE, say), and the other way round: never mixed."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Sourdough needs a lively starter and a long, cool proof.")
+    (folder / "b.txt").write_text("Glacier ice cores record the air of past millennia.")
+    engines = {"onnx-int8": "int8", "": "none"}
+
+    def configured(engine: str) -> Resources:
+        return Resources(settings.model_copy(update={"quantize": engines[engine]}))
+
+    for collection, built, other in (("q", "onnx-int8", ""), ("f", "", "onnx-int8")):
+        res = configured(built)
+        assert res.pipeline(collection).run(_sources(folder, "a.txt")).ingested == 1
+        res.close()
+        res = configured(other)  # one process at a time holds the embedded store
+        try:
+            res.check_recipe_early(collection)  # not refused
+            assert res.pipeline(collection).run(_sources(folder, "b.txt")).ingested == 1
+            stored = res.store.recipe(collection)
+            assert stored is not None and stored.engine == built
+            kit = res.collection_kit(collection)
+            assert kit is not None and kit.embedder.recipe.engine == built
+            assert res.embedder.recipe.engine == other  # its own collections: as configured
+            hits = res.search_service(collection).search(collection, "ice cores", top_k=1).hits
+            assert hits[0].source == "b.txt"
+        finally:
+            res.close()
