@@ -392,8 +392,10 @@ def eval_command(
                 prepare=lambda: res.backfill_sparse(collection) if mode != "dense" else 0,
                 vectors=vectors,
             )
-        # The engine that made the vectors: the same figures per QUARRY_CPU_BACKEND/QUANTIZE
-        scores["engine"] = f"{res.settings.cpu_backend}, {base.engine or 'fp32'}"
+        # The engine that made the vectors (as run, the model loaded by now): the same
+        # figures per QUARRY_CPU_BACKEND and QUARRY_QUANTIZE
+        engine = res.base_embedder.recipe.engine
+        scores["engine"] = engine or "fp32"
         if report.errors:
             console.print(
                 f"[yellow]{len(report.errors)} corpus documents failed to ingest[/yellow]"
@@ -470,9 +472,13 @@ def serve(
     from app.main import create_app
 
     settings = load_settings()
-    if embeddings_only and "quantize" not in settings.model_fields_set:
-        # Its clients record its vectors as the model's own (they cannot see its engine):
-        # fp32 unless int8 is asked for here.
+    if embeddings_only and settings.quantize != "none":
+        # Its clients record its vectors as the model's own: they cannot see its engine.
+        if "quantize" in settings.model_fields_set:
+            console.print(
+                "[yellow]QUARRY_QUANTIZE is ignored by an embedding node: its clients record "
+                "its vectors as the model's own, so it serves them fp32[/yellow]"
+            )
         settings = settings.model_copy(update={"quantize": "none"})
     bind_host, bind_port = host or settings.host, port or settings.port
     with reporting_errors():

@@ -37,12 +37,13 @@ def local_embedder(
     )
 
 
-def planned_engine(settings: Settings, source: ModelSource) -> str:
-    """What a local model of `source` records as its engine under `settings` (its recipe's
+def planned_engine(settings: Settings, source: ModelSource, local: bool = False) -> str:
+    """What a model of `source` records as its engine under `settings` (its recipe's
     `engine`), known without loading it: an int8 runtime on a CPU for an encoder it exports;
-    "" (fp32, torch's vectors) otherwise. Remote servers' vectors are theirs: ""."""
+    "" (fp32, torch's vectors) otherwise. Remote servers' vectors are theirs ("") unless
+    the model runs `local`ly all the same (a kit's)."""
     s = settings
-    if s.embedding_urls:
+    if s.embedding_urls and not local:
         return ""
     return planned_label(s.cpu_backend, s.quantize, source.model_type, pick_device(s.device))
 
@@ -135,3 +136,15 @@ class ModelKit:
                 "migrate the collection again (quarry migrate).",
                 detail={"collection": collection, "stored": stored.to_dict()},
             )
+
+
+def engine_unavailable(engine: str, runs: str, model: str) -> RecipeMismatchError:
+    """A collection built with an engine this process cannot run (int8 on a GPU, a runtime
+    not installed here): its vectors would be another kind."""
+    return RecipeMismatchError(
+        f"the collection's vectors were made by {model!r} on {engine or 'fp32'}, which this "
+        f"process cannot run (here it would run {runs or 'fp32'}: int8 needs a CPU and "
+        "QUARRY_CPU_BACKEND=onnx or openvino with that runtime installed). Search and write "
+        "it from such a process, or move it here with quarry migrate.",
+        detail={"engine": engine, "here": runs or "fp32", "model": model},
+    )

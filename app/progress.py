@@ -25,6 +25,7 @@ class RichIngestProgress:
 
     def __init__(self, total_files: int, console: Console, enabled: bool = True) -> None:
         self.console = console
+        self._shown = enabled  # disabled, the caller prints the report's errors at the end
         self._progress = Progress(
             TextColumn("[bold]{task.description:<8}"),
             BarColumn(),
@@ -54,13 +55,15 @@ class RichIngestProgress:
 
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:
         self._progress.advance(self._files)
-        if error is not None:
+        if error is not None and self._shown:
             self._progress.console.print(
                 f"[red]✗[/red] {escape(error.message)} [dim]({error.code})[/dim]"
             )
 
     def file_retry(self, name: str, error: FileError) -> None:
         self._progress.advance(self._files)
+        if not self._shown:
+            return
         self._progress.console.print(
             f"[yellow]![/yellow] {escape(error.message)} [dim]({error.code}; temporary: "
             "run the command again)[/dim]"
@@ -70,7 +73,8 @@ class RichIngestProgress:
         pass
 
     def file_warning(self, name: str, message: str) -> None:
-        self._progress.console.print(f"[yellow]![/yellow] {escape(message)}")
+        if self._shown:
+            self._progress.console.print(f"[yellow]![/yellow] {escape(message)}")
 
     def check(self) -> None:
         pass

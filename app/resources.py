@@ -16,6 +16,7 @@ from app.migration_state import refuse_while_migrating
 from app.model_kit import (
     ModelKit,
     chunker_for,
+    engine_unavailable,
     local_embedder,
     planned_engine,
     settings_for_engine,
@@ -273,9 +274,16 @@ class Resources:
             )
         return small
 
-    @cached_property
+    @property
     def configured_engine(self) -> str:
-        """The engine the configured model's recipe records (`planned_engine`)."""
+        """The engine the configured model's vectors are made with: as run once it is
+        loaded (a runtime that could not run it leaves fp32), as planned before."""
+        if self.model_loaded and isinstance(self.base_embedder, SentenceTransformerEmbedder):
+            return self.base_embedder.vectors_engine
+        return self._planned_engine
+
+    @cached_property
+    def _planned_engine(self) -> str:
         return planned_engine(self.settings, self.model_source)
 
     def kit_at(
@@ -296,14 +304,12 @@ class Resources:
             return known
         source = resolve_model(location, revision or None)  # a folder: by its contents
         settings = self.settings
-        if engine is not None and engine != planned_engine(settings, source):
+        if engine is not None and engine != planned_engine(settings, source, local=True):
             settings = settings_for_engine(settings, engine)
-        same = (
-            source.model_id,
-            source.revision,
-            dimension or source.native_dimension,
-            planned_engine(settings, source),
-        )
+        runs = planned_engine(settings, source, local=True)
+        if engine is not None and runs != engine:
+            raise engine_unavailable(engine, runs, source.model_id)
+        same = (source.model_id, source.revision, dimension or source.native_dimension, runs)
         mine = self.model_source
         own_width = self.settings.embedding_dim or mine.native_dimension
         configured = (mine.model_id, mine.revision, own_width, self.configured_engine)
@@ -355,6 +361,9 @@ class Resources:
             known = self._kits.get(asked)
             if known is None:
                 settings = settings_for_engine(self.settings, stored.engine)
+                runs = planned_engine(settings, self.model_source, local=True)
+                if runs != stored.engine:
+                    raise engine_unavailable(stored.engine, runs, self.model_source.model_id)
                 known = ModelKit(settings, "", self.model_source, stored.dimension, self.cache)
                 self._kits[asked] = known
             return known

@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import as_files, upload
+from bench.served import as_files, upload
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact"
 

@@ -117,8 +117,8 @@ def scripts() -> None:
     and 300 dpi, parsed with the default settings (eng configured): seconds a page, the
     share of the printed characters (words for Russian) read back, and the confidence."""
     from ingest.parsing import ParseOptions, parse_file
-    from tests.ingest.scans import image_only_pdf, printed_page
-    from tests.ingest.test_ocr_confidence import TEXTS, recovered
+    from tests.ingest.scans import TEXTS, image_only_pdf, printed_page
+    from tests.ingest.scans import recovered as read_back
 
     print("script, dpi: seconds a page, printed read back, mean word confidence, packs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +134,7 @@ def scripts() -> None:
                 marks = {e.ocr_confidence for e in elements}
                 packs = sorted({lang for e in elements for lang in e.languages})
                 print(
-                    f"{script}, {dpi}: {seconds:.1f} s, {100 * recovered(text, read, script):.0f}%"
+                    f"{script}, {dpi}: {seconds:.1f} s, {100 * read_back(text, read, script):.0f}%"
                     f", {marks}, {'+'.join(packs)}",
                     flush=True,
                 )

@@ -158,7 +158,10 @@ class CachedEmbedder:
     ) -> np.ndarray:
         if not texts:
             return compute(texts)
-        namespace = f"{self.inner.recipe.fingerprint()}:{role}"
+        # The recipe as run: a model whose engine is known only once loaded is loaded first
+        # (its key must be the vectors' own, not the plan's).
+        recipe = getattr(self.inner, "loaded_recipe", lambda: self.inner.recipe)()
+        namespace = f"{recipe.fingerprint()}:{role}"
         keys = [text_key(text) for text in texts]
         try:
             found = self.cache.get_many(namespace, keys)

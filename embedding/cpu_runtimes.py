@@ -48,7 +48,7 @@ def planned_label(runtime: str, quantize: str, model_type: str, device: str) -> 
 
 def quantized(fp32: Path) -> Path:
     """The int8 model of the fp32 export `fp32` (weights int8 per channel, activations
-    quantized per batch as they come: no calibration set), made once beside it."""
+    quantized per run as they come: no calibration set), made once beside it."""
     target = fp32.with_name(f"{fp32.stem}-int8.onnx")
     if target.exists():
         return target
@@ -61,16 +61,22 @@ def quantized(fp32: Path) -> Path:
     partial = Path(partial_name)
     log.info("quantizing the embedding model to int8 once: %s", target)
     try:
-        # The quantizer logs every tensor it skips, and advice, on the root logger.
-        logging.disable(logging.WARNING)
+        # The quantizer logs every tensor it skips, and advice, on the root logger itself
+        # (a logger's filter sees only its own records: other modules' still go out).
+        root = logging.getLogger()
+        root.addFilter(_quiet)
         try:
             quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True)
         finally:
-            logging.disable(logging.NOTSET)
+            root.removeFilter(_quiet)
         os.replace(partial, target)  # another process doing the same leaves one whole file
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 def sessions(path: Path, runtime: str, threads: int, lanes: int) -> list[Any]:

@@ -94,6 +94,10 @@ class OnnxForward:
         if target.exists():
             try:  # a file left damaged (a full disk, a bad copy) is made again, once
                 return cls._built(model, target, inputs, pooling, threads, lanes, runtime, quantize)
+            except EngineUnavailable:
+                if quantize != "none":  # the int8 model is off, not the export: keep it
+                    raise
+                target.unlink(missing_ok=True)
             except Exception as exc:
                 log.warning("the ONNX export %s is unusable (%s); exporting again", target, exc)
                 target.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from embedding.model_inputs import ModelInputs, ModelStats, ensure_trailing_eos
 from embedding.model_source import ModelSource
 from embedding.onnx_forward import OnnxForward, onnx_or_torch
 from embedding.priority import Priority
+from embedding.protocol import EmbeddingRecipe
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
     import torch
@@ -172,6 +173,13 @@ class SentenceTransformerEmbedder(ModelInputs):
             backend += f", {self._engine_request}{kind} in {self._lanes.count} lane(s)"
         log.info("loaded %s on %s (%s%s)", self.source.model_id, device, dtype, backend)
         return model
+
+    def loaded_recipe(self) -> EmbeddingRecipe:
+        """The recipe of the vectors it makes, the model loaded where the engine it plans
+        changes them (the runtime might not run it after all: then they are fp32)."""
+        if self._model is None and super().recipe.engine:
+            self._load()
+        return self.recipe
 
     @property
     def vectors_engine(self) -> str:

@@ -40,7 +40,15 @@ class WholeDocument:
         text = _SEPARATOR.join(e.text for e in elements)
         types = tuple(dict.fromkeys(e.type for e in elements))
         ocr = any(e.ocr for e in elements)
-        chunk = Chunk(0, text, 0, None, types, (), ocr, lowest_confidence(elements))
+        chunk = Chunk(
+            index=0,
+            text=text,
+            tokens=0,
+            page=None,
+            element_types=types,
+            ocr=ocr,
+            ocr_confidence=lowest_confidence(elements),
+        )
         return [chunk] if text else []
 
 

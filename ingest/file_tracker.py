@@ -82,7 +82,7 @@ class FileTracker(SilentObserver):
 
     def file_warning(self, name: str, message: str) -> None:
         if message not in self.entry.warnings:  # a file parsed again says it once
-            self.entry.warnings.append(message)
+            self.entry.warnings = [*self.entry.warnings, message]  # not the stored copy's
         self.save(force=True)
 
     def file_done(self, name: str, status: str, chunks: int, error: FileError | None) -> None:

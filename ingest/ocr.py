@@ -167,14 +167,22 @@ def read_page(image: Any, page: int, options: OcrOptions) -> list[Element]:
         text = _CJK_GAP.sub("", paragraph)
         if text:
             kind = type(element_from_text(text)).__name__
-            elements.append(Element(text, kind, page, reading.languages, True, confidence))
+            elements.append(
+                Element(text, kind, page, reading.languages, ocr=True, ocr_confidence=confidence)
+            )
     return elements
 
 
 def low_confidence_warning(name: str, elements: list[Element], floor: float) -> str | None:
     """What to tell the user about pages OCR read with a mean confidence below `floor`."""
+    typed = {e.page or 1 for e in elements if not e.ocr}  # pages with a text layer: their
+    # OCR'd words are labels in figures, kept beside text that was never guessed
     pages = sorted(
-        {(e.page or 1, e.ocr_confidence) for e in elements if e.ocr_confidence is not None}
+        {
+            (e.page or 1, e.ocr_confidence)
+            for e in elements
+            if e.ocr_confidence is not None and (e.page or 1) not in typed
+        }
     )
     low = [(page, conf) for page, conf in pages if conf < floor]
     if not low:

@@ -72,7 +72,7 @@ def best_reading(image: Any, languages: list[str], candidates: list[str]) -> Rea
     if pack is None:
         return best
     again = _laid_out(image, [*languages, pack])
-    return again if again.confidence > best.confidence else best
+    return again if again.score > best.score else best
 
 
 def _laid_out(image: Any, languages: list[str]) -> Reading:

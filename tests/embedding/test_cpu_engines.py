@@ -44,6 +44,8 @@ def test_int8_gives_near_vectors_recorded_as_other_and_quantizes_once(
     assert int8.recipe.fingerprint() != torch_side.recipe.fingerprint()  # the cache follows
     names = sorted((p.name for p in engines.iterdir()), key=len)  # the export, its int8 model
     assert len(names) == 2 and names[1] == names[0].replace(".onnx", "-int8.onnx")
+    alone = int8.embed_documents(TEXTS[:1])  # int8 quantizes activations per run: each
+    np.testing.assert_array_equal(alone[0], got[0])  # text runs alone, whatever its batch
     made = (engines / names[1]).stat().st_mtime_ns
     again = SentenceTransformerEmbedder(source, engine="onnx", engine_dir=engines, quantize="int8")
     np.testing.assert_allclose(again.embed_documents(TEXTS), got, atol=1e-6)
@@ -96,7 +98,7 @@ def test_vectors_of_another_engine_are_never_mixed() -> None:
 
 
 def test_a_collection_keeps_the_engine_it_was_built_with(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A process configured int8 writes and searches an fp32 collection with fp32 vectors
     (one built before QUARRY_QUANTIZE, say), and the other way round: never mixed."""
@@ -126,3 +128,11 @@ def test_a_collection_keeps_the_engine_it_was_built_with(
             assert hits[0].source == "b.txt"
         finally:
             res.close()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # int8 cannot run here now
+    res = configured("")
+    try:
+        with pytest.raises(RecipeMismatchError, match="cannot run"):
+            res.check_recipe_early("q")  # refused before any work, naming why
+        res.check_recipe_early("f")  # fp32 runs on torch all the same
+    finally:
+        res.close()

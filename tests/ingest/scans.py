@@ -4,6 +4,7 @@ files written by LibreOffice."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -132,3 +133,29 @@ def image_only_pdf(path: Path, pages: list[Any], dpi: int) -> Path:
     """`pages` as an image-only PDF at `dpi`, as a scanner saves them."""
     pages[0].save(path, format="PDF", resolution=dpi, save_all=True, append_images=pages[1:])
     return path
+
+
+KO = (
+    "신용카드 회원약관 제1조 목적 이 약관은 카드회사와 회원 사이의 신용카드 이용에 관한 "
+    "권리와 의무를 정함을 목적으로 합니다. 제2조 연회비 회원은 카드 발급 시 연회비를 "
+    "납부하여야 하며 해외 이용 수수료는 이용금액의 1.5%입니다."
+)
+ZH = (
+    "信用卡会员条款 第一条 目的 本条款规定信用卡公司与会员之间关于信用卡使用的权利和义务。"
+    "第二条 年费 会员在发卡时应缴纳年费，境外使用手续费为使用金额的百分之一点五。"  # noqa: RUF001
+)
+RU = (
+    "Условия использования кредитной карты. Статья первая определяет права и обязанности "
+    "банка и держателя карты. Статья вторая: держатель оплачивает годовое обслуживание."
+)
+EN = "Sourdough starter needs feeding twice a day and a warm kitchen to rise well. " * 24
+TEXTS = {"ko": (KO, "kor"), "zh": (ZH, "chi_sim"), "ru": (RU, "rus")}
+
+
+def recovered(printed: str, read: str, script: str) -> float:
+    """The share of the printed words (Cyrillic) or characters (Hangul, Han) read back."""
+    if script == "ru":
+        wanted = set(re.findall(r"\w{4,}", printed.lower()))
+        return len(wanted & set(re.findall(r"\w{4,}", read.lower()))) / len(wanted)
+    wanted = {c for c in printed if c.isalpha() and not c.isascii()}
+    return len(wanted & set(read)) / len(wanted)

@@ -63,9 +63,6 @@ class Recorder(SilentObserver):
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
 
-    def file_warning(self, name: str, message: str) -> None:
-        pass
-
     def file_stage(self, name: str, stage: str, count: int) -> None:
         self.events.append((stage, count))
 

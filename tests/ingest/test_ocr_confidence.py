@@ -4,7 +4,6 @@ Tesseract stays unsure of is kept, marked with its confidence, and named in a wa
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -16,23 +15,7 @@ from ingest.ocr import OcrOptions, installed_languages, read_page
 from ingest.parsing import ParseOptions, parse_file
 from ingest.pipeline import SilentObserver
 
-from .scans import FONTS, image_only_pdf, printed_page
-
-KO = (
-    "신용카드 회원약관 제1조 목적 이 약관은 카드회사와 회원 사이의 신용카드 이용에 관한 "
-    "권리와 의무를 정함을 목적으로 합니다. 제2조 연회비 회원은 카드 발급 시 연회비를 "
-    "납부하여야 하며 해외 이용 수수료는 이용금액의 1.5%입니다."
-)
-ZH = (
-    "信用卡会员条款 第一条 目的 本条款规定信用卡公司与会员之间关于信用卡使用的权利和义务。"
-    "第二条 年费 会员在发卡时应缴纳年费，境外使用手续费为使用金额的百分之一点五。"  # noqa: RUF001
-)
-RU = (
-    "Условия использования кредитной карты. Статья первая определяет права и обязанности "
-    "банка и держателя карты. Статья вторая: держатель оплачивает годовое обслуживание."
-)
-EN = "Sourdough starter needs feeding twice a day and a warm kitchen to rise well. " * 24
-TEXTS = {"ko": (KO, "kor"), "zh": (ZH, "chi_sim"), "ru": (RU, "rus")}
+from .scans import EN, FONTS, KO, TEXTS, image_only_pdf, printed_page, recovered
 
 pytestmark = pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs tesseract")
 
@@ -42,15 +25,6 @@ def _needs(script: str, pack: str) -> None:
         pytest.skip(f"needs the font {FONTS[script]} (.ci/run installs it)")
     if pack not in installed_languages():
         pytest.skip(f"needs tesseract-ocr-{pack.replace('_', '-')}")
-
-
-def recovered(printed: str, read: str, script: str) -> float:
-    """The share of the printed words (Cyrillic) or characters (Hangul, Han) read back."""
-    if script == "ru":
-        wanted = set(re.findall(r"\w{4,}", printed.lower()))
-        return len(wanted & set(re.findall(r"\w{4,}", read.lower()))) / len(wanted)
-    wanted = {c for c in printed if c.isalpha() and not c.isascii()}
-    return len(wanted & set(read)) / len(wanted)
 
 
 @pytest.mark.parametrize(("script", "dpi"), [("ko", 150), ("ko", 300), ("zh", 150), ("ru", 300)])
