@@ -28,6 +28,7 @@ from app.cli_common import (
     quarry_for,
     reporting_errors,
 )
+from app.cli_keys import keys_app
 from app.cli_migrate import migrate_command
 from app.cli_sources import sources_app
 from app.ownership import running_server, worker_credential
@@ -49,6 +50,7 @@ app = typer.Typer(
 docs_app = typer.Typer(no_args_is_help=True, help="List or delete stored documents.")
 app.add_typer(docs_app, name="docs")
 app.add_typer(sources_app, name="sources")
+app.add_typer(keys_app, name="keys")
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
 app.command("migrate")(migrate_command)

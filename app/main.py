@@ -9,7 +9,8 @@ from fastapi import Depends, FastAPI
 
 from app.deps import bearer_scheme
 from app.errors import install_error_handlers
-from app.limits import ApiKeyGuard, BodySizeLimit, limits
+from app.guard import Guard
+from app.limits import BodySizeLimit, limits
 from app.metrics import RequestTimer
 from app.resources import Resources
 from app.routes import (
@@ -19,6 +20,7 @@ from app.routes import (
     embeddings,
     health,
     jobs,
+    keys,
     migrations,
     search,
     sources,
@@ -72,18 +74,19 @@ def create_app(
         store,
         sources,
         backup,
+        keys,
     )
     for module in (embeddings,) if embeddings_only else everything:
         app.include_router(module.router, dependencies=guarded)
     app.include_router(health.router)
-    # Added innermost first: the timer sees every answer, the key is checked before the
-    # size, and both before any body is read.
+    # Added innermost first: the timer sees every answer, the key (its scope, its limits) is
+    # checked before the size, and both before any body is read.
     app.add_middleware(
         BodySizeLimit,
         limit_for=limits(int(settings.max_upload_mb * 1e6), int(settings.max_body_mb * 1e6)),
     )
     app.add_middleware(
-        ApiKeyGuard, keys=settings.api_key_set, internal_token=lambda: state.worker_credential
+        Guard, control=lambda: state.access, internal_token=lambda: state.worker_credential
     )
     app.add_middleware(RequestTimer, metrics=state.metrics)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,15 @@ from ingest.job_queue import QueueSnapshot
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+@dataclass(frozen=True)
+class DataDirSpace:
+    """The data dir's filesystem: free and total bytes, and the floor uploads stop at."""
+
+    free_bytes: int
+    size_bytes: int
+    floor_bytes: int
+
+
 @dataclass
 class LiveSources:
     """Where the scrape-time figures come from (read when /metrics is scraped)."""
@@ -31,6 +41,9 @@ class LiveSources:
     batch_depth: Callable[[], dict[str, int]]
     servers: Callable[[], list[ServerSnapshot]]
     ingest_queue: Callable[[], QueueSnapshot | None] = lambda: None
+    # (/readyz's status, each check's ok): scraped, so an alert sees readiness go.
+    readiness: Callable[[], tuple[str, dict[str, bool]] | None] = lambda: None
+    data_dir: Callable[[], DataDirSpace | None] = lambda: None
 
 
 class _LiveCollector(Collector):
@@ -70,6 +83,8 @@ class _LiveCollector(Collector):
         yield waiting
         yield from _server_metrics(self.sources.servers())
         yield from _queue_metrics(self.sources.ingest_queue())
+        yield from _health_metrics(self.sources.readiness(), self.sources.data_dir())
+        yield from _gpu_metrics()
         jobs = CounterMetricFamily(
             "quarry_jobs_finished", "ingestion jobs finished, by final state", labels=["state"]
         )
@@ -110,6 +125,57 @@ def _queue_metrics(queue: QueueSnapshot | None) -> Iterator[Metric]:
         "files given up on (their workers kept dying, or the queue's retries ran out)",
         value=queue.dead_letters,
     )
+
+
+def _health_metrics(
+    readiness: tuple[str, dict[str, bool]] | None, space: DataDirSpace | None
+) -> Iterator[Metric]:
+    """Readiness as /readyz answers it, and the room left in the data dir."""
+    if readiness is not None:
+        status, checks = readiness
+        yield GaugeMetricFamily(
+            "quarry_ready",
+            "1 while /readyz answers 200 (ready or degraded), 0 while it answers 503",
+            value=status != "not_ready",
+        )
+        ok = GaugeMetricFamily(
+            "quarry_readiness_check_ok", "1 if the /readyz check passes", labels=["check"]
+        )
+        for check, passed in sorted(checks.items()):
+            ok.add_metric([check], passed)
+        yield ok
+    if space is not None:
+        for name, value, doc in (
+            ("quarry_data_dir_free_bytes", space.free_bytes, "free bytes on the data dir's disk"),
+            ("quarry_data_dir_size_bytes", space.size_bytes, "size of the data dir's disk"),
+            (
+                "quarry_data_dir_min_free_bytes",
+                space.floor_bytes,
+                "QUARRY_MIN_FREE_MB: uploads get 507 below it, /readyz degrades below twice it",
+            ),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+def _gpu_metrics() -> Iterator[Metric]:
+    """CUDA memory of the process's model, once torch has a CUDA context (never makes one)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return
+    labels = ["device"]
+    allocated = GaugeMetricFamily(
+        "quarry_gpu_memory_allocated_bytes", "CUDA memory held by tensors", labels=labels
+    )
+    reserved = GaugeMetricFamily(
+        "quarry_gpu_memory_reserved_bytes", "CUDA memory held by torch's allocator", labels=labels
+    )
+    total = GaugeMetricFamily("quarry_gpu_memory_total_bytes", "the GPU's memory", labels=labels)
+    for index in range(torch.cuda.device_count()):
+        device = str(index)
+        allocated.add_metric([device], torch.cuda.memory_allocated(index))
+        reserved.add_metric([device], torch.cuda.memory_reserved(index))
+        total.add_metric([device], torch.cuda.get_device_properties(index).total_memory)
+    yield from (allocated, reserved, total)
 
 
 def _server_metrics(servers: list[ServerSnapshot]) -> Iterator[Metric]:

@@ -168,6 +168,10 @@ class Resources:
                 self._embedded_redis = EmbeddedRedis(self.settings.redis_dir)
         return self._embedded_redis.url()
 
+    def redis_client(self) -> redis.Redis:
+        """A new client of the Redis this process uses (the cache's, the queue's, the keys')."""
+        return self._new_redis_client()
+
     def _new_redis_client(self) -> redis.Redis:
         return redis.Redis.from_url(
             self.redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0

@@ -103,6 +103,20 @@ class Quarry(Protocol):
         """A backup of the data dir in the new folder `dest` (`app.backup`); its manifest."""
         ...
 
+    def create_key(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A new API key (`app.key_spec.KeyIn`'s fields); `key` is shown this once."""
+        ...
+
+    def keys(self) -> list[dict[str, Any]]:
+        """Every stored key, never the key itself."""
+        ...
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]: ...
+
+    def audit(self, limit: int, key_id: str | None = None) -> list[dict[str, Any]]:
+        """The newest audit entries first."""
+        ...
+
     def close(self) -> None: ...
 
 

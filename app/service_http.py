@@ -276,5 +276,17 @@ class HttpQuarry:
             if now["runs"] >= run and not now["running"]:
                 return dict(now)
 
+    def create_key(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return dict(call(self.client.create_key, spec))
+
+    def keys(self) -> list[dict[str, Any]]:
+        return list(call(self.client.keys)["keys"])
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return dict(call(self.client.revoke_key, key_id))
+
+    def audit(self, limit: int, key_id: str | None = None) -> list[dict[str, Any]]:
+        return list(call(self.client.audit, limit, key_id)["entries"])
+
     def close(self) -> None:
         self.client.close()

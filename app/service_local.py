@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from app import backup
+from app.audit import AuditLog
+from app.key_spec import create_key, key_spec
+from app.keys import KeyStore, namespace
 from app.migrations import Migrations
 from app.resources import Resources
 from app.schemas import CollectionOut, DocumentOut
@@ -280,6 +283,24 @@ class LocalQuarry:
     def sync_named(self, name: str) -> dict[str, Any]:
         stamps = self.resources.settings.data_dir / "sync"
         return run_source(self, self._registry, name, stamps).to_dict()
+
+    def create_key(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return create_key(self._keys, key_spec(spec), self.resources.settings)
+
+    def keys(self) -> list[dict[str, Any]]:
+        return [p.to_public() for p in self._keys.list()]
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return {"revoked": self._keys.revoke(key_id).to_public()}
+
+    def audit(self, limit: int, key_id: str | None = None) -> list[dict[str, Any]]:
+        s = self.resources.settings
+        log = AuditLog(self.resources.redis_client, namespace(s), s.audit_max)
+        return log.read(limit=limit, key_id=key_id)
+
+    @property
+    def _keys(self) -> KeyStore:
+        return KeyStore(self.resources.redis_client, namespace(self.resources.settings))
 
     def close(self) -> None:
         self.resources.close()

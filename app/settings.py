@@ -200,7 +200,23 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    api_keys: str = Field(default="", description="comma-separated bearer keys; empty = open")
+    api_keys: str = Field(
+        default="",
+        description="comma-separated admin bearer keys, without limits (`quarry keys create` "
+        "makes scoped ones); no keys at all = an open server",
+    )
+    key_rps: float = Field(
+        default=0, ge=0, description="requests a second a new key may make (0: no limit)"
+    )
+    key_burst: int = Field(
+        default=0, ge=0, description="requests at once above the rate a new key may make"
+    )
+    key_upload_mb_per_hour: float = Field(
+        default=0, ge=0, description="upload megabytes an hour a new key may send (0: no limit)"
+    )
+    audit_max: int = Field(
+        default=1_000_000, ge=1000, description="audit log entries kept (oldest out first)"
+    )
     max_file_mb: float = Field(default=100, gt=0, description="largest accepted uploaded file")
     max_upload_mb: float = Field(default=1024, gt=0, description="largest accepted upload request")
     max_body_mb: float = Field(default=16, gt=0, description="largest body of any other request")

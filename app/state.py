@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from app.batcher import AdmissionGate, MicroBatcher
-from app.metrics import LiveSources, Metrics
+from app.guard import access_control
+from app.keys import namespace
+from app.metrics import DataDirSpace, LiveSources, Metrics
 from app.migrations import Migrations
 from app.ownership import worker_credential
 from app.resources import Resources
@@ -105,6 +107,12 @@ class QuarryState:
         self._in_process: InProcessWorker | None = None
         self.worker_credential: str | None = None  # for `quarry worker`s beside our store
         self.originals = Originals(settings.originals_dir)
+        self.access = access_control(
+            settings.api_key_set,
+            None if embeddings_only else self.resources.redis_client,
+            "" if embeddings_only else namespace(settings),
+            settings.audit_max,
+        )
         wait = settings.batch_wait_ms / 1000
         self.search_batcher: MicroBatcher[SearchKey, str, SearchResult] = MicroBatcher(
             "search",
@@ -137,6 +145,8 @@ class QuarryState:
                     "rerank": self.rerank_gate.depth,
                 },
                 servers=self.embedding_servers,
+                readiness=self._readiness_flags,
+                data_dir=self._data_dir_space,
             )
         )
 
@@ -404,6 +414,22 @@ class QuarryState:
         # The queue shares the cache's Redis: the cache check already degrades for it.
         healthy = checks["cache"]["ok"] and checks["disk"]["ok"]
         return Readiness("ready" if healthy else "degraded", checks)
+
+    def _readiness_flags(self) -> tuple[str, dict[str, bool]] | None:
+        """/readyz for the metrics scrape: its status and each check's ok."""
+        if self._jobs is None and not self.embeddings_only:
+            return None  # not started: readiness would fail on the missing job service
+        readiness = self.readiness()
+        return readiness.status, {name: bool(c["ok"]) for name, c in readiness.checks.items()}
+
+    def _data_dir_space(self) -> DataDirSpace | None:
+        if self.embeddings_only:
+            return None
+        try:
+            usage = shutil.disk_usage(self.settings.data_dir)
+        except OSError:
+            return None
+        return DataDirSpace(usage.free, usage.total, self.settings.min_free_mb * 1_000_000)
 
     def _disk_check(self) -> dict[str, Any]:
         """Room left in the data dir: degraded below twice QUARRY_MIN_FREE_MB (uploads get

@@ -224,6 +224,23 @@ class ApiClient:
         result: dict[str, Any] = self._call("POST", f"/v1/sources/{name}/sync")
         return result
 
+    def create_key(self, spec: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/keys", json=spec)
+        return result
+
+    def keys(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/keys")
+        return result
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/keys/{key_id}")
+        return result
+
+    def audit(self, limit: int = 100, key_id: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit} | ({"key_id": key_id} if key_id else {})
+        result: dict[str, Any] = self._call("GET", "/v1/audit", params=params)
+        return result
+
     def backup(self, into: IO[bytes]) -> None:
         """The server's backup of its data dir, as a tar stream written to `into`."""
         try:

@@ -264,7 +264,10 @@ class Nginx:
         site, swapped = re.subn(r"    server embeddings:\d+ [^\n]*\n", upstreams, site)
         assert swapped == 1, "the upstream line of deploy/nginx/embeddings.conf moved"
         site = site.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
-        site = site.replace("proxy_read_timeout 60s;", f"proxy_read_timeout {read_timeout_s}s;")
+        site, timed = re.subn(
+            r"proxy_read_timeout \d+s;", f"proxy_read_timeout {read_timeout_s}s;", site
+        )
+        assert timed == 1, "the read timeout of deploy/nginx/embeddings.conf moved"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "site.conf").write_text(site)
         user = "user root;\n" if os.geteuid() == 0 else ""

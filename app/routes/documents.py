@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from app.access import Access
 from app.deps import State
 from app.pairs import parse_pairs
 from app.schemas import (
@@ -73,6 +74,7 @@ def _document(info: DocumentInfo) -> DocumentOut:
 @router.post("/documents", status_code=202, response_model=Accepted)
 async def upload_documents(
     state: State,
+    access: Access,
     files: Annotated[list[UploadFile], File(description="one or many documents")],
     metadata: Annotated[str | None, Form(description="JSON object stored with each file")] = None,
     collection: Annotated[str | None, Form(pattern=COLLECTION_PATTERN)] = None,
@@ -85,8 +87,8 @@ async def upload_documents(
     Each file's name is its source key: a new upload under the same name replaces the
     document once the new version is completely stored.
     """
+    name = access.collection(collection or state.settings.collection)
     meta = parse_metadata(metadata)
-    name = collection or state.settings.collection
     await run_in_threadpool(state.resources.check_recipe_early, name)
     job, rejected = await state.jobs.upload(
         name,
@@ -112,6 +114,7 @@ def _accepted(job: Job, collection: str, rejected: list[Rejection]) -> Accepted:
 @router.get("/documents", response_model=DocumentPage)
 async def list_documents(
     state: State,
+    access: Access,
     collection: CollectionQuery = None,
     source: Annotated[str | None, Query(description="part of the file name")] = None,
     meta: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
@@ -120,7 +123,7 @@ async def list_documents(
 ) -> DocumentPage:
     """Documents of a collection, filtered by file name and metadata, a page at a time
     (found in the store: a request reads its page, not the whole collection)."""
-    name = collection or state.settings.collection
+    name = access.collection(collection or state.settings.collection)
     query = DocumentQuery(offset, limit, source or "", parse_pairs(meta, "meta"))
     found = await run_in_threadpool(_page, state, name, query)
     return DocumentPage(
@@ -140,12 +143,13 @@ def _page(state: State, collection: str, query: DocumentQuery) -> StorePage:
 @router.get("/documents/{doc_id}", response_model=DocumentOut, response_model_exclude_none=True)
 async def get_document(
     state: State,
+    access: Access,
     doc_id: str,
     collection: CollectionQuery = None,
     include_chunks: bool = False,
 ) -> DocumentOut:
     """One document's metadata and chunk count, and its chunks with `include_chunks=true`."""
-    name = collection or state.settings.collection
+    name = access.collection(collection or state.settings.collection)
     store = state.resources.store
     info = await run_in_threadpool(lambda: store.document(name, doc_id))
     if info is None:
@@ -158,19 +162,21 @@ async def get_document(
 
 
 @router.delete("/documents/{doc_id}", response_model=Deleted)
-async def delete_document(state: State, doc_id: str, collection: CollectionQuery = None) -> Deleted:
+async def delete_document(
+    state: State, access: Access, doc_id: str, collection: CollectionQuery = None
+) -> Deleted:
     """Delete a document and every one of its chunks."""
-    name = collection or state.settings.collection
+    name = access.collection(collection or state.settings.collection)
     removed = await run_in_threadpool(state.delete_document, name, doc_id)
     return Deleted(doc_id=doc_id, deleted_chunks=removed)
 
 
 @router.post("/documents/{doc_id}/reingest", status_code=202, response_model=Accepted)
 async def reingest_document(
-    state: State, doc_id: str, collection: CollectionQuery = None
+    state: State, access: Access, doc_id: str, collection: CollectionQuery = None
 ) -> Accepted:
     """Parse, chunk and embed a document again from its kept original (a new job)."""
-    name = collection or state.settings.collection
+    name = access.collection(collection or state.settings.collection)
     job = await run_in_threadpool(state.reingest, name, doc_id)
     await state.jobs.submit(job)
     return _accepted(job, name, [])

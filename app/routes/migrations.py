@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from app.access import Access
 from app.deps import State
 from app.migrations import Migrations
 from app.schemas import COLLECTION_PATTERN, COMMON_ERRORS, error_responses
@@ -68,10 +69,11 @@ def check_model_location(model: str, roots: list[FsPath], own: str) -> None:
 
 
 @router.post("/collections/{name}/migrate", status_code=202, responses=error_responses(404, 409))
-async def migrate(state: State, name: NamePath, body: MigrateIn) -> dict[str, Any]:
+async def migrate(state: State, access: Access, name: NamePath, body: MigrateIn) -> dict[str, Any]:
     """Build the collection again with another model beside the live one and swap it in
     when complete (searches never fail or mix the two); poll the migration for progress.
     With `rollback`, move back to the version the last migration kept."""
+    access.collection(name)
     if not body.rollback:
         s = state.settings
         own = s.embedding_model or ""  # (reads the disk: off the event loop)
@@ -83,12 +85,14 @@ async def migrate(state: State, name: NamePath, body: MigrateIn) -> dict[str, An
 
 
 @router.get("/collections/{name}/migration", responses=error_responses(404))
-async def migration(state: State, name: NamePath) -> dict[str, Any]:
+async def migration(state: State, access: Access, name: NamePath) -> dict[str, Any]:
     """The collection's latest migration: stage, documents done of total, ETA, error."""
+    access.collection(name)
     return (await run_in_threadpool(_migrations(state).status, name)).to_dict()
 
 
 @router.delete("/collections/{name}/migration", responses=error_responses(404))
-async def cancel_migration(state: State, name: NamePath) -> dict[str, Any]:
+async def cancel_migration(state: State, access: Access, name: NamePath) -> dict[str, Any]:
     """Stop a migration before its swap; starting it again resumes where it was."""
+    access.collection(name)
     return (await run_in_threadpool(_migrations(state).cancel, name)).to_dict()

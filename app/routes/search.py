@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from app.access import Access
 from app.deps import State
 from app.hangup import client_closed, unless_hung_up
 from app.schemas import COMMON_ERRORS, SearchRequest, SearchResponse, error_responses
@@ -21,10 +22,12 @@ router = APIRouter(
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search(state: State, body: SearchRequest, request: Request) -> SearchResponse | Response:
+async def search(
+    state: State, access: Access, body: SearchRequest, request: Request
+) -> SearchResponse | Response:
     """Top-k chunks for a query, with each stage's timing."""
     started = time.perf_counter()
-    collection = body.collection or state.settings.collection
+    collection = access.collection(body.collection or state.settings.collection)
     key = SearchKey(
         collection,
         body.instruction,

@@ -32,6 +32,10 @@ def one_error_shape(ctx: CheckContext, response: Any, case: Any) -> bool | None:
     return True
 
 
+FUZZ_KEY = "fuzz-admin-key"
+AS_ADMIN = {"Authorization": f"Bearer {FUZZ_KEY}"}  # (lock nobody out)
+
+
 @pytest.fixture(scope="module")
 def served(
     tmp_path_factory: pytest.TempPathFactory, minilm_path: str, redis_process: Any
@@ -43,12 +47,14 @@ def served(
         redis_process.url,
         QUARRY_COLLECTION="fuzz",
         QUARRY_MAX_UPLOAD_MB="2",
+        QUARRY_API_KEYS=FUZZ_KEY,  # an admin key: the keys a fuzzed POST /v1/keys makes
     )
     server = Process("serve", env, root / "server.log")
     server.start()
     upload = httpx.post(
         f"{server.url}/v1/documents",
         files=[("files", ("owls.txt", b"Owls hunt at night with silent flight."))],
+        headers=AS_ADMIN,
         timeout=30,
     )
     assert upload.status_code == 202, upload.text
@@ -59,7 +65,7 @@ def served(
 
 
 def test_api_holds_under_fuzzing(served: str) -> None:
-    schema = schemathesis.openapi.from_url(f"{served}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{served}/openapi.json", headers=AS_ADMIN)
     checks = [
         not_a_server_error,
         status_code_conformance,
@@ -83,7 +89,7 @@ def test_api_holds_under_fuzzing(served: str) -> None:
             suppress_health_check=list(HealthCheck),
         )
         def run(case: Any) -> None:
-            case.call_and_validate(checks=checks, timeout=60)
+            case.call_and_validate(checks=checks, timeout=60, headers=AS_ADMIN)
 
         try:
             run()

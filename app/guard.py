@@ -1,0 +1,242 @@
+"""The API's front gate: who is asking (401), whether the key's scope allows the route
+(403), whether its limits allow it now (429 with Retry-After), all before one byte of the
+body is read; then the audit record of every write and admin action, with its result.
+
+Pure ASGI middleware. The internal routes take only the data dir's own worker credential
+(never a client key), and the health probes and the metrics are open.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.access import needed_scope, scope_problem, set_principal
+from app.audit import AuditEntry, AuditLog
+from app.keys import OPEN, KeyStore, KeyStoreUnavailable, Principal, digest, env_principals
+from app.limits import send_error
+from app.rate_limits import RateLimiter, Verdict
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+INTERNAL_PREFIX = "/v1/internal/"
+_UPLOAD_PATH = "/v1/documents"
+_KEYS_SEEN_TTL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    who: Principal | None
+    status: int = 200  # 401 or 503 when `who` is None
+    why: str = ""
+
+
+@dataclass
+class AccessControl:
+    """The keys (those of QUARRY_API_KEYS, and stored ones), the limits and the audit log."""
+
+    env_keys: frozenset[str]
+    store: KeyStore | None = None  # None: a model node, QUARRY_API_KEYS only
+    limiter: RateLimiter | None = None
+    audit: AuditLog | None = None
+    _env: dict[str, Principal] = field(init=False)
+    _stored_seen: tuple[float, bool] = (0.0, False)  # (when asked, any stored keys)
+
+    def __post_init__(self) -> None:
+        self._env = env_principals(self.env_keys)
+
+    def keys_required(self) -> bool | None:
+        """Keys are required once any exists. A Redis outage keeps the last answer (a server
+        that had stored keys never opens up because Redis went away); None: not known yet."""
+        if self._env:
+            return True
+        if self.store is None:
+            return False
+        asked, seen = self._stored_seen
+        if time.monotonic() - asked < _KEYS_SEEN_TTL_S:
+            return seen
+        try:
+            seen = self.store.any()
+        except KeyStoreUnavailable:
+            return seen if asked else None
+        self._stored_seen = (time.monotonic(), seen)
+        return seen
+
+    def identify(self, authorization: str | None) -> Identity:
+        """The key's principal, or why there is none (401; 503: the key store is down)."""
+        required = self.keys_required()
+        if required is None:
+            return Identity(
+                None, 503, "the key store (Redis) is unreachable: no key can be checked"
+            )
+        if not required:
+            return Identity(OPEN)
+        scheme, _, given = (authorization or "").partition(" ")
+        token = given.strip()
+        if scheme.lower() != "bearer" or not token:
+            return Identity(None, 401, "missing API key: send 'Authorization: Bearer <key>'")
+        given_digest = digest(token)
+        for known, who in self._env.items():
+            if secrets.compare_digest(known, given_digest):
+                return Identity(who)
+        if self.store is not None:
+            try:
+                found = self.store.find(token)
+            except KeyStoreUnavailable as exc:
+                return Identity(None, 503, exc.message)
+            if found is not None:
+                return Identity(found)
+        return Identity(None, 401, "invalid API key")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    raw = dict(scope["headers"]).get(name)
+    return raw.decode("latin-1") if raw else None
+
+
+class Guard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        control: Callable[[], AccessControl],
+        internal_token: Callable[[], str | None],
+    ) -> None:
+        self.app = app
+        self.control = control
+        self.internal_token = internal_token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        authorization = _header(scope, b"authorization")
+        if path.startswith(INTERNAL_PREFIX):
+            problem = self._internal_problem(authorization)
+            if problem:
+                await send_error(send, 401, "unauthorized", problem, _BEARER)
+            else:
+                await self.app(scope, receive, send)
+            return
+        control = self.control()
+        identity = await anyio.to_thread.run_sync(control.identify, authorization)
+        who = identity.who
+        audited = control.audit is not None and needed_scope(method, path) != "read"
+        status, reason = await self._admit(scope, receive, send, control, identity)
+        if audited and control.audit is not None:
+            entry = AuditEntry(
+                at=time.time(),
+                key_id=who.id if who else "",
+                key_name=who.name if who else "",
+                scope=who.scope if who else "",
+                method=method,
+                path=path,
+                query=scope.get("query_string", b"").decode("latin-1"),
+                status=status,
+                client=(scope.get("client") or ("", 0))[0],
+                reason=reason,
+            )
+            await anyio.to_thread.run_sync(control.audit.record, entry)
+
+    def _internal_problem(self, authorization: str | None) -> str | None:
+        token = self.internal_token()
+        if not token:
+            return "internal routes are closed: this server serves no worker"
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() == "bearer" and secrets.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return None
+        return "internal route: send the data dir's worker credential"
+
+    async def _admit(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        control: AccessControl,
+        identity: Identity,
+    ) -> tuple[int, str]:
+        """Refuse, or run the request; the status it got and why it was refused."""
+        who, status, why = identity.who, identity.status, identity.why
+        if who is None:
+            code = "key_store_unavailable" if status == 503 else "unauthorized"
+            await send_error(send, status, code, why, _BEARER if status == 401 else [])
+            return status, why
+        problem = scope_problem(who, scope["method"], scope["path"])
+        if problem:
+            await send_error(send, 403, "forbidden", problem, [])
+            return 403, problem
+        verdict = await self._limited(scope, control, who)
+        if not verdict.allowed:
+            retry = [(b"retry-after", str(max(1, verdict.retry_after_s)).encode())]
+            await send_error(send, 429, "rate_limited", verdict.reason, retry)
+            return 429, verdict.reason
+        set_principal(scope, who)
+        return await self._run(scope, receive, send, control, who)
+
+    async def _limited(self, scope: Scope, control: AccessControl, who: Principal) -> Verdict:
+        limiter = control.limiter
+        if limiter is None:
+            return Verdict(True)
+        verdict = await anyio.to_thread.run_sync(limiter.request, who)
+        declared = _header(scope, b"content-length") or ""
+        if verdict.allowed and self._is_upload(scope) and declared.isdigit():
+            verdict = await anyio.to_thread.run_sync(limiter.upload, who, int(declared))
+        return verdict
+
+    @staticmethod
+    def _is_upload(scope: Scope) -> bool:
+        return scope["method"] == "POST" and scope["path"] == _UPLOAD_PATH
+
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, control: AccessControl, who: Principal
+    ) -> tuple[int, str]:
+        status = 500
+        received = 0
+        chunked = self._is_upload(scope) and not (_header(scope, b"content-length") or "")
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+            return event
+
+        async def status_send(event: Message) -> None:
+            nonlocal status
+            if event["type"] == "http.response.start":
+                status = event["status"]
+            await send(event)
+
+        try:
+            await self.app(scope, counting_receive if chunked else receive, status_send)
+        finally:
+            if chunked and received and control.limiter is not None:
+                limiter = control.limiter
+                await anyio.to_thread.run_sync(lambda: limiter.upload(who, received, force=True))
+        return status, ""
+
+
+_BEARER = [(b"www-authenticate", b"Bearer")]
+
+
+def access_control(
+    env_keys: frozenset[str],
+    client: Callable[[], redis.Redis] | None,
+    namespace: str,
+    audit_max: int,
+) -> AccessControl:
+    if client is None:
+        return AccessControl(env_keys)
+    return AccessControl(
+        env_keys,
+        KeyStore(client, namespace),
+        RateLimiter(client, namespace),
+        AuditLog(client, namespace, audit_max),
+    )
