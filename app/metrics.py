@@ -121,6 +121,11 @@ def _queue_metrics(queue: QueueSnapshot | None) -> Iterator[Metric]:
         "quarry_ingest_retries", "deliveries of a file after its first", value=queue.retries
     )
     yield CounterMetricFamily(
+        "quarry_ingest_handoffs",
+        "files taken back from a worker that died (or hung) holding them, and handed on",
+        value=queue.handoffs,
+    )
+    yield CounterMetricFamily(
         "quarry_ingest_dead_letters",
         "files given up on (their workers kept dying, or the queue's retries ran out)",
         value=queue.dead_letters,

@@ -86,7 +86,10 @@ class IngestWorker:
             on_settled=self._optimize,
             holder=Holder.me(self.id),
             lease_s=settings.lease_s,
+            on_handoff=self._handed_on,
         )
+        self._handoffs = 0  # taken over in a slot's thread, counted on the loop
+        self._handoffs_lock = threading.Lock()
         # Files in flight share model batches (a short file alone is a two-text batch).
         self.embedder = CoalescingEmbedder(
             lambda: resources.embedder, max_items=settings.batch_max_items
@@ -151,6 +154,16 @@ class IngestWorker:
         except Exception as exc:  # a counter is not worth failing a file for
             log.warning("cannot count %s: %s", counter, exc)
 
+    def _handed_on(self) -> None:
+        with self._handoffs_lock:
+            self._handoffs += 1
+
+    async def _count_handoffs(self) -> None:
+        with self._handoffs_lock:
+            taken, self._handoffs = self._handoffs, 0
+        for _ in range(taken):
+            await self._count("handoffs")
+
     async def ingest_file(self, ctx: Context, *, job_id: str, index: int) -> str:
         """The queue's task: one file, heartbeating while it runs."""
         job = ctx["job"]
@@ -177,6 +190,7 @@ class IngestWorker:
             with contextlib.suppress(Exception):  # Stopped, most likely: handed back
                 await asyncio.wait_for(asyncio.shield(work), HAND_BACK_S)
             raise
+        await self._count_handoffs()
         try:
             outcome = work.result()
         except RetryLater as exc:

@@ -67,11 +67,13 @@ class FileWorker:
         *,
         holder: Holder | None = None,
         lease_s: float = 45.0,
+        on_handoff: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.pipelines = pipelines
         self.originals = originals
         self.on_settled = on_settled  # a job this worker ended (optimize its collection)
+        self.on_handoff = on_handoff  # a file taken back from a holder that died
         self.holder = holder or Holder.me()
         self.lease_s = lease_s
         self._working: set[tuple[str, int]] = set()  # the files this process works on now
@@ -86,11 +88,12 @@ class FileWorker:
         """Take file `index` for this process (a compare-and-set under the job's lock), or
         say why not: its outcome when it has one, `held` when a live holder has it."""
         seen = self.store.read_file(job_id, index)  # unlocked: most files are free
-        if (
-            seen is not None
-            and seen.held
-            and take_over(self.store, job_id, index, self.lease_s) == "dead_letter"
-        ):
+        taken = None
+        if seen is not None and seen.held:
+            taken = take_over(self.store, job_id, index, self.lease_s)
+        if taken is not None:
+            self.on_handoff()
+        if taken == "dead_letter":
             self._finish_if_done(job_id)
             return "dead_letter"
         with self.store.locked(job_id):

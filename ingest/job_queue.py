@@ -75,7 +75,7 @@ def counter_key(name: str, counter: str) -> str:
 
 
 async def count(queue: Queue, counter: str) -> None:
-    """Add one to the queue's `retries` or `dead_letters` counter."""
+    """Add one to one of the queue's counters (`retries`, `dead_letters`, `handoffs`)."""
     await queue.redis.incr(counter_key(queue.name, counter))  # type: ignore[attr-defined]
 
 
@@ -111,6 +111,7 @@ class QueueSnapshot:
     workers: int = 0
     retries: int = 0
     dead_letters: int = 0
+    handoffs: int = 0  # files taken back from a worker that died holding them
 
 
 class IngestQueue:
@@ -197,8 +198,10 @@ class IngestQueue:
                 in_flight[job["worker_id"]] = in_flight.get(job["worker_id"], 0) + 1
         redis = self.queue.redis  # type: ignore[attr-defined]
         name = self.queue.name
-        retries, dead = await redis.mget(
-            counter_key(name, "retries"), counter_key(name, "dead_letters")
+        retries, dead, handoffs = await redis.mget(
+            counter_key(name, "retries"),
+            counter_key(name, "dead_letters"),
+            counter_key(name, "handoffs"),
         )
         return QueueSnapshot(
             reachable=True,
@@ -208,6 +211,7 @@ class IngestQueue:
             workers=len(info["workers"]),
             retries=int(retries or 0),
             dead_letters=int(dead or 0),
+            handoffs=int(handoffs or 0),
         )
 
     async def count(self, counter: str) -> None:

@@ -236,6 +236,7 @@ class JobService:
                     continue  # a live holder has it
                 log.warning("job %s file %d: its holder is gone; handed on", job.id, index)
                 failpoint("handoff_after_takeover")
+                await self.queue.count("handoffs")
                 if outcome == "dead_letter":
                     await self.queue.count("dead_letters")
                     await asyncio.to_thread(self._settle, job.id)

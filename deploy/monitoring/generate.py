@@ -265,11 +265,16 @@ def build() -> model.Dashboard:
                 ("max(increase(quarry_ingest_retries_total[5m]))", "retries (5m)"),
                 ("max(increase(quarry_ingest_dead_letters_total[5m]))", "dead letters (5m)"),
                 (
+                    "max(increase(quarry_ingest_handoffs_total[5m]))",
+                    "taken back from dead workers (5m)",
+                ),
+                (
                     "sum by (state) (increase(quarry_jobs_finished_total[5m]))",
                     "jobs {{state}} (5m)",
                 ),
             ],
-            "deliveries after the first, files given up on, and jobs finished",
+            "deliveries after the first, files given up on, files taken back from a worker "
+            "that died holding them, and jobs finished",
             8,
         )
     )
@@ -280,13 +285,15 @@ def build() -> model.Dashboard:
             "short",
             [
                 ("sum by (server) (quarry_embedding_server_up)", "{{server}}"),
+                ('up{job=~"(.+/)?(quarry-)?embeddings"}', "scraped {{instance}}"),
                 (
                     "sum by (server) (increase(quarry_embedding_server_ejections_total[5m]))",
                     "ejected (5m) {{server}}",
                 ),
             ],
             "remote servers in service (1) or ejected (0), and ejections: only when the API "
-            "is a client of embedding servers (QUARRY_EMBEDDING_URLS)",
+            "is a client of embedding servers (QUARRY_EMBEDDING_URLS); and the embedding "
+            "servers Prometheus scrapes itself (job embeddings: SGLang, quarry --embeddings-only)",
             8,
         )
     )

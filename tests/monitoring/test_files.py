@@ -139,9 +139,11 @@ def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    (job,) = config["scrape_configs"]
-    assert job["job_name"] == "quarry-api"  # the job the alerts name
-    assert job["static_configs"] == [{"targets": ["api:8000"]}]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"quarry-api", "embeddings"}  # the jobs the alerts name
+    assert jobs["quarry-api"]["static_configs"] == [{"targets": ["api:8000"]}]
+    (found,) = jobs["embeddings"]["dns_sd_configs"]
+    assert found["names"] == ["embeddings"] and found["port"] == 30000
 
 
 def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:
@@ -206,7 +208,7 @@ def test_the_compose_profile_starts_prometheus_and_grafana_provisioned() -> None
     config = yaml.safe_load(config_path.read_text())
     for rule_file in config["rule_files"]:
         assert mounts[rule_file] == MONITORING / "rules.yaml"
-    (job,) = config["scrape_configs"]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "quarry-api"]
     host, port = job["static_configs"][0]["targets"][0].split(":")
     api = services[host]
     assert api["command"] == ["quarry", "serve"] and api["environment"]["QUARRY_PORT"] == port

@@ -43,7 +43,7 @@ NOT_EXPORTED_HERE = {
 class Prometheus:
     """One `prometheus` process on a free loopback port, with its own storage."""
 
-    def __init__(self, directory: Path, targets: list[str]) -> None:
+    def __init__(self, directory: Path, targets: list[str], embeddings: list[str]) -> None:
         self.port = free_port()
         self.directory = directory
         rules = directory / "rules.yaml"
@@ -52,7 +52,8 @@ class Prometheus:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
             "scrape_configs": [
-                {"job_name": "quarry-api", "static_configs": [{"targets": targets}]}
+                {"job_name": "quarry-api", "static_configs": [{"targets": targets}]},
+                {"job_name": "embeddings", "static_configs": [{"targets": embeddings}]},
             ],
         }
         (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -129,7 +130,7 @@ def stack(tmp_path: Path, minilm_path: str, redis_process: Any) -> Iterator[dict
         ),
         tmp_path / "api.log",
     )
-    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{api.port}", f"127.0.0.1:{node.port}"])
+    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{api.port}"], [f"127.0.0.1:{node.port}"])
     try:
         node.launch()  # all three start at once: the API is ready once the node answers
         api.launch()
@@ -231,5 +232,7 @@ def test_every_panel_and_alert_finds_quarrys_metrics(stack: dict[str, Any]) -> N
     assert set(rules) == {rule["alert"] for group in written for rule in group["rules"]}
     for name, rule in rules.items():
         assert rule["health"] == "ok", (name, rule.get("lastError"))
-    # The real thing trips the alert it should: the killed server is out.
+    # The real thing trips the alerts it should: the killed server is out, and unscraped.
     assert prometheus.query("quarry_embedding_server_up == 0")
+    (down,) = [r for g in written for r in g["rules"] if r["alert"] == "EmbeddingServerDown"]
+    _wait(lambda: bool(prometheus.query(down["expr"])), "the node's scrape failing")
