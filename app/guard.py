@@ -19,7 +19,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.access import needed_scope, scope_problem, set_principal
 from app.audit import AuditEntry, AuditLog
-from app.keys import OPEN, KeyStore, KeyStoreUnavailable, Principal, digest, env_principals
+from app.keys import (
+    OPEN,
+    KeyStore,
+    KeyStoreUnavailable,
+    Principal,
+    digest,
+    env_principals,
+    key_id,
+)
 from app.limits import send_error
 from app.rate_limits import RateLimiter, Verdict
 
@@ -45,10 +53,20 @@ class AccessControl:
     limiter: RateLimiter | None = None
     audit: AuditLog | None = None
     _env: dict[str, Principal] = field(init=False)
+    _internal: dict[str, Principal] = field(default_factory=dict)  # this server's own workers
     _stored_seen: tuple[float, bool] = (0.0, False)  # (when asked, any stored keys)
 
     def __post_init__(self) -> None:
         self._env = env_principals(self.env_keys)
+
+    def worker_key(self) -> str:
+        """A key for the workers this server supervises (read: the model's routes), valid
+        while it runs; it does not make an open server need keys."""
+        token = secrets.token_urlsafe(32)
+        self._internal[digest(token)] = Principal(
+            id=key_id(token), name="supervised worker", scope="read"
+        )
+        return token
 
     def keys_required(self) -> bool | None:
         """Keys are required once any exists. A Redis outage keeps the last answer (a server
@@ -81,7 +99,7 @@ class AccessControl:
         if scheme.lower() != "bearer" or not token:
             return Identity(None, 401, "missing API key: send 'Authorization: Bearer <key>'")
         given_digest = digest(token)
-        for known, who in self._env.items():
+        for known, who in (self._env | self._internal).items():
             if secrets.compare_digest(known, given_digest):
                 return Identity(who)
         if self.store is not None:

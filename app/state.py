@@ -219,9 +219,9 @@ class QuarryState:
         queue's Redis and, when the model runs here, this server as its embedding server."""
         assert self.url is not None
         env = dict(os.environ) | {"QUARRY_REDIS_URL": redis_url}
-        key = next(iter(sorted(self.settings.api_key_set)), None)
-        if key:
-            env["QUARRY_API_KEY"] = key
+        # Its own key: the operator's keys may all be stored ones, or scoped, or limited.
+        key = self.access.worker_key()
+        env["QUARRY_API_KEY"] = key
         if not self.resources.remote:
             try:
                 source = self.resources.model_source
@@ -234,8 +234,7 @@ class QuarryState:
                 "QUARRY_SERVED_MODEL_NAME": source.model_id,
                 "QUARRY_EMBEDDING_REVISION": source.revision,
             }
-            if key:
-                env["QUARRY_EMBEDDING_API_KEY"] = key
+            env["QUARRY_EMBEDDING_API_KEY"] = key
         return env
 
     def _warm_up(self) -> None:

@@ -289,3 +289,21 @@ def test_limits_hold_across_replicas_under_a_burst_from_several_clients(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_a_supervised_workers_key_reads_only_and_opens_nothing(redis_process: Any) -> None:
+    """The key a server gives the workers it starts: valid where stored keys are the only
+    ones, read scope (the model's routes), and no reason for an open server to want keys."""
+    from app.guard import access_control
+    from app.keys import Limits
+
+    client = lambda: redis.Redis.from_url(redis_process.url)  # noqa: E731
+    control = access_control(frozenset(), client, "quarry-test-worker-key", 1000)
+    token = control.worker_key()
+    assert control.identify(None).who is not None  # still open: no key was ever made
+    control.store.create("ops", "admin", [], Limits())  # type: ignore[union-attr]
+    control._stored_seen = (0.0, False)  # (ask Redis again now, not in a second)
+    assert control.identify(None).status == 401
+    who = control.identify(f"Bearer {token}").who
+    assert who is not None and who.scope == "read" and not who.may("write")
+    assert control.identify("Bearer qk_not-a-key").status == 401
