@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +105,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module", params=["gpu", "cpu"])
+def manifests(request: pytest.FixtureRequest) -> tuple[str, dict[tuple[str, str], Any]]:
+    """`deploy/k8s`'s overlays rendered with kustomize (tests/k8s_manifests.py)."""
+    from .k8s_manifests import OVERLAYS, rendered
+
+    assert request.param in OVERLAYS
+    return rendered(request.param)
