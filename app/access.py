@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from app.keys import OPEN, Principal
+from app.keys import Principal
 from embedding.errors import QuarryError
 
 # (methods, path) -> the scope it needs; the first match decides. A route not listed needs
@@ -20,6 +20,7 @@ _RULES: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = tuple(
         ("GET HEAD", r"/v1/(documents|jobs)(/.*)?", "read"),
         ("POST", r"/v1/(search|embeddings|rerank)", "read"),
         ("GET HEAD", r"/v1/(instructions|models|collections|stats)", "read"),
+        ("GET HEAD", r"/(docs|docs/oauth2-redirect|redoc|openapi\.json)", "read"),
         ("GET HEAD POST PUT DELETE", r"/v1/(documents|jobs|sources)(/.*)?", "write"),
     )
 )
@@ -83,7 +84,9 @@ class AccessCheck:
 
 def get_access(request: Request) -> AccessCheck:
     who = getattr(request.state, _PRINCIPAL, None)
-    return AccessCheck(who if isinstance(who, Principal) else OPEN)
+    if not isinstance(who, Principal):  # closed, not open, if the guard were ever bypassed
+        raise RuntimeError("no requesting key: app.guard.Guard must run before the routes")
+    return AccessCheck(who)
 
 
 Access = Annotated[AccessCheck, Depends(get_access)]

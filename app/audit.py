@@ -52,9 +52,12 @@ class AuditLog:
             self._redis = self._client()
         return self._redis
 
-    def record(self, entry: AuditEntry) -> None:
+    def record(self, entry: AuditEntry, *, stream: bool = True) -> None:
+        """Log the entry, and (`stream`) keep it in Redis for `GET /v1/audit`."""
         line = json.dumps(entry.to_dict())
         log.info("%s", line)
+        if not stream:
+            return
         try:
             self.conn.xadd(self._stream, {"json": line}, maxlen=self.max_entries, approximate=True)
         except redis.RedisError as exc:

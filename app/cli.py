@@ -31,6 +31,7 @@ from app.cli_common import (
 from app.cli_keys import keys_app
 from app.cli_migrate import migrate_command
 from app.cli_sources import sources_app
+from app.keys import keys_marker
 from app.ownership import running_server, worker_credential
 from app.pairs import parse_pairs
 from app.progress import RichIngestProgress
@@ -484,7 +485,8 @@ def serve(
         settings = settings.model_copy(update={"quantize": "none"})
     bind_host, bind_port = host or settings.host, port or settings.port
     with reporting_errors():
-        check_exposure(bind_host, bool(settings.api_key_set), allow_open or settings.allow_open)
+        keyed = bool(settings.api_key_set) or keys_marker(settings).exists()
+        check_exposure(bind_host, keyed, allow_open or settings.allow_open)
     reach = "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
     role = "quarry serve --embeddings-only" if embeddings_only else "quarry serve"
     resources = Resources(settings, role=role)

@@ -8,10 +8,12 @@ Pure ASGI middleware. The internal routes take only the data dir's own worker cr
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import redis
@@ -68,9 +70,10 @@ class AccessControl:
         )
         return token
 
-    def keys_required(self) -> bool | None:
-        """Keys are required once any exists. A Redis outage keeps the last answer (a server
-        that had stored keys never opens up because Redis went away); None: not known yet."""
+    def keys_required(self) -> bool:
+        """Keys are required once one was ever made (`keys_marker`, in the data dir, and a
+        flag in Redis): revoking them all, a flushed Redis or an outage never opens the
+        server. Asked at most once a second; an outage keeps the last answer."""
         if self._env:
             return True
         if self.store is None:
@@ -78,21 +81,14 @@ class AccessControl:
         asked, seen = self._stored_seen
         if time.monotonic() - asked < _KEYS_SEEN_TTL_S:
             return seen
-        try:
-            seen = self.store.any()
-        except KeyStoreUnavailable:
-            return seen if asked else None
+        with contextlib.suppress(KeyStoreUnavailable):
+            seen = self.store.required()
         self._stored_seen = (time.monotonic(), seen)
         return seen
 
     def identify(self, authorization: str | None) -> Identity:
         """The key's principal, or why there is none (401; 503: the key store is down)."""
-        required = self.keys_required()
-        if required is None:
-            return Identity(
-                None, 503, "the key store (Redis) is unreachable: no key can be checked"
-            )
-        if not required:
+        if not self.keys_required():
             return Identity(OPEN)
         scheme, _, given = (authorization or "").partition(" ")
         token = given.strip()
@@ -143,23 +139,34 @@ class Guard:
             return
         control = self.control()
         identity = await anyio.to_thread.run_sync(control.identify, authorization)
-        who = identity.who
-        audited = control.audit is not None and needed_scope(method, path) != "read"
-        status, reason = await self._admit(scope, receive, send, control, identity)
-        if audited and control.audit is not None:
-            entry = AuditEntry(
-                at=time.time(),
-                key_id=who.id if who else "",
-                key_name=who.name if who else "",
-                scope=who.scope if who else "",
-                method=method,
-                path=path,
-                query=scope.get("query_string", b"").decode("latin-1"),
-                status=status,
-                client=(scope.get("client") or ("", 0))[0],
-                reason=reason,
-            )
-            await anyio.to_thread.run_sync(control.audit.record, entry)
+        audit = control.audit if needed_scope(method, path) != "read" else None
+        try:
+            status, reason = await self._admit(scope, receive, send, control, identity)
+        except BaseException:
+            if audit is not None:  # a crash, or the client gone: still who did what
+                await self._record(audit, scope, identity.who, 500, "failed: see the log")
+            raise
+        if audit is not None:
+            await self._record(audit, scope, identity.who, status, reason)
+
+    @staticmethod
+    async def _record(
+        audit: AuditLog, scope: Scope, who: Principal | None, status: int, reason: str
+    ) -> None:
+        entry = AuditEntry(
+            at=time.time(),
+            key_id=who.id if who else "",
+            key_name=who.name if who else "",
+            scope=who.scope if who else "",
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            status=status,
+            client=(scope.get("client") or ("", 0))[0],
+            reason=reason,
+        )
+        # Requests with no valid key go to the log only: anyone could flood the stream.
+        await anyio.to_thread.run_sync(lambda: audit.record(entry, stream=status != 401))
 
     def _internal_problem(self, authorization: str | None) -> str | None:
         token = self.internal_token()
@@ -191,6 +198,9 @@ class Guard:
             await send_error(send, 403, "forbidden", problem, [])
             return 403, problem
         verdict = await self._limited(scope, control, who)
+        if not verdict.allowed and verdict.status == 413:  # never fits: no use retrying
+            await send_error(send, 413, "payload_too_large", verdict.reason, [])
+            return 413, verdict.reason
         if not verdict.allowed:
             retry = [(b"retry-after", str(max(1, verdict.retry_after_s)).encode())]
             await send_error(send, 429, "rate_limited", verdict.reason, retry)
@@ -204,8 +214,11 @@ class Guard:
             return Verdict(True)
         verdict = await anyio.to_thread.run_sync(limiter.request, who)
         declared = _header(scope, b"content-length") or ""
-        if verdict.allowed and self._is_upload(scope) and declared.isdigit():
-            verdict = await anyio.to_thread.run_sync(limiter.upload, who, int(declared))
+        if verdict.allowed and self._is_upload(scope):
+            # Declared: charged before the body is read. Chunked: charged as received, and
+            # refused here while an earlier upload's bytes are still over the budget.
+            size = int(declared) if declared.isdigit() else 1
+            verdict = await anyio.to_thread.run_sync(limiter.upload, who, size)
         return verdict
 
     @staticmethod
@@ -249,12 +262,13 @@ def access_control(
     client: Callable[[], redis.Redis] | None,
     namespace: str,
     audit_max: int,
+    marker: Path | None = None,
 ) -> AccessControl:
     if client is None:
         return AccessControl(env_keys)
     return AccessControl(
         env_keys,
-        KeyStore(client, namespace),
+        KeyStore(client, namespace, marker),
         RateLimiter(client, namespace),
         AuditLog(client, namespace, audit_max),
     )

@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -95,10 +96,19 @@ def digest(token: str) -> str:
 
 
 def env_principals(tokens: Iterable[str]) -> dict[str, Principal]:
-    """The keys of QUARRY_API_KEYS, by digest: admin keys without limits."""
+    """The keys of QUARRY_API_KEYS, by digest: admin keys without limits, named `env-N` (not
+    by their hash: an env key may be a weak one, and ids are shown in logs)."""
+    digests = sorted({digest(t) for t in tokens})
     return {
-        digest(t): Principal(id=key_id(t), name="QUARRY_API_KEYS", scope="admin") for t in tokens
+        d: Principal(id=f"env-{i}", name="QUARRY_API_KEYS", scope="admin")
+        for i, d in enumerate(digests, 1)
     }
+
+
+def keys_marker(settings: Settings) -> Path:
+    """Written when the first key is made and never removed: the server stays closed even
+    with every stored key revoked, or its Redis flushed (QUARRY_API_KEYS then let you in)."""
+    return settings.data_dir / "keys-required"
 
 
 def _principal(raw: dict[bytes, bytes]) -> Principal:
@@ -135,11 +145,15 @@ def new_principal(
 class KeyStore:
     """The stored keys, in Redis (the API and the CLI share it)."""
 
-    def __init__(self, client: Callable[[], redis.Redis], namespace: str) -> None:
+    def __init__(
+        self, client: Callable[[], redis.Redis], namespace: str, marker: Path | None = None
+    ) -> None:
         self._client = client
         self._redis: redis.Redis | None = None
         self._record = f"{namespace}:key:"
         self._ids = f"{namespace}:key-ids"
+        self._required = f"{namespace}:keys-required"
+        self.marker = marker
 
     @property
     def conn(self) -> redis.Redis:
@@ -167,17 +181,24 @@ class KeyStore:
             pipe = r.pipeline(transaction=True)
             pipe.hset(self._record + hashed, "json", json.dumps(principal.to_public()))
             pipe.hset(self._ids, principal.id, hashed)
+            pipe.set(self._required, 1)
             pipe.execute()
 
         self._call("create a key", write)
+        if self.marker is not None:
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            self.marker.touch()
         return token, principal
 
     def find(self, token: str) -> Principal | None:
         raw = self._call("check a key", lambda r: r.hgetall(self._record + digest(token)))
         return _principal(raw) if raw else None
 
-    def any(self) -> bool:
-        return bool(self._call("check for keys", lambda r: r.hlen(self._ids)))
+    def required(self) -> bool:
+        """Whether a key was ever made here (revoking them all leaves the server closed)."""
+        if self.marker is not None and self.marker.exists():
+            return True
+        return bool(self._call("check for keys", lambda r: r.exists(self._required, self._ids)))
 
     def list(self) -> list[Principal]:
         def read(r: redis.Redis) -> list[Principal]:

@@ -17,6 +17,7 @@ from embedding.balancer import ServerSnapshot, ServerState
 from embedding.cache import CacheStats
 from embedding.model_inputs import ModelStats
 from ingest.job_queue import QueueSnapshot
+from ingest.jobs import TERMINAL_STATES
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -88,7 +89,8 @@ class _LiveCollector(Collector):
         jobs = CounterMetricFamily(
             "quarry_jobs_finished", "ingestion jobs finished, by final state", labels=["state"]
         )
-        for state, count in sorted(self.sources.jobs_finished().items()):
+        finished = dict.fromkeys(TERMINAL_STATES, 0) | self.sources.jobs_finished()
+        for state, count in sorted(finished.items()):  # every state from the start: 0s too
             jobs.add_metric([state], count)
         yield jobs
 

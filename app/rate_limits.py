@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ class Verdict:
     allowed: bool
     retry_after_s: int = 0
     reason: str = ""
+    status: int = 429  # 413: the request alone is over the limit (waiting will not help)
 
 
 ALLOWED = Verdict(True)
@@ -56,6 +58,7 @@ class RateLimiter:
         self._prefix = f"{namespace}:rate:"
         self._redis: redis.Redis | None = None
         self._script: redis.commands.core.Script | None = None
+        self._warned_at = -3600.0
 
     def _run(self, bucket: str, rate: float, burst: float, cost: float, force: bool) -> int:
         """Milliseconds to wait (0: allowed). Redis unreachable: allowed (logged), so a
@@ -68,7 +71,9 @@ class RateLimiter:
                 keys=[self._prefix + bucket], args=[rate, burst, cost, int(force)]
             )
         except redis.RedisError as exc:
-            log.warning("rate limits not applied: Redis is unreachable (%s)", exc)
+            if time.monotonic() - self._warned_at > 60:  # once a minute, not per request
+                self._warned_at = time.monotonic()
+                log.warning("rate limits not applied: Redis is unreachable (%s)", exc)
             return 0
         return 0 if allowed else max(1, int(wait_ms))
 
@@ -95,9 +100,10 @@ class RateLimiter:
         if size > per_hour and not force:
             return Verdict(
                 False,
-                3600,
+                0,
                 f"this upload ({size / 1e6:.1f} MB) is over key {who.id}'s whole hourly upload "
-                f"budget ({who.limits.upload_mb_per_hour:g} MB an hour)",
+                f"budget ({who.limits.upload_mb_per_hour:g} MB an hour): send it in parts",
+                status=413,
             )
         wait = self._run(f"{who.id}:bytes", per_hour / 3600, per_hour, size, force)
         if not wait:

@@ -10,6 +10,7 @@ next server on this data dir finishes it.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from app import backup
-from app.audit import AuditLog
+from app.audit import AuditEntry, AuditLog
 from app.key_spec import create_key, key_spec
-from app.keys import KeyStore, namespace
+from app.keys import KeyStore, keys_marker, namespace
 from app.migrations import Migrations
 from app.resources import Resources
 from app.schemas import CollectionOut, DocumentOut
@@ -285,22 +286,47 @@ class LocalQuarry:
         return run_source(self, self._registry, name, stamps).to_dict()
 
     def create_key(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return create_key(self._keys, key_spec(spec), self.resources.settings)
+        made = create_key(self._keys, key_spec(spec), self.resources.settings)
+        self._audited("POST", "/v1/keys", f"id={made['id']}&scope={made['scope']}")
+        return made
 
     def keys(self) -> list[dict[str, Any]]:
         return [p.to_public() for p in self._keys.list()]
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
-        return {"revoked": self._keys.revoke(key_id).to_public()}
+        revoked = {"revoked": self._keys.revoke(key_id).to_public()}
+        self._audited("DELETE", f"/v1/keys/{key_id}", "")
+        return revoked
 
     def audit(self, limit: int, key_id: str | None = None) -> list[dict[str, Any]]:
-        s = self.resources.settings
-        log = AuditLog(self.resources.redis_client, namespace(s), s.audit_max)
-        return log.read(limit=limit, key_id=key_id)
+        return self._audit_log.read(limit=limit, key_id=key_id)
 
     @property
     def _keys(self) -> KeyStore:
-        return KeyStore(self.resources.redis_client, namespace(self.resources.settings))
+        s = self.resources.settings
+        return KeyStore(self.resources.redis_client, namespace(s), keys_marker(s))
+
+    @property
+    def _audit_log(self) -> AuditLog:
+        s = self.resources.settings
+        return AuditLog(self.resources.redis_client, namespace(s), s.audit_max)
+
+    def _audited(self, method: str, path: str, query: str) -> None:
+        """Key changes made here (no server, no key) are recorded as the OS user's."""
+        who = getpass.getuser()
+        self._audit_log.record(
+            AuditEntry(
+                time.time(),
+                "cli",
+                f"quarry keys ({who})",
+                "admin",
+                method,
+                path,
+                query,
+                200,
+                "local",
+            )
+        )
 
     def close(self) -> None:
         self.resources.close()

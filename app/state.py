@@ -15,7 +15,7 @@ import numpy as np
 
 from app.batcher import AdmissionGate, MicroBatcher
 from app.guard import access_control
-from app.keys import namespace
+from app.keys import keys_marker, namespace
 from app.metrics import DataDirSpace, LiveSources, Metrics
 from app.migrations import Migrations
 from app.ownership import worker_credential
@@ -112,6 +112,7 @@ class QuarryState:
             None if embeddings_only else self.resources.redis_client,
             "" if embeddings_only else namespace(settings),
             settings.audit_max,
+            keys_marker(settings),
         )
         wait = settings.batch_wait_ms / 1000
         self.search_batcher: MicroBatcher[SearchKey, str, SearchResult] = MicroBatcher(

@@ -68,12 +68,11 @@ def seconds(text: str) -> float:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--host", help="the server's URL; default: start one here")
-    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     p.add_argument("--duration", type=seconds, default="30m", help="load time (default 30m)")
     p.add_argument("--users", type=int, default=8, help="simulated clients (default 8)")
     p.add_argument("--spawn-rate", type=float, default=2.0, help="users started per second")
     p.add_argument(
-        "--max-requests", type=int, default=1_000_000, help="stop after this many (0: no cap)"
+        "--max-requests", type=int, default=1_000_000, help="stop after this many (at least 1)"
     )
     p.add_argument("--sample-every", type=float, default=5.0, help="server samples' interval")
     p.add_argument(
@@ -289,8 +288,14 @@ def _note(at: float, requests: list[Request], sample: ServerSample | None) -> No
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
-    if args.host and not loopback(args.host) and not args.allow_remote:
-        print(f"soak: {args.host} is not a loopback address; pass --allow-remote", file=sys.stderr)
+    if args.host and not loopback(args.host):  # a load generator aimed at nobody else
+        print(
+            f"soak: {args.host} is not a loopback address: it loads this machine only",
+            file=sys.stderr,
+        )
+        return 2
+    if args.max_requests < 1:
+        print("soak: --max-requests must be at least 1 (a soak is bounded)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="quarry-soak-") as temp:
         work = Path(temp)

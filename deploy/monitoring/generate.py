@@ -284,7 +284,7 @@ def build() -> model.Dashboard:
             "Embedding servers up",
             "short",
             [
-                ("sum by (server) (quarry_embedding_server_up)", "{{server}}"),
+                ("min by (server) (quarry_embedding_server_up)", "{{server}}"),
                 ('up{job=~"(.+/)?(quarry-)?embeddings"}', "scraped {{instance}}"),
                 (
                     "sum by (server) (increase(quarry_embedding_server_ejections_total[5m]))",

@@ -134,6 +134,7 @@ def test_every_route_refuses_a_key_outside_its_scope(
             where = f"{scope} key, {method} {path}: {answer.status_code} {answer.text[:200]}"
             if allowed:
                 assert answer.status_code not in (401, 403, 429), where
+                assert answer.status_code < 500, where
             else:
                 assert answer.status_code == 403, where
                 message = answer.json()["error"]["message"]
@@ -179,6 +180,32 @@ def test_collections_revocation_hashing_and_the_audit_log(
         timeout=60,
     )
     assert upload.status_code == 403
+    theirs = httpx.post(
+        f"{keyed.url}/v1/documents",
+        data={"collection": "team-b"},
+        files={"files": ("b.txt", b"words of b")},
+        headers=admin,
+        timeout=60,
+    )
+    job_b = theirs.json()["job_id"]
+    ours = httpx.post(
+        f"{keyed.url}/v1/documents",
+        data={"collection": "team-a"},
+        files={"files": ("a.txt", b"words of a")},
+        headers=mine,
+        timeout=60,
+    )
+    assert ours.status_code == 202, ours.text
+    for method, path in (
+        ("GET", f"/v1/jobs/{job_b}"),
+        ("DELETE", f"/v1/jobs/{job_b}"),
+        ("GET", "/v1/documents?collection=team-b"),
+        ("DELETE", "/v1/documents/x?collection=team-b"),
+    ):
+        refused = httpx.request(method, keyed.url + path, headers=mine, timeout=30)
+        assert refused.status_code == 403 and "team-b" in refused.text, (method, path)
+    listed_jobs = httpx.get(f"{keyed.url}/v1/jobs", headers=mine, timeout=30).json()["jobs"]
+    assert {j["collection"] for j in listed_jobs} == {"team-a"}
     backup = httpx.get(f"{keyed.url}/v1/backup", headers=mine, timeout=10)
     assert backup.status_code == 403
     # Stored by hash only: the key itself is nowhere in Redis.
@@ -286,6 +313,34 @@ def test_limits_hold_across_replicas_under_a_burst_from_several_clients(
         )
         assert again.status_code == 429 and "MB an hour" in again.json()["error"]["message"]
         assert int(again.headers["Retry-After"]) > 60
+
+        # Chunked (no declared length): charged as received (this one passes the budget),
+        # and the next refused while the budget is spent.
+        def chunked(name: str, size: int) -> httpx.Response:
+            part = (
+                f'--zz\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+                "Content-Type: text/plain\r\n\r\n"
+            ).encode()
+            return httpx.post(
+                f"{replicas[1].url}/v1/documents",
+                headers=headers | {"Content-Type": "multipart/form-data; boundary=zz"},
+                content=iter([part, b"ibis " * (size // 5), b"\r\n--zz--\r\n"]),
+                timeout=60,
+            )
+
+        first = chunked("d.txt", 25_000)
+        assert first.status_code == 202, first.text
+        time.sleep(1)
+        second = chunked("e.txt", 100)
+        assert second.status_code == 429 and "MB an hour" in second.text, second.text
+        # One upload over the whole hour's budget can never pass: 413, not "wait".
+        whole = httpx.post(
+            f"{replicas[0].url}/v1/documents",
+            files={"files": ("c.txt", b"crane " * 20000)},
+            headers=headers,
+            timeout=60,
+        )
+        assert whole.status_code == 413 and "whole hourly" in whole.json()["error"]["message"]
     finally:
         for replica in replicas:
             replica.stop()
@@ -307,3 +362,27 @@ def test_a_supervised_workers_key_reads_only_and_opens_nothing(redis_process: An
     who = control.identify(f"Bearer {token}").who
     assert who is not None and who.scope == "read" and not who.may("write")
     assert control.identify("Bearer qk_not-a-key").status == 401
+
+
+def test_revoking_every_stored_key_leaves_the_server_closed(
+    redis_process: Any, tmp_path: Path
+) -> None:
+    """Keys once made stay required: all revoked, or the Redis flushed, the server does not
+    open up (QUARRY_API_KEYS let an operator back in)."""
+    from app.guard import access_control
+    from app.keys import Limits
+
+    client = lambda: redis.Redis.from_url(redis_process.url)  # noqa: E731
+    marker = tmp_path / "keys-required"
+    control = access_control(frozenset(), client, "quarry-test-closed", 1000, marker)
+    assert control.identify(None).who is not None  # open: no key was ever made
+    _, made = control.store.create("only", "admin", [], Limits())  # type: ignore[union-attr]
+    control.store.revoke(made.id)  # type: ignore[union-attr]
+    control._stored_seen = (0.0, False)
+    assert control.identify(None).status == 401
+    for name in client().scan_iter("quarry-test-closed:*"):
+        client().delete(name)  # as a FLUSHDB would
+    restarted = access_control(frozenset(), client, "quarry-test-closed", 1000, marker)
+    assert marker.exists() and restarted.identify(None).status == 401
+    elsewhere = access_control(frozenset(), client, "quarry-test-closed", 1000, tmp_path / "x")
+    assert elsewhere.identify(None).who is not None  # the check can fail: no marker, no flag
