@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -59,6 +60,9 @@ def _stamp(st: os.stat_result) -> Stamp | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+_VIEWS = 256
+
+
 @dataclass
 class _View:
     """What a job's reader last parsed: its record, and each progress file by inode."""
@@ -76,7 +80,9 @@ class FileJobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._views: dict[str, _View] = {}
+        # The jobs read lately (polled ones stay): least recently used out past _VIEWS, so
+        # a server that has taken thousands of uploads holds a bounded few.
+        self._views: OrderedDict[str, _View] = OrderedDict()
         self._lock = threading.Lock()
 
     @contextmanager
@@ -104,9 +110,11 @@ class FileJobStore:
         with self._lock:
             view = self._views.get(job_id)
             if view is None:
-                if len(self._views) > 1000:
-                    self._views.clear()
                 view = self._views[job_id] = _View()
+                while len(self._views) > _VIEWS:
+                    self._views.popitem(last=False)
+            else:
+                self._views.move_to_end(job_id)
             return view
 
     def _record(self, job_id: str) -> tuple[Stamp | None, Job] | None:
