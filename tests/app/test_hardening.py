@@ -383,10 +383,10 @@ def test_jobs_can_be_cancelled_and_failed_files_retried(
 ) -> None:
     log = tmp_path / "server.log"
     slow = tmp_path / "slow.txt"
-    # 1,500 elements to classify, ~10 ms each: over 15 s of parsing here, several times the
-    # strict limit anywhere (the small file takes a few ms in the warm parse workers); a few
-    # seconds on retry under the default limit
-    slow.write_text("\n\n".join(f"Paragraph {i} of a very long report." for i in range(1_500)))
+    # 6,000 elements to classify: ~10 s in a warm parse worker here (1,500 took 2.6 s on
+    # 2026-12-03, too near the limit to fail for sure), several times the strict limit (the
+    # small file takes a few ms in the warm parse workers); seconds on retry under the default
+    slow.write_text("\n\n".join(f"Paragraph {i} of a very long report." for i in range(6_000)))
     strict = Process("serve", env | {"QUARRY_PARSE_TIMEOUT_S": "3"}, log)
     strict.start()
     try:
