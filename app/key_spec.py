@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from app.keys import KeyStore, Limits
-from app.schemas import COLLECTION_PATTERN
+from app.schemas import COLLECTION_PATTERN, checked_body
 from app.settings import Settings
-from embedding.errors import InvalidInputError
 
 
 class KeyIn(BaseModel):
@@ -26,17 +25,8 @@ class KeyIn(BaseModel):
 
 
 def key_spec(spec: dict[str, Any]) -> KeyIn:
-    """`spec` checked as the API checks a body.
-
-    Raises:
-        InvalidInputError: naming the first field that is wrong.
-    """
-    try:
-        return KeyIn(**spec)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "key"
-        raise InvalidInputError(f"{where}: {first['msg']}", detail={"field": where}) from exc
+    """`spec` checked as the API checks a body (InvalidInputError naming the field)."""
+    return checked_body(KeyIn, spec, "key")
 
 
 def create_key(store: KeyStore, body: KeyIn, settings: Settings) -> dict[str, Any]:

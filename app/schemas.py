@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from embedding.errors import InvalidInputError
 from retrieval.models import SearchHit
 from retrieval.search import MAX_TOP_K
+
+M = TypeVar("M", bound=BaseModel)
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"  # no leading dot: never ".."
 # Exact matches on keywords, integers and booleans (Qdrant matches no floats exactly).
@@ -271,3 +274,17 @@ class RerankItem(BaseModel):
 class RerankResponse(BaseModel):
     model: str
     results: list[RerankItem]
+
+
+def checked_body(model: type[M], spec: dict[str, Any], what: str) -> M:
+    """`spec` checked as the API checks a body (for the CLI's local verbs).
+
+    Raises:
+        InvalidInputError: naming the first field that is wrong.
+    """
+    try:
+        return model(**spec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or what
+        raise InvalidInputError(f"{where}: {first['msg']}", detail={"field": where}) from exc

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from app.schemas import COLLECTION_PATTERN
+from app.schemas import COLLECTION_PATTERN, checked_body
 from app.sync import SyncReport, SyncTarget, sync_source
 from app.sync_sources import open_source
 from embedding.errors import InvalidInputError, QuarryError
@@ -180,17 +180,8 @@ class SourceIn(BaseModel):
 
 
 def source_spec(spec: dict[str, Any]) -> SourceIn:
-    """`spec` checked as the API checks a body.
-
-    Raises:
-        InvalidInputError: naming the first field that is wrong.
-    """
-    try:
-        return SourceIn(**spec)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "source"
-        raise InvalidInputError(f"{where}: {first['msg']}", detail={"field": where}) from exc
+    """`spec` checked as the API checks a body (InvalidInputError naming the field)."""
+    return checked_body(SourceIn, spec, "source")
 
 
 @dataclass(frozen=True)
