@@ -210,11 +210,12 @@ class Guard:
 
     async def _limited(self, scope: Scope, control: AccessControl, who: Principal) -> Verdict:
         limiter = control.limiter
-        if limiter is None:
-            return Verdict(True)
+        upload = self._is_upload(scope) and bool(who.limits.upload_mb_per_hour)
+        if limiter is None or not (who.limits.rps or upload):
+            return Verdict(True)  # no limit to ask Redis about: no thread, no round trip
         verdict = await anyio.to_thread.run_sync(limiter.request, who)
         declared = _header(scope, b"content-length") or ""
-        if verdict.allowed and self._is_upload(scope):
+        if verdict.allowed and upload:
             # Declared: charged before the body is read. Chunked: charged as received, and
             # refused here while an earlier upload's bytes are still over the budget.
             size = int(declared) if declared.isdigit() else 1
