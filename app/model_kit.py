@@ -60,7 +60,7 @@ def chunker_for(settings: Settings, base: SentenceTransformerEmbedder | RemoteEm
     """Chunks in the model's own tokens, no longer than it reads."""
     size = min(settings.chunk_tokens, base.max_tokens - base.special_tokens())
     overlap = min(settings.chunk_overlap, size // 2)
-    return Chunker(base.load_tokenizer(), size, overlap)
+    return Chunker(base.tokenizer, size, overlap)
 
 
 class ModelKit:
@@ -100,7 +100,7 @@ class ModelKit:
 
     @cached_property
     def chunker(self) -> Chunker:
-        """One chunker for every file (it gives each thread its own tokenizer copy)."""
+        """One chunker for every file and thread (they share the model's token counter)."""
         return chunker_for(self.settings, self.base_embedder)
 
     def recipe(self, instruction: str, sparse: bool, small_dim: int = 0) -> CollectionRecipe:

@@ -15,7 +15,7 @@ from embedding.errors import ModelLoadError
 from embedding.instructions import format_query
 from embedding.model_source import ModelSource
 from embedding.protocol import EmbeddingRecipe
-from embedding.tokenizers import PerThreadTokenizer
+from embedding.tokenizers import SharedTokenizer
 
 # Qwen3-Embedding's own tokenizer appends this to every input; last-token pooling reads it.
 QWEN_EOS = "<|endoftext|>"
@@ -60,8 +60,7 @@ class ModelInputs:
         self._requested_dim = dimension
         self._max_length_cap = max_length
         self._tokenizer_lock = threading.Lock()
-        self._tokenizer: PerThreadTokenizer | None = None
-        self._special: int | None = None  # tokens added around a text, once known
+        self._tokenizer: SharedTokenizer | None = None
         if dimension is not None and source.uses_last_token and not 32 <= dimension <= 1 << 16:
             raise ModelLoadError(f"QUARRY_EMBEDDING_DIM={dimension} is outside 32..65536")
 
@@ -89,16 +88,16 @@ class ModelInputs:
         return min(own, self._max_length_cap)
 
     @property
-    def tokenizer(self) -> Any:
-        """This thread's copy of the tokenizer (no weights), for counting tokens.
+    def tokenizer(self) -> SharedTokenizer:
+        """The tokenizer (no weights) for counting tokens, shared by every thread.
 
         Never the model's own instance, which only the model thread touches: a fast
-        tokenizer's call reconfigures it, so threads must not share one.
+        tokenizer's call reconfigures it.
         """
         with self._tokenizer_lock:
             if self._tokenizer is None:
-                self._tokenizer = PerThreadTokenizer(self.load_tokenizer())
-        return self._tokenizer.get()
+                self._tokenizer = SharedTokenizer(self.load_tokenizer())
+        return self._tokenizer
 
     def load_tokenizer(self) -> Any:
         """A new tokenizer instance of this model, for a caller to own."""
@@ -117,9 +116,7 @@ class ModelInputs:
 
     def special_tokens(self) -> int:
         """Tokens the tokenizer adds around a text (CLS/SEP, or Qwen's trailing EOS)."""
-        if self._special is None:
-            self._special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
-        return self._special
+        return self.tokenizer.special
 
     def as_queries(self, texts: Sequence[str], instruction: str | None) -> list[str]:
         """Queries as the model reads them: instructed only when the model was trained so."""
@@ -131,7 +128,4 @@ class ModelInputs:
         """Tokens the model reads for each text (as queries when `instruction` is given)."""
         if instruction is not None:
             texts = self.as_queries(texts, instruction)
-        encoded = self.tokenizer(
-            list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens
-        )["input_ids"]
-        return [len(ids) for ids in encoded]
+        return [min(n, self.max_tokens) for n in self.tokenizer.counts(texts, special=True)]

@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class ModelSource:
         data = json.loads(file.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
 
-    @property
+    @cached_property  # (read once: every file's recipe asks)
     def model_type(self) -> str:
         return str(self.read_json("config.json").get("model_type", ""))
 
@@ -85,7 +86,7 @@ class ModelSource:
         hidden = self.read_json("config.json").get("hidden_size")
         return int(hidden) if isinstance(hidden, int) else None
 
-    @property
+    @cached_property
     def max_seq_length(self) -> int | None:
         """The model's own input limit, read from its config files (no weights loaded)."""
         st_conf = self.read_json("sentence_bert_config.json")

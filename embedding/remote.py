@@ -159,21 +159,12 @@ class RemoteEmbedder(ModelInputs):
         """Cut texts longer than the model reads at a token boundary, as local truncation
         would; return them with their token counts (special tokens included)."""
         keep = self.max_tokens - self.special_tokens()
-        encoded = self.tokenizer(  # one token past the limit tells a text is too long
-            texts,
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            truncation=True,
-            max_length=keep + 1,
-        )
         fitted, lengths = [], []
-        for text, ids, offsets in zip(
-            texts, encoded["input_ids"], encoded["offset_mapping"], strict=True
-        ):
-            if len(ids) > keep:
-                text = text[: offsets[keep - 1][1]]
+        for text, tokens in zip(texts, self.tokenizer.encode(texts), strict=True):
+            if len(tokens.ids) > keep:
+                text = text[: tokens.offsets[keep - 1][1]]
             fitted.append(text)
-            lengths.append(min(len(ids), keep) + self.max_tokens - keep)
+            lengths.append(min(len(tokens.ids), keep) + self.max_tokens - keep)
         return fitted, lengths
 
     def _send_split(self, texts: list[str], priority: Priority) -> np.ndarray:

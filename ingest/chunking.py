@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from embedding.tokenizers import PerThreadTokenizer
+from embedding.tokenizers import SharedTokenizer
 from ingest.models import Chunk, Element
 
 _SEPARATOR = "\n\n"
@@ -89,36 +89,27 @@ def split_by_chars(text: str, limit: int) -> list[str]:
 class Chunker:
     """Cuts a document's elements into chunks of at most `max_tokens` model tokens.
 
-    Safe to share between threads: each thread tokenizes with its own tokenizer copy.
+    Safe to share between threads: they tokenize side by side on one shared tokenizer.
     """
 
     def __init__(self, tokenizer: Any, max_tokens: int, overlap: int) -> None:
         if max_tokens < 8:
             raise ValueError(f"chunk size of {max_tokens} tokens is too small")
-        self._tokenizers = PerThreadTokenizer(tokenizer)
+        shared = isinstance(tokenizer, SharedTokenizer)
+        self._tokenizer = tokenizer if shared else SharedTokenizer(tokenizer)
         self.max_tokens = max_tokens
         self.max_chars = max_tokens * CHARS_PER_TOKEN
         self.overlap = min(overlap, max_tokens // 2)
         self._min_section = max_tokens // 4
 
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizers.get()
-
     def count(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
-        return [len(row) for row in ids]
+        return self._tokenizer.counts(texts)
 
     def windows(self, text: str) -> list[str]:
         """Overlapping windows of at most `max_tokens` tokens and `max_chars` characters."""
         if len(text) > self.max_chars:
             return [w for part in split_by_chars(text, self.max_chars) for w in self.windows(part)]
-        enc = self.tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
-        offsets = enc["offset_mapping"]
+        offsets = self._tokenizer.encode([text])[0].offsets
         if len(offsets) <= self.max_tokens:
             return [text]
         step = self.max_tokens - self.overlap
@@ -136,10 +127,7 @@ class Chunker:
         """The last `overlap` tokens of `text`, carried into the next chunk."""
         if not self.overlap:
             return ""
-        enc = self.tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
-        offsets = enc["offset_mapping"]
+        offsets = self._tokenizer.encode([text])[0].offsets
         if len(offsets) <= self.overlap:
             return text
         return text[offsets[-self.overlap][0] :].strip()
