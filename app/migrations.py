@@ -67,13 +67,16 @@ class Migrations:
                 detail={"collection": collection},
             )
         if rollback:
-            kept = store.recipe(side_name(collection, PREVIOUS))
+            side = side_name(collection, PREVIOUS)
+            kept = store.recipe(side)
             if kept is None:
                 raise InvalidInputError(
                     f"collection {collection!r} has no earlier version kept to roll back to",
                     detail={"collection": collection},
                 )
-            if not kept.location:  # built with the configured model of its time
+            # Built with the configured model of its time: on the engine it was built with
+            # (fp32 under an int8 default, say), which this process must be able to run.
+            if not kept.location and self.resources.collection_kit(side, kept) is None:
                 kept.check(self.resources.recipe(dimension=kept.dimension), collection)
             state = MigrationState(collection, kept.location or kept.model, rollback=True)
         else:

@@ -282,3 +282,37 @@ def test_a_width_the_model_lacks_is_refused_before_anything_is_built(
     with pytest.raises(InvalidInputError, match="no earlier version"):
         migrations.prepare("c", None, None, True)
     assert resources.store.recipe(side_name("c", "next")) is None
+
+
+def test_a_rollback_returns_to_the_engine_the_kept_version_was_built_with(
+    settings: Any, tiny_qwen: Path
+) -> None:
+    """A collection built fp32 (before the int8 default), moved to another model, rolls
+    back to its fp32 vectors in a process configured int8: served by the engine it was
+    built with, never refused for it."""
+    fp32 = Resources(settings.model_copy(update={"quantize": "none"}))
+    try:
+        _ingest(fp32, 0, 1, 2)
+        built = fp32.store.recipe("c")
+        assert built is not None and built.engine == ""
+        migrations = Migrations(fp32, keep_s=3600)
+        assert (
+            migrations.run_here(migrations.prepare("c", str(tiny_qwen), None, False)).stage
+            == "done"
+        )
+    finally:
+        fp32.close()
+    int8 = Resources(settings.model_copy(update={"quantize": "int8"}))
+    try:
+        assert int8.embedder.recipe.engine == "onnx-int8"
+        migrations = Migrations(int8, keep_s=3600)
+        back = migrations.run_here(migrations.prepare("c", None, None, True))
+        assert back.stage == "done" and not back.error
+        restored = int8.store.recipe("c")
+        assert restored is not None and restored.vectors_key == built.vectors_key
+        _ingest(int8, 3)  # written afterwards with fp32 vectors, as the collection holds
+        assert _sources(int8.store, "c") == {"t0.txt", "t1.txt", "t2.txt", "t3.txt"}
+        hits = int8.search_service("c").search("c", TEXTS[3][:60], top_k=1).hits
+        assert hits[0].source == "t3.txt"
+    finally:
+        int8.close()
