@@ -123,23 +123,29 @@ class OnnxForward:
         return engine._checked(path)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        if self.label and len(texts) > 1:
-            # int8 quantizes activations per run (one scale for the whole batch), so a
-            # text's vector would depend on its neighbours and their padding: each text
-            # runs alone, which on a one-core lane is also the fastest (no padding).
-            return np.vstack([self._encode([text]) for text in texts])
-        return self._encode(texts)
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        with self._tokenizing:
+        with self._tokenizing:  # the whole batch at once: one call, not one per text
             features = self._model.preprocess(texts)
         feed = {name: features[name].numpy().astype(np.int64) for name in self._inputs}
+        mask = features["attention_mask"].numpy()
+        if not self.label or len(texts) == 1:
+            return self._forward(feed, mask)
+        # int8 quantizes activations per run (one scale for the whole batch), so a text's
+        # vector would depend on its neighbours and their padding: each text runs alone,
+        # its own tokens only (what it gives alone), which on a one-core lane is also the
+        # fastest (no padding).
+        rows = []
+        for row in range(len(texts)):
+            own = mask[row] > 0
+            alone = {name: value[row : row + 1, own] for name, value in feed.items()}
+            rows.append(self._forward(alone, mask[row : row + 1, own]))
+        return np.vstack(rows)
+
+    def _forward(self, feed: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
         session = self._sessions.get()
         try:
             (hidden,) = session.run(None, feed)
         finally:
             self._sessions.put(session)
-        mask = features["attention_mask"].numpy()
         if self._pooling == "cls":  # the first token the mask keeps, as sentence-transformers
             return np.asarray(hidden[np.arange(len(hidden)), mask.argmax(axis=1)], np.float32)
         weights = mask.astype(np.float32)[..., None]
