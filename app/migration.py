@@ -133,7 +133,7 @@ class Migration:
                     detail={"collection": self.name},
                 )
             return kept
-        kit = self.resources.kit_at(self.state.model, self.state.dimension)
+        kit = self.resources.kits.at(self.state.model, self.state.dimension)
         return kit.recipe(live.instruction, bool(live.sparse), live.small_dim)
 
     def _pass(self) -> int:
@@ -221,7 +221,7 @@ class Migration:
         self.store.prune_source(dest, info.source, info.doc_id, len(found), info.seq)
 
     def _embedder(self, collection: str) -> Embedder:
-        kit = self.resources.collection_kit(collection)
+        kit = self.resources.kits.for_collection(collection)
         return kit.embedder if kit is not None else self.resources.embedder
 
     def _set(self, **changes: object) -> None:

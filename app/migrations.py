@@ -76,7 +76,7 @@ class Migrations:
                 )
             # Built with the configured model of its time: on the engine it was built with
             # (fp32 under an int8 default, say), which this process must be able to run.
-            if not kept.location and self.resources.collection_kit(side, kept) is None:
+            if not kept.location and self.resources.kits.for_collection(side, kept) is None:
                 kept.check(self.resources.recipe(dimension=kept.dimension), collection)
             state = MigrationState(collection, kept.location or kept.model, rollback=True)
         else:
@@ -84,7 +84,7 @@ class Migrations:
                 raise InvalidInputError(
                     "model: name the model to move to", detail={"field": "model"}
                 )
-            kit = self.resources.kit_at(model, dimension)  # ModelLoadError when not here
+            kit = self.resources.kits.at(model, dimension)  # ModelLoadError when not here
             _check_dimension(kit.source, dimension)
             wanted = kit.recipe(live.instruction, bool(live.sparse), live.small_dim)
             if same_vectors(wanted.vectors_key, live):

@@ -7,20 +7,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import fields
 from functools import cached_property
-from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
 
 from app.migration_state import refuse_while_migrating
 from app.model_kit import (
-    ModelKit,
     chunker_for,
-    engine_unavailable,
     local_embedder,
     planned_engine,
-    settings_for_engine,
 )
+from app.model_kits import ModelKits
 from app.ownership import DataDirClaim
 from app.settings import Settings
 from embedding.balancer import RequestObserver
@@ -28,7 +25,7 @@ from embedding.cache import CachedEmbedder, RedisVectorCache
 from embedding.default_model import ModelChoice, choose_model
 from embedding.errors import InvalidInputError, ModelLoadError
 from embedding.languages import model_languages
-from embedding.model_source import ModelSource, is_packaged, resolve_model
+from embedding.model_source import ModelSource
 from embedding.protocol import Embedder
 from embedding.redis_server import EmbeddedRedis
 from embedding.remote import RemoteEmbedder, RemoteOptions
@@ -81,9 +78,7 @@ class Resources:
         self._lock = threading.Lock()
         self._embedded_redis: EmbeddedRedis | None = None
         self._claim = DataDirClaim(settings.data_dir)
-        # asked (location, revision, width, engine), and found (model id, revision, width,
-        # engine)
-        self._kits: dict[tuple[str, str, int | None, str | None], ModelKit] = {}
+        self.kits = ModelKits(self)  # the models collections are served with
         self.server_observer: RequestObserver | None = None  # set before first use
 
     @property
@@ -290,92 +285,10 @@ class Resources:
     def _planned_engine(self) -> str:
         return planned_engine(self.settings, self.model_source)
 
-    def kit_at(
-        self, location: str, dimension: int | None, revision: str = "", engine: str | None = None
-    ) -> ModelKit:
-        """The model found at `location` (a hub id or a folder; a hub id at `revision`),
-        `dimension` wide (None: its own width), run so that its vectors are `engine`'s (a
-        recipe's; None: as configured): the configured model's parts when it is that model,
-        run that way. One kit per model, width and engine, however they were named.
-
-        Raises:
-            ModelLoadError: no such model here.
-        """
-        asked = (location, revision, dimension, engine)
-        with self._lock:
-            known = self._kits.get(asked)
-        if known is not None:
-            return known
-        source = resolve_model(location, revision or None)  # a folder: by its contents
-        settings = self.settings
-        if engine is not None and engine != planned_engine(settings, source, local=True):
-            settings = settings_for_engine(settings, engine)
-        runs = planned_engine(settings, source, local=True)
-        if engine is not None and runs != engine:
-            raise engine_unavailable(engine, runs, source.model_id)
-        same = (source.model_id, source.revision, dimension or source.native_dimension, runs)
-        mine = self.model_source
-        own_width = self.settings.embedding_dim or mine.native_dimension
-        configured = (mine.model_id, mine.revision, own_width, self.configured_engine)
-        base = self.base_embedder if same == configured else None
-        kit = ModelKit(settings, location, source, dimension, self.cache, base)
-        with self._lock:
-            kit = self._kits.setdefault(same, kit)
-            return self._kits.setdefault(asked, kit)
-
-    def collection_kit(
-        self, collection: str, stored: CollectionRecipe | None = None
-    ) -> ModelKit | None:
-        """The model a collection moved to another model is served with (None: the
-        configured one, whose recipe the collection must match).
-
-        Raises:
-            RecipeMismatchError: the model at the recipe's location changed since.
-        """
-        stored = stored or self.ingest_store.recipe(collection)
-        if stored is None:
-            return None
-        if not stored.location:  # the configured model, run as the collection was built
-            if self.remote or stored.engine == self.configured_engine:
-                return None
-            return self._engine_kit(stored) if self._is_configured_model(stored) else None
-        where = stored.location  # a hub id at its revision; a folder or package by contents
-        local = Path(where).expanduser().is_dir() or is_packaged(where)
-        revision = "" if local else stored.revision
-        kit = self.kit_at(where, stored.dimension, revision, stored.engine)
-        kit.check(stored, collection)
-        return kit
-
-    def _is_configured_model(self, stored: CollectionRecipe) -> bool:
-        """`stored` names the configured model, at its width (but perhaps another engine):
-        anything else is refused by the recipe check, not served."""
-        mine = self.model_source
-        width = self.settings.embedding_dim or mine.native_dimension
-        return (
-            stored.model == mine.model_id
-            and stored.revision in ("", mine.revision)
-            and stored.dimension == width
-        )
-
-    def _engine_kit(self, stored: CollectionRecipe) -> ModelKit:
-        """The configured model run with the engine a collection was built with (fp32 for
-        a collection from before QUARRY_QUANTIZE, or int8 for one built with it)."""
-        asked = ("", self.model_source.revision, stored.dimension, stored.engine)
-        with self._lock:
-            known = self._kits.get(asked)
-            if known is None:
-                settings = settings_for_engine(self.settings, stored.engine)
-                runs = planned_engine(settings, self.model_source, local=True)
-                if runs != stored.engine:
-                    raise engine_unavailable(stored.engine, runs, self.model_source.model_id)
-                known = ModelKit(settings, "", self.model_source, stored.dimension, self.cache)
-                self._kits[asked] = known
-            return known
-
     def check_recipe_early(self, collection: str) -> None:
         """Fail before any work when the collection was built otherwise (no model load)."""
         stored = self.ingest_store.recipe(collection)
-        if stored is None or self.collection_kit(collection, stored) is not None:
+        if stored is None or self.kits.for_collection(collection, stored) is not None:
             return
         wanted_dim = self.settings.embedding_dim or stored.dimension
         stored.check(self.recipe(dimension=wanted_dim), collection)
@@ -395,7 +308,7 @@ class Resources:
         """A pipeline into `collection`; `chunker` makes its chunker (default: a new one
         for this model's tokenizer, or whole documents)."""
         s = self.settings
-        kit = self.collection_kit(collection)
+        kit = self.kits.for_collection(collection)
         recipe: Callable[[], CollectionRecipe] = lambda: self.recipe(instruction)  # noqa: E731
         if kit is not None:  # the collection's own model, not the configured one
             sparse, small = s.sparse_vectors, s.small_dim
@@ -450,7 +363,7 @@ class Resources:
         A query uses the instruction it names, else the collection's default.
         """
         stored = self.store.recipe(collection)  # read once for the whole batch
-        kit = self.collection_kit(collection, stored)
+        kit = self.kits.for_collection(collection, stored)
         if stored is not None and kit is None:
             stored.check(self.recipe(dimension=self.settings.embedding_dim), collection)
         s = self.settings

@@ -6,10 +6,8 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +17,7 @@ from app.keys import keys_marker, namespace
 from app.metrics import DataDirSpace, LiveSources, Metrics
 from app.migrations import Migrations
 from app.ownership import worker_credential
+from app.readiness import Readiness, data_dir_space, readiness
 from app.resources import Resources
 from app.service import delete_document, require_collection
 from app.service_served import ServedQuarry
@@ -26,7 +25,7 @@ from app.settings import Settings
 from app.sources import Allowed, SourceRegistry, SourceRunner
 from app.supervisor import WorkerSupervisor
 from app.worker import InProcessWorker
-from embedding.balancer import ServerSnapshot, ServerState
+from embedding.balancer import ServerSnapshot
 from embedding.cache import CacheStats
 from embedding.errors import QuarryError
 from embedding.model_inputs import ModelStats
@@ -36,7 +35,6 @@ from ingest.job_service import JobService
 from ingest.job_store import FileJobStore
 from ingest.jobs import Job
 from ingest.originals import Originals
-from ingest.parsing import tools_report
 from ingest.uploads import stage_upload
 from retrieval.errors import NotFoundError
 from retrieval.models import CollectionRecipe, same_vectors
@@ -64,16 +62,6 @@ class SearchKey:
 
 
 EmbedKey = tuple[str, str | None]  # (role, instruction)
-
-
-@dataclass
-class Readiness:
-    status: str  # ready, degraded, not_ready
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def http_status(self) -> int:
-        return 503 if self.status == "not_ready" else 200
 
 
 class OriginalMissingError(QuarryError):
@@ -384,113 +372,17 @@ class QuarryState:
 
     # -- health --------------------------------------------------------------------------
     def readiness(self) -> Readiness:
-        checks: dict[str, dict[str, Any]] = {"model": self._model_check()}
-        if self.embeddings_only:
-            return Readiness("ready" if checks["model"]["ok"] else "not_ready", checks)
-        try:
-            collections = self.resources.store.collections()
-            checks["store"] = {"ok": True, "collections": len(collections)}
-        except QuarryError as exc:
-            checks["store"] = {"ok": False, "reason": exc.message}
-        except Exception as exc:
-            checks["store"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"}
-        checks["parsers"] = tools_report(self.resources.ocr_options)
-        if self.resources.cache.ping():
-            checks["cache"] = {"ok": True}
-        else:
-            checks["cache"] = {
-                "ok": False,
-                "reason": "Redis is unreachable: searches work, embeddings are not cached",
-            }
-        checks["queue"] = self._queue_check()
-        checks["disk"] = self._disk_check()
-        if checks["model"]["ok"] and checks["store"]["ok"] and self.migrations is not None:
-            source = self.resources.model_source
-            where = self.settings.embedding_model or source.model_id
-            found = self.migrations.offers(source.model_id, where)
-            checks["migrations"] = {"ok": True, "offer": found}
-        if not (checks["model"]["ok"] and checks["store"]["ok"]):
-            return Readiness("not_ready", checks)
-        # The queue shares the cache's Redis: the cache check already degrades for it.
-        healthy = checks["cache"]["ok"] and checks["disk"]["ok"]
-        return Readiness("ready" if healthy else "degraded", checks)
+        return readiness(self)
 
     def _readiness_flags(self) -> tuple[str, dict[str, bool]] | None:
         """/readyz for the metrics scrape: its status and each check's ok."""
         if self._jobs is None and not self.embeddings_only:
             return None  # not started: readiness would fail on the missing job service
-        readiness = self.readiness()
-        return readiness.status, {name: bool(c["ok"]) for name, c in readiness.checks.items()}
+        found = self.readiness()
+        return found.status, {name: bool(c["ok"]) for name, c in found.checks.items()}
 
     def _data_dir_space(self) -> DataDirSpace | None:
-        if self.embeddings_only:
-            return None
-        try:
-            usage = shutil.disk_usage(self.settings.data_dir)
-        except OSError:
-            return None
-        return DataDirSpace(usage.free, usage.total, self.settings.min_free_mb * 1_000_000)
-
-    def _disk_check(self) -> dict[str, Any]:
-        """Room left in the data dir: degraded below twice QUARRY_MIN_FREE_MB (uploads get
-        507 below it), before the disk fills."""
-        folder = self.settings.data_dir
-        try:
-            free = shutil.disk_usage(folder).free
-        except OSError as exc:
-            return {"ok": False, "reason": f"cannot read the data dir {folder}: {exc}"}
-        floor = self.settings.min_free_mb * 1_000_000
-        check: dict[str, Any] = {"ok": free >= 2 * floor, "free_bytes": free, "floor_bytes": floor}
-        if not check["ok"]:
-            check["reason"] = (
-                f"the data dir {folder} has {free / 1e6:.0f} MB free; uploads are refused "
-                f"(507) below {floor / 1e6:.0f} MB (QUARRY_MIN_FREE_MB)"
-            )
-        return check
-
-    def _queue_check(self) -> dict[str, Any]:
-        """The ingestion queue as of the last reconciler pass (uploads are accepted either
-        way: files wait on disk until the queue is back)."""
-        snapshot = self.jobs.snapshot
-        check: dict[str, Any] = {
-            "ok": snapshot.reachable,
-            "queued": snapshot.queued,
-            "in_flight": sum(snapshot.in_flight.values()),
-            "workers": snapshot.workers,
-        }
-        if not snapshot.reachable:
-            check["reason"] = "the queue's Redis is unreachable: uploads wait until it is back"
-        return check
-
-    def _model_check(self) -> dict[str, Any]:
-        if self.model_error is not None:
-            return {"ok": False, "reason": self.model_error.message}
-        if self.resources.remote:
-            return self._servers_check()
-        if not self.resources.model_loaded:
-            return {
-                "ok": False,
-                "reason": "the model is still loading",
-                **self.resources.model_choice.describe(),
-            }
-        return {"ok": True, **self.resources.model_choice.describe()}
-
-    def _servers_check(self) -> dict[str, Any]:
-        """Remote: ready while one server is in service; the rest are named with why."""
-        servers = self.embedding_servers()
-        listed = [
-            {"url": s.url, "state": s.state.value, "in_flight": s.in_flight, "reason": s.reason}
-            for s in servers
-        ]
-        check: dict[str, Any] = {**self.resources.model_choice.describe(), "servers": listed}
-        out = [s for s in servers if s.state is ServerState.EJECTED]
-        check["ok"] = bool(servers) and len(out) < len(servers)
-        if not servers:
-            check["reason"] = "the embedding servers are not contacted yet"
-        elif out:
-            names = "; ".join(f"{s.url}: {s.reason}" for s in out)
-            check["reason"] = f"{len(out)} of {len(servers)} embedding servers out: {names}"
-        return check
+        return None if self.embeddings_only else data_dir_space(self.settings)
 
 
 def _moved(before: CollectionRecipe | None, after: CollectionRecipe | None) -> bool:

@@ -121,7 +121,7 @@ def test_a_collection_keeps_the_engine_it_was_built_with(
             assert res.pipeline(collection).run(_sources(folder, "b.txt")).ingested == 1
             stored = res.store.recipe(collection)
             assert stored is not None and stored.engine == built
-            kit = res.collection_kit(collection)
+            kit = res.kits.for_collection(collection)
             assert kit is not None and kit.embedder.recipe.engine == built
             assert res.embedder.recipe.engine == other  # its own collections: as configured
             hits = res.search_service(collection).search(collection, "ice cores", top_k=1).hits
