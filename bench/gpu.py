@@ -85,7 +85,10 @@ def scifact_chunks(tokenizer_source: Path, limit: int | None) -> list[str]:
         raise SystemExit(f"SciFact not found (looked in {', '.join(map(str, SCIFACT))})")
     from transformers import AutoTokenizer
 
-    chunker = Chunker(AutoTokenizer.from_pretrained(str(tokenizer_source)), 512, 64)
+    from embedding.tokenizers import SharedTokenizer
+
+    tokenizer = SharedTokenizer(AutoTokenizer.from_pretrained(str(tokenizer_source)))
+    chunker = Chunker(tokenizer, 512, 64)
     sources = list(load_beir(folder, "test")[0])[: limit or None]
     return [chunk.text for source in sources for chunk in chunker.chunk(source.parse())]
 

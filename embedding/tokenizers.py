@@ -13,10 +13,11 @@ would give is taken from them (`ids[:n]`, `offsets[:n]`).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from embedding.errors import ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -31,28 +32,30 @@ class SharedTokenizer:
     """Encodes texts for any number of threads at once, as `template` would untruncated."""
 
     def __init__(self, template: Any) -> None:
-        self.template = template
-        self.special = int(template.num_special_tokens_to_add(pair=False))
-        backend = getattr(template, "backend_tokenizer", None)
-        self._backend: Any = None
-        self._lock = threading.Lock()  # only for a slow (Python) tokenizer
-        if backend is not None:
-            from tokenizers import Tokenizer
+        """A clone of `template`'s backend.
 
-            self._backend = Tokenizer.from_str(backend.to_str())
-            self._backend.no_truncation()
-            self._backend.no_padding()
+        Raises:
+            ModelLoadError: `template` is a slow (Python) tokenizer, which gives no offsets.
+        """
+        backend = getattr(template, "backend_tokenizer", None)
+        if backend is None:
+            raise ModelLoadError(
+                f"{type(template).__name__} is a slow tokenizer: chunking needs a fast "
+                "(Rust) one for token offsets"
+            )
+        from tokenizers import Tokenizer
+
+        self.special = int(template.num_special_tokens_to_add(pair=False))
+        self._backend = Tokenizer.from_str(backend.to_str())
+        self._backend.no_truncation()
+        self._backend.no_padding()
 
     def encode(self, texts: Sequence[str], special: bool = False) -> list[Tokens]:
         """Each text's tokens, the model's special tokens added when `special`."""
         if not texts:
             return []
-        if self._backend is not None:
-            found = self._backend.encode_batch(list(texts), add_special_tokens=special)
-            return [Tokens(e.ids, e.offsets) for e in found]
-        with self._lock:  # slow tokenizers give no offsets: only counts are asked of them
-            ids = self.template(list(texts), add_special_tokens=special, verbose=False)
-        return [Tokens(row, []) for row in ids["input_ids"]]
+        found = self._backend.encode_batch(list(texts), add_special_tokens=special)
+        return [Tokens(e.ids, e.offsets) for e in found]
 
     def counts(self, texts: Sequence[str], special: bool = False) -> list[int]:
         return [len(tokens.ids) for tokens in self.encode(texts, special)]

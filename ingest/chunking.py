@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from embedding.tokenizers import SharedTokenizer
 from ingest.models import Chunk, Element
@@ -92,11 +92,10 @@ class Chunker:
     Safe to share between threads: they tokenize side by side on one shared tokenizer.
     """
 
-    def __init__(self, tokenizer: Any, max_tokens: int, overlap: int) -> None:
+    def __init__(self, tokenizer: SharedTokenizer, max_tokens: int, overlap: int) -> None:
         if max_tokens < 8:
             raise ValueError(f"chunk size of {max_tokens} tokens is too small")
-        shared = isinstance(tokenizer, SharedTokenizer)
-        self._tokenizer = tokenizer if shared else SharedTokenizer(tokenizer)
+        self._tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.max_chars = max_tokens * CHARS_PER_TOKEN
         self.overlap = min(overlap, max_tokens // 2)

@@ -4,6 +4,7 @@ import pytest
 
 from embedding.model_source import resolve_model
 from embedding.st_embedder import SentenceTransformerEmbedder
+from embedding.tokenizers import SharedTokenizer
 from ingest.chunking import Chunker, WholeDocument
 from ingest.models import Element
 
@@ -71,7 +72,7 @@ def test_threads_never_share_a_tokenizer(minilm_path: str) -> None:
     import threading
 
     embedder = SentenceTransformerEmbedder(resolve_model(minilm_path), max_length=16)
-    chunker = Chunker(embedder.load_tokenizer(), 32, 8)
+    chunker = Chunker(SharedTokenizer(embedder.load_tokenizer()), 32, 8)
     texts = [sentences(5 + i % 7, f"topic {i}") for i in range(40)]
     expected_chunks = [chunker.chunk([Element(t, "NarrativeText")]) for t in texts]
     expected_counts = embedder.token_counts(texts)
