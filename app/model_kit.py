@@ -8,7 +8,7 @@ from functools import cached_property
 
 from app.settings import Settings
 from embedding.cache import CachedEmbedder, VectorCache
-from embedding.cpu_runtimes import planned_label
+from embedding.cpu_runtimes import choose_engine, planned_label
 from embedding.model_source import ModelSource
 from embedding.remote import RemoteEmbedder
 from embedding.st_embedder import SentenceTransformerEmbedder, pick_device
@@ -23,6 +23,7 @@ def local_embedder(
 ) -> SentenceTransformerEmbedder:
     """A model run in this process, with the engine, batching and lanes `settings` name."""
     s = settings
+    runtime, quantize = choose_engine(s.cpu_backend, s.quantize)
     return SentenceTransformerEmbedder(
         source,
         dimension=dimension,
@@ -30,22 +31,23 @@ def local_embedder(
         device=s.device,
         batch_tokens=s.batch_tokens,
         bulk_batch_tokens=s.bulk_batch_tokens,
-        engine=s.cpu_backend,
+        engine=runtime,
         engine_dir=s.engine_path,
         lanes=s.model_lanes,
-        quantize=s.quantize,
+        quantize=quantize,
     )
 
 
 def planned_engine(settings: Settings, source: ModelSource, local: bool = False) -> str:
     """What a model of `source` records as its engine under `settings` (its recipe's
-    `engine`), known without loading it: an int8 runtime on a CPU for an encoder it exports;
+    `engine`), known without loading it: an int8 or bf16 runtime on a CPU for an encoder it exports;
     "" (fp32, torch's vectors) otherwise. Remote servers' vectors are theirs ("") unless
     the model runs `local`ly all the same (a kit's)."""
     s = settings
     if s.embedding_urls and not local:
         return ""
-    return planned_label(s.cpu_backend, s.quantize, source.model_type, pick_device(s.device))
+    runtime, quantize = choose_engine(s.cpu_backend, s.quantize)
+    return planned_label(runtime, quantize, source.model_type, pick_device(s.device))
 
 
 def settings_for_engine(settings: Settings, engine: str) -> Settings:

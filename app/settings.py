@@ -36,19 +36,22 @@ class Settings(BaseSettings):
     bulk_batch_tokens: int = Field(
         default=0, ge=0, description="tokens per model batch while ingesting; 0 = auto"
     )
-    cpu_backend: Literal["torch", "onnx", "openvino"] = Field(
-        default="onnx",
+    cpu_backend: Literal["auto", "torch", "onnx", "openvino"] = Field(
+        default="auto",
         description="the engine of a local model's forward pass on a CPU: onnx (ONNX Runtime) "
         "or openvino runs an encoder (MiniLM, BERT-like) exported once into engine_dir and "
-        "checked against torch, with the same vectors; other models, a missing runtime or a "
-        "failed export stay on torch, with a warning",
+        "checked against torch; other models, a missing runtime or a failed export stay on "
+        "torch, with a warning; auto: openvino where the CPU has native bf16 and quantize "
+        "is auto or bf16, else onnx",
     )
-    quantize: Literal["none", "int8"] = Field(
-        default="int8",
-        description="int8 (the default on a CPU): the onnx/openvino engine runs the model "
-        "quantized (dynamic int8, made once from the export; SciFact nDCG@10 within 1.0 of "
-        "fp32, docs/benchmarks.md). Its vectors differ from fp32's: collections record which "
-        "they hold and keep being written and searched with it; none: fp32",
+    quantize: Literal["auto", "none", "int8", "bf16"] = Field(
+        default="auto",
+        description="the precision of that engine: int8 (ONNX Runtime's dynamic int8, made "
+        "once from the export), bf16 (OpenVINO on a CPU with native bf16: AMX, AVX512-BF16), "
+        "none (fp32: torch's vectors); auto: bf16 where the CPU has it, else int8 (both "
+        "within 1.0 SciFact nDCG@10 of fp32, docs/benchmarks.md). int8 and bf16 vectors "
+        "differ from fp32's: collections record which they hold and keep being written and "
+        "searched with it",
     )
     model_lanes: int = Field(
         default=0,

@@ -22,8 +22,8 @@ tree, ready and before any upload). Then LlamaIndex's IngestionPipeline (Sentenc
 256/32, HuggingFaceEmbedding, Qdrant local) on the same files and model, in an environment
 of its own (`bench/peer.py`), and the ratios to it.
 
-    python bench/ingest.py --served [PATH] [--limit 1000] [--cpu-backend onnx|openvino|torch]
-        [--quantize none|int8] [--no-peer]
+    python bench/ingest.py --served [PATH] [--limit 1000] [--cpu-backend auto|onnx|openvino|torch]
+        [--quantize auto|none|int8|bf16] [--no-peer]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from app.resources import Resources
 from app.settings import Settings
 from bench.served import Engine, compare_served, upload
+from embedding.cpu_runtimes import choose_engine
 from ingest.evaluation import load_beir
 from ingest.sources import FileSource, Source, expand_paths
 
@@ -172,13 +173,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--cpu-backend",
-        choices=["torch", "onnx", "openvino"],
+        choices=["auto", "torch", "onnx", "openvino"],
         default=None,
         help="with --served: the engine of the model's forward pass on both paths (default: "
         "Quarry's default)",
     )
     parser.add_argument(
-        "--quantize", choices=["none", "int8"], default=None, help="with --served: QUARRY_QUANTIZE"
+        "--quantize",
+        choices=["auto", "none", "int8", "bf16"],
+        default=None,
+        help="with --served: QUARRY_QUANTIZE",
     )
     parser.add_argument(
         "--no-peer", action="store_true", help="with --served: leave LlamaIndex's run out"
@@ -191,8 +195,10 @@ def main() -> None:
 
             model = str(get_model_path())
         defaults = Settings(_env_file=None)
-        engine = Engine(
-            args.cpu_backend or defaults.cpu_backend, args.quantize or defaults.quantize
+        engine = Engine(  # `auto` resolved for this CPU, named as such in the output
+            *choose_engine(
+                args.cpu_backend or defaults.cpu_backend, args.quantize or defaults.quantize
+            )
         )
         compare_served(args.path or DEFAULT, args.limit, model, engine, not args.no_peer)
         return

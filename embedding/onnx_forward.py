@@ -1,5 +1,5 @@
 """A sentence-transformers encoder's forward pass through ONNX Runtime or OpenVINO, on a
-CPU, fp32 or int8 (`embedding/cpu_runtimes.py`).
+CPU, fp32, int8 or bf16 (`embedding/cpu_runtimes.py`).
 
 A torch forward releases the GIL for each operator and takes it back after: a few hundred
 hand-offs per batch, each a wait in a process whose other threads (an API, a queue
@@ -39,7 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from embedding.cpu_runtimes import ENCODERS, RUNTIMES, quantized, sessions, vectors_label
+from embedding.cpu_runtimes import (
+    ENCODERS,
+    RUNTIMES,
+    bf16_unavailable,
+    quantized,
+    sessions,
+    vectors_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +88,12 @@ class OnnxForward:
     ) -> OnnxForward:
         """The engine for `model`, exported into `folder` unless it is there already, and
         checked against torch on a padded batch before it is used; `lanes` forwards at once,
-        each on `threads` cores (0: torch's count), on `runtime` (onnx, openvino), fp32 or
-        int8 (`quantize`)."""
+        each on `threads` cores (0: torch's count), on `runtime` (onnx, openvino), fp32,
+        int8 or bf16 (`quantize`)."""
         pooling = _check_supported(model)
         _check_runtime(runtime)
+        if quantize == "bf16" and (why := bf16_unavailable(runtime)):
+            raise EngineUnavailable(why)
         network = model[0].model
         sample = model.preprocess(["Quarry exports this model once."])
         inputs = [name for name in INPUTS if name in sample]
@@ -118,7 +127,8 @@ class OnnxForward:
         quantize: str,
     ) -> OnnxForward:
         path = quantized(fp32) if quantize == "int8" else fp32
-        engine = cls(model, sessions(path, runtime, threads, lanes), inputs, pooling)
+        lane_sessions = sessions(path, runtime, threads, lanes, bf16=quantize == "bf16")
+        engine = cls(model, lane_sessions, inputs, pooling)
         engine.label = vectors_label(runtime, quantize)
         return engine._checked(path)
 
@@ -129,10 +139,10 @@ class OnnxForward:
         mask = features["attention_mask"].numpy()
         if not self.label or len(texts) == 1:
             return self._forward(feed, mask)
-        # int8 quantizes activations per run (one scale for the whole batch), so a text's
-        # vector would depend on its neighbours and their padding: each text runs alone,
-        # its own tokens only (what it gives alone), which on a one-core lane is also the
-        # fastest (no padding).
+        # int8 quantizes activations per run (one scale for the whole batch), and bf16
+        # rounds differently as the shapes change, so a text's vector would depend on its
+        # neighbours and their padding: each text runs alone, its own tokens only (what it
+        # gives alone), which on a one-core lane is also the fastest (no padding).
         rows = []
         for row in range(len(texts)):
             own = mask[row] > 0
@@ -165,7 +175,7 @@ class OnnxForward:
                 self._model.encode(texts, convert_to_numpy=True, normalize_embeddings=False)
             )
         found = _unit(self.encode(texts))
-        if self.label:  # int8: near torch's, not equal (a graph gone wrong is far off)
+        if self.label:  # int8, bf16: near torch's, not equal (a wrong graph is far off)
             worst = float((found * _unit(expected)).sum(axis=1).min())
             if worst < MIN_QUANTIZED_COSINE:
                 target.unlink(missing_ok=True)
@@ -191,7 +201,7 @@ def onnx_or_torch(
     quantize: str = "none",
 ) -> OnnxForward | None:
     """`runtime` (ONNX Runtime, OpenVINO) for `model`'s forward pass where it can run it
-    (`QUARRY_CPU_BACKEND`, a CPU, a model it covers), int8 where `quantize` says so; None,
+    (`QUARRY_CPU_BACKEND`, a CPU, a model it covers), int8 or bf16 where `quantize` says so; None,
     with a warning saying why, where torch keeps it (and its fp32 vectors)."""
     wanted = f"QUARRY_CPU_BACKEND={runtime}"
     if device != "cpu":  # the default engine on a CPU; a GPU keeps torch, as it should

@@ -1,5 +1,6 @@
-"""int8 and OpenVINO on a CPU: other vectors are recorded as other, the same vectors as the
-same, and a runtime that cannot run leaves torch's vectors (and says so)."""
+"""int8, bf16 and OpenVINO on a CPU: other vectors are recorded as other, the same vectors as
+the same, `auto` picks by what the CPU has, and a runtime or precision that cannot run
+leaves torch's vectors (and says so)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from app.resources import Resources
 from app.settings import Settings
+from embedding.cpu_runtimes import choose_engine, native_bf16
 from embedding.model_source import resolve_model
 from embedding.st_embedder import SentenceTransformerEmbedder
 from ingest.sources import FileSource, expand_paths
@@ -64,6 +66,56 @@ def test_openvino_fp32_gives_the_torch_vectors_and_the_same_recipe(
     )
     assert ov.recipe == torch_side.recipe
     assert ov.lanes == 2  # its streams run side by side, as ONNX Runtime's lanes do
+
+
+def test_bf16_on_openvino_gives_nearer_vectors_recorded_as_other(
+    tmp_path: Path, minilm_path: str
+) -> None:
+    if not native_bf16():
+        pytest.skip("this CPU has no native bf16 (AMX, AVX512-BF16)")
+    source = resolve_model(minilm_path)
+    torch_side = SentenceTransformerEmbedder(source)
+    bf16 = SentenceTransformerEmbedder(
+        source, engine="openvino", engine_dir=tmp_path, quantize="bf16", lanes=2
+    )
+    got, expected = bf16.embed_documents(TEXTS), torch_side.embed_documents(TEXTS)
+    cosines = (_unit(got) * _unit(expected)).sum(axis=1)
+    assert cosines.min() > 0.999 and np.abs(got - expected).max() > 1e-5  # near, not equal
+    assert bf16.recipe.engine == "openvino-bf16"
+    assert bf16.recipe.fingerprint() != torch_side.recipe.fingerprint()  # the cache follows
+    for row, text in enumerate(TEXTS):  # each text runs alone, whatever its batch or lane
+        np.testing.assert_array_equal(bf16.embed_documents([text])[0], got[row])
+    assert [p.suffix for p in tmp_path.iterdir()] == [".onnx"]  # the fp32 export, no other
+
+
+def test_auto_picks_bf16_where_the_cpu_has_it_else_int8() -> None:
+    assert choose_engine("auto", "auto", bf16=True) == ("openvino", "bf16")
+    assert choose_engine("auto", "auto", bf16=False) == ("onnx", "int8")
+    assert choose_engine("auto", "auto") == choose_engine("auto", "auto", native_bf16())
+    assert choose_engine("auto", "none", bf16=True) == ("onnx", "none")  # fp32, torch's
+    assert choose_engine("auto", "int8", bf16=True) == ("onnx", "int8")
+    assert choose_engine("auto", "bf16", bf16=False) == ("openvino", "bf16")  # asked: tried
+    assert choose_engine("onnx", "auto", bf16=True) == ("onnx", "int8")
+    assert choose_engine("openvino", "auto", bf16=True) == ("openvino", "bf16")
+    assert choose_engine("openvino", "auto", bf16=False) == ("openvino", "none")
+    assert choose_engine("torch", "auto", bf16=True) == ("torch", "none")
+    assert choose_engine("torch", "int8") == ("torch", "int8")  # the embedder warns
+
+
+def test_bf16_where_it_cannot_run_keeps_torch_and_says_why(
+    tmp_path: Path, minilm_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = resolve_model(minilm_path)
+    wanted = SentenceTransformerEmbedder(
+        source, engine="onnx", engine_dir=tmp_path, quantize="bf16"
+    )
+    assert wanted.recipe.engine == ""  # planned as it will run: fp32
+    with caplog.at_level(logging.WARNING):
+        got = wanted.embed_documents(TEXTS)
+    np.testing.assert_allclose(got, SentenceTransformerEmbedder(source).embed_documents(TEXTS))
+    assert wanted.recipe.engine == ""
+    assert "bf16 runs on OpenVINO only" in caplog.text and "runs on torch" in caplog.text
+    assert not list(tmp_path.iterdir())  # nothing exported for an engine that cannot run
 
 
 def test_a_missing_runtime_keeps_torch_and_its_fp32_recipe(
