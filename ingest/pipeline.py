@@ -1,4 +1,4 @@
-"""The ingestion pipeline: parse (worker processes) -> chunk -> embed -> upsert (writer thread).
+"""The ingestion pipeline: parse (worker processes) -> chunk -> embed -> upsert (a writer thread).
 
 Parsing runs ahead of the model and the writer drains a bounded queue, so the model is not
 left waiting on either. A document is one version of one source (its source key): its
@@ -258,26 +258,31 @@ class IngestPipeline:
             batch = batches.get()
             if batch is None:
                 return
-            if failed:
-                continue
-            try:
-                self.store.upsert(self.config.collection, batch.records)
-                self.observer.chunks_stored(len(batch.records))
-                for doc in batch.docs:  # a batch always holds whole documents
-                    self.observer.file_stage(doc.source.name, "stored", len(doc.chunks))
-                    failpoint("after_upsert")
-                    if self._superseded(doc):
-                        self.store.delete_document(self.config.collection, doc.doc_id)
-                        report.superseded += 1
-                        self.observer.file_done(doc.source.name, "superseded", 0, None)
-                        continue
-                    self._prune(doc)
-                    failpoint("after_prune")
-                    report.ingested += 1
-                    report.chunks += len(doc.chunks)
-                    self.observer.file_done(doc.source.name, "ingested", len(doc.chunks), None)
-            except BaseException as exc:  # surfaced by run(); later batches are dropped
-                failed.append(exc)
+            self._write(batch, report, failed)
+
+    def _write(self, batch: _Batch, report: IngestReport, failed: list[BaseException]) -> None:
+        """Store one embedded batch and settle its files; a failure goes into `failed`
+        (surfaced by run()), and batches after one are dropped."""
+        if failed:
+            return
+        try:
+            self.store.upsert(self.config.collection, batch.records)
+            self.observer.chunks_stored(len(batch.records))
+            for doc in batch.docs:  # a batch always holds whole documents
+                self.observer.file_stage(doc.source.name, "stored", len(doc.chunks))
+                failpoint("after_upsert")
+                if self._superseded(doc):
+                    self.store.delete_document(self.config.collection, doc.doc_id)
+                    report.superseded += 1
+                    self.observer.file_done(doc.source.name, "superseded", 0, None)
+                    continue
+                self._prune(doc)
+                failpoint("after_prune")
+                report.ingested += 1
+                report.chunks += len(doc.chunks)
+                self.observer.file_done(doc.source.name, "ingested", len(doc.chunks), None)
+        except BaseException as exc:
+            failed.append(exc)
 
     def _superseded(self, doc: _Prepared) -> bool:
         """A newer acknowledged version of this source was stored meanwhile: this one, done
@@ -307,12 +312,24 @@ class IngestPipeline:
         """
         started = time.perf_counter()
         report = IngestReport(files=len(sources))
-        batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=4)
         failed: list[BaseException] = []
+        # A queue consumer's one file is stored on its own thread, as it is embedded (a
+        # thread started and joined per file costs more than it overlaps); many files are
+        # stored by a writer thread while the next window is embedded.
+        batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=4)
         writer = threading.Thread(
             target=self._writer, args=(batches, report, failed), name="upsert", daemon=True
         )
-        writer.start()
+        alone = len(sources) == 1
+
+        def store(batch: _Batch) -> None:
+            if alone:
+                self._write(batch, report, failed)
+            else:
+                batches.put(batch)
+
+        if not alone:
+            writer.start()
         window: list[_Prepared] = []
         window_chunks = 0
         try:
@@ -326,13 +343,14 @@ class IngestPipeline:
                 window.append(prepared)
                 window_chunks += len(prepared.chunks)
                 if window_chunks >= self.config.embed_window:
-                    batches.put(self._embed(window))
+                    store(self._embed(window))
                     window, window_chunks = [], 0
             if window and not failed:
-                batches.put(self._embed(window))
+                store(self._embed(window))
         finally:
-            batches.put(None)
-            writer.join()
+            if not alone:
+                batches.put(None)
+                writer.join()
             self.ledger.save()
         if failed:
             raise failed[0]
