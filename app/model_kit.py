@@ -40,8 +40,8 @@ def local_embedder(
 
 def planned_engine(settings: Settings, source: ModelSource, local: bool = False) -> str:
     """What a model of `source` records as its engine under `settings` (its recipe's
-    `engine`), known without loading it: an int8 or bf16 runtime on a CPU for an encoder it exports;
-    "" (fp32, torch's vectors) otherwise. Remote servers' vectors are theirs ("") unless
+    `engine`), known without loading it: an int8 or bf16 runtime on a CPU for an encoder it
+    exports; "" (fp32, torch's vectors) otherwise. Remote servers' vectors are theirs ("") unless
     the model runs `local`ly all the same (a kit's)."""
     s = settings
     if s.embedding_urls and not local:

@@ -22,8 +22,8 @@ tree, ready and before any upload). Then LlamaIndex's IngestionPipeline (Sentenc
 256/32, HuggingFaceEmbedding, Qdrant local) on the same files and model, in an environment
 of its own (`bench/peer.py`), and the ratios to it.
 
-    python bench/ingest.py --served [PATH] [--limit 1000] [--cpu-backend auto|onnx|openvino|torch]
-        [--quantize auto|none|int8|bf16] [--no-peer]
+    python bench/ingest.py --served [PATH] [--limit 1000]
+        [--cpu-backend auto|onnx|openvino|torch] [--quantize auto|none|int8|bf16] [--no-peer]
 """
 
 from __future__ import annotations

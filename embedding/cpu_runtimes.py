@@ -31,6 +31,10 @@ RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}  # and the module eac
 ENCODERS = frozenset({"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "electra"})
 
 
+class EngineUnavailable(Exception):
+    """This runtime cannot run this model here (the message says why); torch runs it."""
+
+
 def vectors_label(runtime: str, quantize: str) -> str:
     """What a collection's recipe records of the engine: nothing where the vectors are
     torch's (fp32 on any runtime), the runtime and quantization where they are not."""
@@ -191,5 +195,5 @@ def _openvino_sessions(path: Path, threads: int, lanes: int, precision: str) -> 
     compiled = ov.Core().compile_model(str(path), "CPU", config)
     runs = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
     if runs != precision:
-        raise RuntimeError(f"OpenVINO runs it in {runs}, not the {precision} asked for")
+        raise EngineUnavailable(f"OpenVINO runs it in {runs}, not the {precision} asked for")
     return [OpenVinoSession(compiled) for _ in range(lanes)]

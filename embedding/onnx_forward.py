@@ -42,6 +42,7 @@ import numpy as np
 from embedding.cpu_runtimes import (
     ENCODERS,
     RUNTIMES,
+    EngineUnavailable,
     bf16_unavailable,
     quantized,
     sessions,
@@ -57,10 +58,6 @@ MAX_EXPORT_BYTES = 1_500_000_000  # one .onnx file holds at most 2 GB
 CHECK_TOLERANCE = 1e-4  # fp32 exports land near 1e-7; a wrong graph is off by far more
 MIN_QUANTIZED_COSINE = 0.95  # int8 MiniLM lands near 0.99 of torch's vectors
 ABANDONED_S = 3600  # a partial export this old was left by a process that died
-
-
-class EngineUnavailable(Exception):
-    """ONNX Runtime cannot run this model here (the message says why); torch runs it."""
 
 
 class OnnxForward:
@@ -201,8 +198,8 @@ def onnx_or_torch(
     quantize: str = "none",
 ) -> OnnxForward | None:
     """`runtime` (ONNX Runtime, OpenVINO) for `model`'s forward pass where it can run it
-    (`QUARRY_CPU_BACKEND`, a CPU, a model it covers), int8 or bf16 where `quantize` says so; None,
-    with a warning saying why, where torch keeps it (and its fp32 vectors)."""
+    (`QUARRY_CPU_BACKEND`, a CPU, a model it covers), int8 or bf16 where `quantize` says
+    so; None, with a warning saying why, where torch keeps it (and its fp32 vectors)."""
     wanted = f"QUARRY_CPU_BACKEND={runtime}"
     if device != "cpu":  # the default engine on a CPU; a GPU keeps torch, as it should
         log.info("%s applies on a CPU only; %s runs on torch", wanted, name)

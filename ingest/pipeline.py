@@ -1,4 +1,4 @@
-"""The ingestion pipeline: parse (worker processes) -> chunk -> embed -> upsert (a writer thread).
+"""The ingestion pipeline: parse (worker processes) -> chunk -> embed -> upsert (writer thread).
 
 Parsing runs ahead of the model and the writer drains a bounded queue, so the model is not
 left waiting on either. A document is one version of one source (its source key): its
