@@ -150,6 +150,24 @@ def _writing(collection: str) -> Iterator[None]:
         raise
 
 
+# qdrant-edge maps its WAL and segment files into memory, sparse: a page first written on a
+# full disk kills the process with SIGBUS instead of raising (seen on a full tmpfs). So a
+# write, or a new collection, waits (StoreFullError) while less than this is free.
+WRITE_RESERVE_BYTES = 16 * 1024 * 1024
+
+
+def _check_room(root: Path, collection: str) -> None:
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return  # not there yet: the write says what is wrong
+    if free < WRITE_RESERVE_BYTES:
+        raise StoreFullError(
+            f"cannot write to collection {collection!r}: the data dir's disk is full "
+            f"({free // 1_000_000} MB free; writes wait for {WRITE_RESERVE_BYTES // 1_000_000} MB)"
+        )
+
+
 class EdgeStore:
     """Collections live in `root/<name>/` next to the recipe they were built with."""
 
@@ -199,6 +217,7 @@ class EdgeStore:
                     break
             if callable(operation):
                 operation = operation()
+            _check_room(self.root, collection)
             with _writing(collection):
                 shard.update(operation)
             commit = self._commits.setdefault(id(shard), GroupCommit())
@@ -275,7 +294,9 @@ class EdgeStore:
                 return
             directory = self._dir(collection)
             directory.mkdir(parents=True, exist_ok=True)
-            self._shards[collection] = self._create_shard(directory / "shard", recipe)
+            _check_room(self.root, collection)
+            with _writing(collection):
+                self._shards[collection] = self._create_shard(directory / "shard", recipe)
             # Written last: a collection without its recipe file is an unfinished one.
             self._write_recipe(collection, recipe)
 

@@ -110,3 +110,35 @@ def test_a_full_disk_is_refused_early_and_waited_out(
         assert _ready(server.url)["status"] == "ready"
     finally:
         server.stop()
+
+
+def test_the_store_waits_for_room_instead_of_touching_a_full_disk(small_disk: Path) -> None:
+    """qdrant-edge maps its files sparse: a page first written on a full disk would kill
+    the process (SIGBUS). A new collection, or a write, on a nearly full disk is refused
+    as a full disk (the caller waits), and goes in once there is room."""
+    from retrieval.edge_store import WRITE_RESERVE_BYTES, EdgeStore
+    from retrieval.errors import StoreFullError
+    from retrieval.models import CollectionRecipe
+
+    store = EdgeStore(small_disk / "qdrant")
+    recipe = CollectionRecipe("m", 4, "", revision="r")
+    store.ensure_collection("kept", recipe)
+    filler = _fill(small_disk, leave_mb=WRITE_RESERVE_BYTES / 2e6)
+    for attempt in (lambda: store.ensure_collection("new", recipe), lambda: _write(store)):
+        with pytest.raises(StoreFullError) as info:
+            attempt()
+        assert info.value.status == 507 and "disk is full" in info.value.message
+    filler.unlink()
+    store.ensure_collection("new", recipe)
+    _write(store)
+    assert store.count("kept") == 1 and store.count("new") == 0
+    store.close()
+
+
+def _write(store: Any) -> None:
+    import numpy as np
+
+    from retrieval.models import ChunkRecord, chunk_id
+
+    vector = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    store.upsert("kept", [ChunkRecord(chunk_id("d", 0), vector, {"text": "t"})])
