@@ -19,6 +19,7 @@ from typing import Any
 
 from ingest.models import Element, ParseError
 from ingest.ocr_reading import best_reading
+from ingest.spacy_offline import use_packaged_spacy_model
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def read_page(image: Any, page: int, options: OcrOptions) -> list[Element]:
     confidence (a page Tesseract is unsure of is read again: `ingest.ocr_reading`)."""
     from unstructured.partition.text import element_from_text
 
+    use_packaged_spacy_model()  # its typing reads sentences with spaCy: never a download
     image = _bounded(_opaque(image))
     script = None
     if options.detect_script:
