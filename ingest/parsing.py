@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from ingest.ocr import (
 )
 from ingest.office_convert import CONVERSIONS, convert, soffice
 from ingest.pdf_parsing import parse_pdf
+from ingest.plain_text import read_plain_text
 from ingest.spacy_offline import use_packaged_spacy_model
 from ingest.unstructured_elements import partition, to_elements
 
@@ -250,6 +251,9 @@ def parse_file(
             return _require_text(_parse_json(path, name, kwargs["encoding"]), name)
         if ext in PLAIN_TYPES and data_size > LARGE_TEXT_BYTES:
             return _require_text(_large_plain_text(path, kwargs["encoding"]), name)
+        if ext in PLAIN_TYPES:
+            plain = [lambda: read_plain_text(path, kwargs["encoding"])]
+            return _require_text(_first_reading(name, plain), name)
     if ext == ".pdf":
         kwargs.pop("languages")  # per-element guesses on PDF fragments are mostly noise
         return parse_pdf(path, name, lambda: _partitioned(path, name, [kwargs]), options.ocr)
@@ -266,10 +270,17 @@ def parse_file(
 
 def _partitioned(path: Path, name: str, attempts: list[dict[str, Any]]) -> list[Element]:
     """unstructured's elements from the first of `attempts` (keyword sets) that works."""
+    readings = [lambda kw=kwargs: to_elements(partition(path, **kw)) for kwargs in attempts]
+    return _first_reading(name, readings)
+
+
+def _first_reading(name: str, readings: Sequence[Callable[[], list[Element]]]) -> list[Element]:
+    """The elements of the first of `readings` that works; a ParseError naming the file
+    when none does."""
     error: Exception | None = None
-    for kwargs in attempts:
+    for reading in readings:
         try:
-            return to_elements(partition(path, **kwargs))
+            return reading()
         except ParseError:
             raise
         except MemoryError as exc:
