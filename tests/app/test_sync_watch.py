@@ -67,6 +67,15 @@ def test_a_watched_folder_is_followed_while_searches_run(
         stderr=(tmp_path / "watch.log").open("w"),
         text=True,
     )
+    lines: list[str] = []  # the watcher's reports, read as they come: a pass prints its
+    # line after the server has its changes, so the test waits for the lines themselves
+
+    def read_reports() -> None:
+        for line in watcher.stdout or []:
+            lines.append(line)
+
+    reader = threading.Thread(target=read_reports, daemon=True)
+    reader.start()
     searcher = threading.Thread(target=search_without_pause)
     searcher.start()
     try:
@@ -87,13 +96,15 @@ def test_a_watched_folder_is_followed_while_searches_run(
         assert hits[0]["source"] == "owls.md"
         (folder / "bread.txt").unlink()
         _until(lambda: "bread.txt" not in _sources(server.url), "the deletion")
+        _until(lambda: sum(line.startswith("{") for line in lines) >= 3, "three passes' reports")
     finally:
         stop.set()
         searcher.join()
         watcher.terminate()
-        out, _ = watcher.communicate(timeout=30)
+        watcher.wait(timeout=30)
+        reader.join(timeout=30)
         server.stop()
-    runs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    runs = [json.loads(line) for line in lines if line.startswith("{")]
     assert len(runs) >= 3 and all(run["refused"] is None for run in runs)
     assert sum(run["ingest"]["ingested"] for run in runs) == 5  # 2, then 3: nothing twice
     assert not failures and searches[0] > 10, (failures, searches)
