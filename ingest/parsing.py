@@ -21,7 +21,7 @@ from ingest.ocr import (
 )
 from ingest.office_convert import CONVERSIONS, convert, soffice
 from ingest.pdf_parsing import parse_pdf
-from ingest.plain_text import read_plain_text
+from ingest.plain_text import is_plain_text, large_plain_text, read_plain_text
 from ingest.spacy_offline import use_packaged_spacy_model
 from ingest.unstructured_elements import partition, to_elements
 
@@ -175,19 +175,6 @@ PLAIN_TYPES = {".txt", ".text", ".log"}
 LARGE_TEXT_BYTES = 4 * 1024 * 1024
 
 
-def _large_plain_text(path: Path, encoding: str) -> list[Element]:
-    """Paragraphs of a big plain-text file, without unstructured's per-element analysis,
-    which costs gigabytes and minutes on a file of tens of megabytes."""
-    import re
-
-    text = path.read_bytes().decode(encoding, errors="replace")
-    return [
-        Element(text=paragraph.strip(), type="NarrativeText")
-        for paragraph in re.split(r"\n\s*\n", text)
-        if paragraph.strip()
-    ]
-
-
 def _flatten_json(value: Any, prefix: str = "") -> list[str]:
     if isinstance(value, dict):
         return [
@@ -250,9 +237,16 @@ def parse_file(
         if ext == ".json":
             return _require_text(_parse_json(path, name, kwargs["encoding"]), name)
         if ext in PLAIN_TYPES and data_size > LARGE_TEXT_BYTES:
-            return _require_text(_large_plain_text(path, kwargs["encoding"]), name)
-        if ext in PLAIN_TYPES:
-            plain = [lambda: read_plain_text(path, kwargs["encoding"])]
+            return _require_text(large_plain_text(path, kwargs["encoding"]), name)
+        if ext in PLAIN_TYPES:  # as unstructured reads it, where it would read it as text
+            encoding = kwargs["encoding"]
+            plain = [
+                lambda: (
+                    read_plain_text(path, encoding)
+                    if is_plain_text(path, encoding)
+                    else to_elements(partition(path, **kwargs))
+                )
+            ]
             return _require_text(_first_reading(name, plain), name)
     if ext == ".pdf":
         kwargs.pop("languages")  # per-element guesses on PDF fragments are mostly noise

@@ -7,9 +7,12 @@ narrative from titles: two-thirds of a .txt file's parse time. A paragraph of mo
 sentences of three or more words is narrative unless it is mostly non-letters: for such a
 paragraph the answer needs only a sentence split, done here with a conservative pattern
 (ending punctuation, then a capital; no split after an initial or a common abbreviation).
-Every other paragraph, and every bullet, address or numbered item, goes through
-unstructured's own `element_from_text`; languages come from its own `apply_lang_metadata`.
-The elements match `partition_text`'s on the shared corpus (tests/ingest/test_plain_text.py).
+Every other paragraph (all capitals, an ellipsis, a bullet, an address, a numbered item)
+goes through unstructured's own `element_from_text`; languages come from its own
+`apply_lang_metadata`. Only a file unstructured itself would read as plain text is read here
+(`is_plain_text`: its content-sniffing sends a .txt of comma-separated lines to the CSV
+reader, JSON to the JSON one). The elements match `partition_text`'s on the shared corpus
+(tests/ingest/test_plain_text.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,14 @@ _ABBREVIATIONS = frozenset(
 )
 
 
+def is_plain_text(path: Path, encoding: str) -> bool:
+    """Whether unstructured's `partition` would read the file with `partition_text`."""
+    from unstructured.file_utils.filetype import detect_filetype
+    from unstructured.file_utils.model import FileType
+
+    return bool(detect_filetype(file_path=str(path), encoding=encoding) == FileType.TXT)
+
+
 def read_plain_text(path: Path, encoding: str) -> list[Element]:
     """The file's paragraphs as typed elements, with the document's detected languages."""
     from unstructured.cleaners.core import auto_paragraph_grouper
@@ -46,6 +57,17 @@ def read_plain_text(path: Path, encoding: str) -> list[Element]:
     paragraphs = (part.strip() for part in _split_by_paragraph(auto_paragraph_grouper(text)))
     raw = [_element(part) for part in paragraphs if part and not _is_empty_bullet(part)]
     return to_elements(list(apply_lang_metadata(raw, languages=["auto"])))
+
+
+def large_plain_text(path: Path, encoding: str) -> list[Element]:
+    """Paragraphs of a big plain-text file, without unstructured's per-element analysis,
+    which costs gigabytes and minutes on a file of tens of megabytes."""
+    text = path.read_bytes().decode(encoding, errors="replace")
+    return [
+        Element(text=paragraph.strip(), type="NarrativeText")
+        for paragraph in re.split(r"\n\s*\n", text)
+        if paragraph.strip()
+    ]
 
 
 def _element(text: str) -> Any:
@@ -61,7 +83,10 @@ def _element(text: str) -> Any:
 
     if (
         "UNSTRUCTURED_LANGUAGE_CHECKS" in os.environ
-        or len(text.split(" ")) <= int(os.environ.get("UNSTRUCTURED_TITLE_MAX_WORD_LENGTH", 12))
+        or len(text.split(" ")) <= _title_max_words()
+        or text.isupper()  # where spaCy's sentences may differ, its verdict would too
+        or "..." in text
+        or "\u2026" in text
         or is_bulleted_text(text)
         or is_email_address(text)
         or is_us_city_state_zip(text)
@@ -72,6 +97,15 @@ def _element(text: str) -> Any:
     threshold = float(os.environ.get("UNSTRUCTURED_NARRATIVE_TEXT_NON_ALPHA_THRESHOLD", 0.5))
     # two sentences: never over the capitals ratio, verbs unneeded (unstructured's rules)
     return Text(text=text) if under_non_alpha_ratio(text, threshold) else NarrativeText(text=text)
+
+
+def _title_max_words() -> int:
+    """unstructured's limit on a title's words; a value it could not read sends every
+    paragraph its way (its error, where it would raise one)."""
+    try:
+        return int(os.environ.get("UNSTRUCTURED_TITLE_MAX_WORD_LENGTH", 12))
+    except ValueError:
+        return 1 << 30
 
 
 def sentence_ends(text: str) -> list[int]:

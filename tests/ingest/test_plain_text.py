@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingest.encoding import detect_encoding
+from ingest.parsing import parse_file
 from ingest.plain_text import read_plain_text, sentence_ends
 from ingest.spacy_offline import use_packaged_spacy_model
 from ingest.unstructured_elements import partition, to_elements
@@ -42,6 +43,12 @@ A long single sentence without any finite verbs in it at all, just nouns and adj
 and more nouns, for the classifier
 
 "What a day." "Indeed it was." She smiled and turned back towards the old stone house.
+
+MEETING TABLE? REVIEW STATE BOARD RIVER OLD AND... RIVER REVIEW SECTION STATE MEETING TABLE?
+
+Figure. Notes Section Annual Index Board Of... Board Table Report Meeting North Review?
+
+THE BOARD MET. IT VOTED ON THE RIVER PLAN AND THE NEW BUDGET FOR THE COMING YEAR.
 """
 
 
@@ -116,6 +123,23 @@ def test_long_paragraphs_of_several_sentences_skip_spacy(
     skipped = [e.text for e in elements if e.text not in classified]
     assert any(text.startswith("Dr. Smith") for text in skipped), skipped
     assert "Results and Discussion" in classified  # a possible title: unstructured decides
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("letter.txt", "Dear John,\nThank you for the letter, it arrived today.\n"),
+        ("app.log", "2026-12-03 12:00:00,123 INFO started\n2026-12-03 12:00:01,456 INFO ready\n"),
+        ("data.txt", '{"title": "Owls", "body": "Owls hunt at night."}'),
+        ("page.log", "<html><body><h1>Owls</h1><p>Owls hunt at night.</p></body></html>"),
+    ],
+)
+def test_text_unstructured_reads_as_another_format_is_read_as_it_reads_it(
+    tmp_path: Path, name: str, content: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    assert parse_file(path) == unstructured_reading(path)
 
 
 @pytest.mark.parametrize(
