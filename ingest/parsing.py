@@ -238,15 +238,9 @@ def parse_file(
             return _require_text(_parse_json(path, name, kwargs["encoding"]), name)
         if ext in PLAIN_TYPES and data_size > LARGE_TEXT_BYTES:
             return _require_text(large_plain_text(path, kwargs["encoding"]), name)
-        if ext in PLAIN_TYPES:  # as unstructured reads it, where it would read it as text
-            encoding = kwargs["encoding"]
-            plain = [
-                lambda: (
-                    read_plain_text(path, encoding)
-                    if is_plain_text(path, encoding)
-                    else to_elements(partition(path, **kwargs))
-                )
-            ]
+        encoding = kwargs["encoding"]
+        if ext in PLAIN_TYPES and is_plain_text(path, encoding):  # else unstructured's reader
+            plain = [lambda: read_plain_text(path, encoding)]
             return _require_text(_first_reading(name, plain), name)
     if ext == ".pdf":
         kwargs.pop("languages")  # per-element guesses on PDF fragments are mostly noise

@@ -39,11 +39,15 @@ _ABBREVIATIONS = frozenset(
 
 
 def is_plain_text(path: Path, encoding: str) -> bool:
-    """Whether unstructured's `partition` would read the file with `partition_text`."""
+    """Whether unstructured's `partition` would read the file with `partition_text`; False
+    where its sniffing fails (`partition` then fails alike, and says why)."""
     from unstructured.file_utils.filetype import detect_filetype
     from unstructured.file_utils.model import FileType
 
-    return bool(detect_filetype(file_path=str(path), encoding=encoding) == FileType.TXT)
+    try:
+        return bool(detect_filetype(file_path=str(path), encoding=encoding) == FileType.TXT)
+    except Exception:
+        return False
 
 
 def read_plain_text(path: Path, encoding: str) -> list[Element]:
