@@ -21,6 +21,7 @@ from ingest.models import Chunk, Element
 _SEPARATOR = "\n\n"
 _TITLE_TYPES = {"Title"}
 _TABLE_TYPES = {"Table"}
+_BATCH = 256  # elements tokenized in one call
 
 
 class ChunkStrategy(Protocol):
@@ -104,13 +105,23 @@ class Chunker:
     def count(self, texts: Sequence[str]) -> list[int]:
         return self._tokenizer.counts(texts)
 
-    def windows(self, text: str) -> list[str]:
-        """Overlapping windows of at most `max_tokens` tokens and `max_chars` characters."""
+    def windows(
+        self, text: str, offsets: Sequence[tuple[int, int]] | None = None
+    ) -> list[tuple[str, int]]:
+        """Overlapping windows of at most `max_tokens` tokens and `max_chars` characters,
+        each with its tokens; `offsets`: the text's tokens, when already known."""
         if len(text) > self.max_chars:
-            return [w for part in split_by_chars(text, self.max_chars) for w in self.windows(part)]
-        offsets = self._tokenizer.encode([text])[0].offsets
+            parts = split_by_chars(text, self.max_chars)
+            return [pair for part in parts for pair in self.windows(part)]
+        if offsets is None:
+            offsets = self._tokenizer.encode([text])[0].offsets
         if len(offsets) <= self.max_tokens:
-            return [text]
+            return [(text, len(offsets))]
+        windows = self._cut(text, offsets)
+        return list(zip(windows, self.count(windows), strict=True))
+
+    def _cut(self, text: str, offsets: Sequence[tuple[int, int]]) -> list[str]:
+        """`text`, longer than `max_tokens`, in overlapping windows cut at its tokens."""
         step = self.max_tokens - self.overlap
         out = []
         for start in range(0, len(offsets), step):
@@ -122,18 +133,21 @@ class Chunker:
                 break
         return out
 
-    def _tail(self, text: str) -> str:
-        """The last `overlap` tokens of `text`, carried into the next chunk."""
+    def _tail(self, text: str) -> tuple[str, int, int | None]:
+        """The last `overlap` tokens of `text`, carried into the next chunk: their text and
+        tokens, and the tokens of `text` itself (None when not counted)."""
         if not self.overlap:
-            return ""
+            return "", 0, None
         offsets = self._tokenizer.encode([text])[0].offsets
         if len(offsets) <= self.overlap:
-            return text
-        return text[offsets[-self.overlap][0] :].strip()
+            return text, len(offsets), len(offsets)
+        tail = text[offsets[-self.overlap][0] :].strip()
+        return tail, self.count([tail])[0] if tail else 0, len(offsets)
 
     def chunk(self, elements: Sequence[Element]) -> list[Chunk]:
         pieces = self._pieces(elements)
         groups: list[list[_Piece]] = []
+        counted: dict[int, int] = {}  # a closed group's tokens, joined, when its tail knew them
         current: list[_Piece] = []
         used = chars = 0
         for piece in pieces:
@@ -147,8 +161,11 @@ class Chunker:
                     groups.append(current)
                 current, used, chars = [], 0, 0
                 if too_big and not starts_section:
-                    tail = self._tail(_SEPARATOR.join(p.text for p in groups[-1]))
-                    tail_tokens = self.count([tail])[0] if tail else 0
+                    tail, tail_tokens, whole = self._tail(
+                        _SEPARATOR.join(p.text for p in groups[-1])
+                    )
+                    if whole is not None:
+                        counted[len(groups) - 1] = whole
                     fits = chars + len(tail) + len(piece.text) + 4 <= self.max_chars
                     if tail and fits and tail_tokens + piece.tokens + 1 <= self.max_tokens:
                         current, used, chars = (
@@ -161,33 +178,39 @@ class Chunker:
             chars += len(piece.text) + len(_SEPARATOR)
         if current:
             groups.append(current)
-        return self._finish(groups)
+        return self._finish(groups, counted)
 
     def _pieces(self, elements: Sequence[Element]) -> list[_Piece]:
-        """Elements with token counts; over-long ones split into windows."""
+        """Elements with token counts; over-long ones cut into windows from the tokens just
+        counted (tokenizing is most of a chunker's time: each text is tokenized once)."""
         bounded = [
             Element(part, e.type, e.page, e.languages, e.ocr, e.ocr_confidence)
             for e in elements
             for part in split_by_chars(e.text, self.max_chars)
         ]
-        counts = self.count([e.text for e in bounded])
         pieces: list[_Piece] = []
-        for element, tokens in zip(bounded, counts, strict=True):
-            if tokens <= self.max_tokens:
-                pieces.append(_Piece(element.text, tokens, element))
-                continue
-            for window in self.windows(element.text):
-                pieces.append(_Piece(window, self.count([window])[0], element))
+        for at in range(0, len(bounded), _BATCH):  # (a book's tokens at once are a lot)
+            batch = bounded[at : at + _BATCH]
+            tokens = self._tokenizer.encode([e.text for e in batch])
+            for element, found in zip(batch, tokens, strict=True):
+                if len(found.ids) <= self.max_tokens:
+                    pieces.append(_Piece(element.text, len(found.ids), element))
+                    continue
+                for window, count in self.windows(element.text, found.offsets):
+                    pieces.append(_Piece(window, count, element))
         return pieces
 
-    def _finish(self, groups: list[list[_Piece]]) -> list[Chunk]:
+    def _finish(self, groups: list[list[_Piece]], counted: dict[int, int]) -> list[Chunk]:
         chunks: list[Chunk] = []
-        for group in groups:
+        for at, group in enumerate(groups):
+            joined = _SEPARATOR.join(p.text for p in group)
+            known = counted.get(at)
             if len(group) == 1 and group[0].tokens <= self.max_tokens:
                 parts = [(group[0].text, group[0].tokens)]  # counted already, and in bounds
+            elif known is not None and known <= self.max_tokens and len(joined) <= self.max_chars:
+                parts = [(joined, known)]  # counted whole as its tail was taken: in bounds
             else:  # a safety net: never exceed the model's limit
-                windows = self.windows(_SEPARATOR.join(p.text for p in group))
-                parts = list(zip(windows, self.count(windows), strict=True))
+                parts = self.windows(joined)
             for part, tokens in parts:
                 pages = [p.element.page for p in group if p.element.page is not None]
                 types = tuple(dict.fromkeys(p.element.type for p in group))

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from embedding.model_source import resolve_model
 from embedding.st_embedder import SentenceTransformerEmbedder
-from embedding.tokenizers import SharedTokenizer
+from embedding.tokenizers import SharedTokenizer, Tokens
 from ingest.chunking import Chunker, WholeDocument
 from ingest.models import Element
 
@@ -101,3 +103,42 @@ def test_threads_never_share_a_tokenizer(minilm_path: str) -> None:
         thread.join()
     assert not problems, problems[0]
     assert max(expected_counts) == 16  # truncation was in effect for the counting threads
+
+
+class RecordingTokenizer(SharedTokenizer):
+    """The real shared tokenizer, noting every text it is asked to encode."""
+
+    def __init__(self, template: object) -> None:
+        super().__init__(template)
+        self.seen: list[str] = []
+
+    def encode(self, texts: Sequence[str], special: bool = False) -> list[Tokens]:
+        self.seen.extend(texts)
+        return super().encode(texts, special)
+
+
+def test_texts_are_not_tokenized_again_and_counts_stay_exact(minilm_path: str) -> None:
+    # Tokenizing is most of a chunker's time: an over-long element's windows are cut from
+    # the tokens that counted it, and a group counted whole for its tail is not counted
+    # again; every chunk's count stays what a fresh tokenizer says.
+    embedder = SentenceTransformerEmbedder(resolve_model(minilm_path))
+    tokenizer = RecordingTokenizer(embedder.load_tokenizer())
+    chunker = Chunker(tokenizer, 64, 16)
+    long_text = sentences(12, "rivers")
+    elements = [
+        Element("A study of rivers", "Title"),
+        Element(long_text, "NarrativeText"),  # over-long: windows
+        Element(sentences(2, "deltas"), "NarrativeText"),
+        Element("Methods", "Title"),
+        Element(sentences(4, "sampling"), "NarrativeText"),
+        Element(sentences(3, "sediment"), "NarrativeText"),
+        Element(sentences(2, "gauges"), "NarrativeText"),
+    ]
+    chunks = chunker.chunk(elements)
+    assert len(chunks) >= 4
+    assert tokenizer.seen.count(long_text) == 1
+    most = max(tokenizer.seen.count(text) for text in tokenizer.seen)
+    assert most <= 2, "a text tokenized for its tail is at most counted once before"
+    fresh = SharedTokenizer(embedder.load_tokenizer()).counts([c.text for c in chunks])
+    assert [c.tokens for c in chunks] == fresh
+    assert max(fresh) <= 64
