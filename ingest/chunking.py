@@ -109,7 +109,8 @@ class Chunker:
         self, text: str, offsets: Sequence[tuple[int, int]] | None = None
     ) -> list[tuple[str, int]]:
         """Overlapping windows of at most `max_tokens` tokens and `max_chars` characters,
-        each with its tokens; `offsets`: the text's tokens, when already known."""
+        each with its token count; `offsets`: the text's token offsets when already known
+        (unused for a text over `max_chars`, which is split and tokenized in parts)."""
         if len(text) > self.max_chars:
             parts = split_by_chars(text, self.max_chars)
             return [pair for part in parts for pair in self.windows(part)]
@@ -181,8 +182,9 @@ class Chunker:
         return self._finish(groups, counted)
 
     def _pieces(self, elements: Sequence[Element]) -> list[_Piece]:
-        """Elements with token counts; over-long ones cut into windows from the tokens just
-        counted (tokenizing is most of a chunker's time: each text is tokenized once)."""
+        """Elements with token counts; over-long ones cut into windows from the tokens that
+        counted them (tokenizing is most of a chunker's time: an element is tokenized once,
+        and only the windows cut from it are counted again)."""
         bounded = [
             Element(part, e.type, e.page, e.languages, e.ocr, e.ocr_confidence)
             for e in elements

@@ -136,9 +136,9 @@ def test_texts_are_not_tokenized_again_and_counts_stay_exact(minilm_path: str) -
     ]
     chunks = chunker.chunk(elements)
     assert len(chunks) >= 4
-    assert tokenizer.seen.count(long_text) == 1
-    most = max(tokenizer.seen.count(text) for text in tokenizer.seen)
-    assert most <= 2, "a text tokenized for its tail is at most counted once before"
+    assert tokenizer.seen.count(long_text) == 1  # counted, and its windows cut from that
+    joined = [c.text for c in chunks if "\n\n" in c.text]  # groups of several pieces
+    assert joined and all(tokenizer.seen.count(text) == 1 for text in joined)
     fresh = SharedTokenizer(embedder.load_tokenizer()).counts([c.text for c in chunks])
     assert [c.tokens for c in chunks] == fresh
     assert max(fresh) <= 64
