@@ -233,15 +233,14 @@ def parse_file(
         data = path.read_bytes()
         if not data.strip():
             raise ParseError("empty_file", f"{name}: the file holds only whitespace")
-        kwargs["encoding"] = detect_encoding(data)
+        encoding = kwargs["encoding"] = detect_encoding(data)
         if ext == ".json":
-            return _require_text(_parse_json(path, name, kwargs["encoding"]), name)
+            return _require_text(_parse_json(path, name, encoding), name)
         if ext in PLAIN_TYPES and data_size > LARGE_TEXT_BYTES:
-            return _require_text(large_plain_text(path, kwargs["encoding"]), name)
-        encoding = kwargs["encoding"]
+            return _require_text(large_plain_text(path, encoding), name)
         if ext in PLAIN_TYPES and is_plain_text(path, encoding):  # else unstructured's reader
-            plain = [lambda: read_plain_text(path, encoding)]
-            return _require_text(_first_reading(name, plain), name)
+            reading = _first_reading(name, [lambda: read_plain_text(path, encoding)])
+            return _require_text(reading, name)
     if ext == ".pdf":
         kwargs.pop("languages")  # per-element guesses on PDF fragments are mostly noise
         return parse_pdf(path, name, lambda: _partitioned(path, name, [kwargs]), options.ocr)
