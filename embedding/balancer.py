@@ -314,7 +314,8 @@ class HealthChecker:
             try:
                 response = self._client().get(backend.root + path, timeout=self.timeout)
             except httpx.HTTPError as exc:
-                self.balancer.probed(backend, False, f"health check {describe(exc)}")
+                if not self._stop.is_set():  # not the client closing under a probe
+                    self.balancer.probed(backend, False, f"health check {describe(exc)}")
                 return
             if response.status_code == 404 and backend.health_path is None:
                 continue

@@ -160,8 +160,14 @@ def test_client_side_balancing_survives_a_dead_and_a_hung_server(
     api = _api(tmp_path, minilm_path, _redis(redis_process, 6), [n.url + "/v1" for n in nodes])
     try:
         job = _ingest_while_failing(api, nodes, documents)
-        ready = httpx.get(api.url + "/readyz").json()
-        servers = {s["url"]: s for s in ready["checks"]["model"]["servers"]}
+        deadline = time.monotonic() + 15  # the hung one may go out on its probes, after
+        while True:
+            ready = httpx.get(api.url + "/readyz").json()
+            servers = {s["url"]: s for s in ready["checks"]["model"]["servers"]}
+            if servers[nodes[1].url + "/v1"]["state"] == "ejected":
+                break
+            assert time.monotonic() < deadline, servers
+            time.sleep(0.2)
         assert servers[nodes[0].url + "/v1"]["state"] == "ejected"
         assert servers[nodes[1].url + "/v1"]["state"] == "ejected"
         assert ready["status"] == "ready" and "2 of 3" in ready["checks"]["model"]["reason"]
