@@ -7,10 +7,14 @@ until a flush that began after that update has ended; whoever finds no flush run
 one for everyone waiting, after a short pause (`delay_s`) in which the writers finishing at
 the same moment (the files of one model batch do) reach it too.
 
-While the flush runs no other Python thread does (qdrant-edge holds the GIL), so files
-finishing one after another, as a served upload's do, would spend the process in flushes:
-a flush starts at most `spacing` times its own cost after the last one began (~5 % of the
-time; at most `max_gap_s`), and the writers arriving meanwhile share it.
+While the flush runs other Python threads mostly do not (qdrant-edge holds the GIL for
+most of it: ~11 of a 16 ms flush here, 3.4 ms of it CPU), so files finishing one after
+another, as a served upload's do, would spend the process in flushes: a flush starts at
+most `spacing` times its own cost after the last one began (at most `max_gap_s`), and the
+writers arriving meanwhile share it. The spacing weighs the GIL the flushes hold against
+the time a file's slot waits for its flush: on a 2-core machine, a served upload of 1,000
+abstracts took 32-35 s spaced 20 times the cost, 30-31 s at 8 and 29-30 s at 4, 2 or 1
+(docs/benchmarks.md, "2026-12-03, sixth session").
 """
 
 from __future__ import annotations
@@ -23,9 +27,7 @@ from collections.abc import Callable
 class GroupCommit:
     """Tickets for updates, and flushes shared by the writers waiting for them."""
 
-    def __init__(
-        self, delay_s: float = 0.02, spacing: float = 20.0, max_gap_s: float = 0.5
-    ) -> None:
+    def __init__(self, delay_s: float = 0.02, spacing: float = 4.0, max_gap_s: float = 0.5) -> None:
         self.delay_s = delay_s
         self.spacing = spacing
         self.max_gap_s = max_gap_s
